@@ -1,0 +1,1 @@
+"""Tiny news service used by loopprof's demo (examples/demo.sh)."""

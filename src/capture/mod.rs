@@ -1,0 +1,598 @@
+//! Capture: a live process tree → a recording file.
+//!
+//! [`record`] chooses the target ([`target`]), attaches one [`sampler`] thread per Python
+//! process (the target and, by default, its Python descendants, re-scanned every 250 ms so
+//! restarted gunicorn workers are picked up), and writes what they send into the recording
+//! with the source line of every new frame ([`source`]). It ends on the requested duration,
+//! on the stop flag (Ctrl-C), or when the target exits, and always writes the end record.
+
+pub mod procfs;
+pub mod sampler;
+pub mod source;
+pub mod syscalls;
+pub mod target;
+
+use crate::recording::{
+    CaptureOptionsRecord, End, Header, ProcessEvent, ProcessEventKind, ProcessInfo, Record,
+    RecordingError, RecordingWriter, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
+};
+use sampler::{Counters, Msg, ProcessSampler, SamplerContext};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+pub use target::TargetSpec;
+
+/// Errors of the capture stage, each saying how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// `--pid` names no running process.
+    #[error("no process with pid {pid} is running. Check the pid with `ps aux | grep uvicorn` (inside a container, use the pid as seen from where loopprof runs).")]
+    NoSuchProcess {
+        /// The pid.
+        pid: u32,
+    },
+    /// `--name` matched nothing.
+    #[error("no process command line matches {pattern:?} (matched like `pgrep -f`). Check with `pgrep -af {pattern:?}`, or pass --pid.")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+    },
+    /// `--name` matched unrelated process trees.
+    #[error(
+        "{pattern:?} matches several unrelated processes; choose one with --pid:\n{candidates}"
+    )]
+    AmbiguousName {
+        /// The pattern.
+        pattern: String,
+        /// One line per candidate.
+        candidates: String,
+    },
+    /// `--name` is not a valid regular expression.
+    #[error("--name {pattern:?} is not a valid regular expression: {why}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        why: String,
+    },
+    /// The target runs no Python interpreter (and has no Python descendant).
+    #[error("process {pid} ({cmdline}) is not a Python process, and has no Python child process. Pass the pid of the uvicorn/gunicorn process (or its master). (py-spy said: {detail})")]
+    NotPython {
+        /// The pid.
+        pid: u32,
+        /// Its command line.
+        cmdline: String,
+        /// py-spy's error.
+        detail: String,
+    },
+    /// The interpreter version is not supported by py-spy.
+    #[error("process {pid} runs a Python version py-spy {} cannot read ({detail}). loopprof supports CPython 3.8-3.13.", crate::PY_SPY_VERSION)]
+    UnsupportedPython {
+        /// The pid.
+        pid: u32,
+        /// py-spy's error.
+        detail: String,
+    },
+    /// ptrace / process_vm_readv was refused.
+    #[error("permission denied reading process {pid} ({detail}).\nloopprof reads another process's memory, which needs ptrace permission:\n  - run as root (sudo loopprof ...), or give the binary the capability: sudo setcap cap_sys_ptrace+ep $(which loopprof)\n  - in Docker: docker run --cap-add SYS_PTRACE ...  (docker-compose: cap_add: [SYS_PTRACE])\n  - in Kubernetes: securityContext.capabilities.add: [\"SYS_PTRACE\"]\n  - or allow ptrace of your own processes: sudo sysctl kernel.yama.ptrace_scope=0 (currently {})", yama_scope())]
+    PermissionDenied {
+        /// The pid.
+        pid: u32,
+        /// The OS error.
+        detail: String,
+    },
+    /// The target exited before it could be attached.
+    #[error("process {pid} exited before loopprof could attach to it")]
+    Exited {
+        /// The pid.
+        pid: u32,
+    },
+    /// `--` was given without a command.
+    #[error("no command given after `--`; example: loopprof record -- uvicorn app:app")]
+    EmptyCommand,
+    /// The command could not be started.
+    #[error("cannot start `{command}`: {source}. Check the program exists and is on PATH.")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The started command ran no Python in time.
+    #[error("`{command}` started (pid {pid}) but no Python interpreter appeared in it or its children within {secs} s")]
+    CommandNotPython {
+        /// The command line.
+        command: String,
+        /// Its pid.
+        pid: u32,
+        /// How long loopprof waited.
+        secs: u64,
+    },
+    /// The output directory cannot be used.
+    #[error("cannot write to output directory {path}: {why}. Choose another with -o DIR.")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Writing the recording failed.
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+}
+
+fn yama_scope() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "not set".into())
+}
+
+/// Options of [`record`]: a plain struct, independent of the command-line parser.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// What to record.
+    pub target: TargetSpec,
+    /// How long; `None` = until the stop flag is set or the target exits.
+    pub duration: Option<Duration>,
+    /// Samples per second per process.
+    pub rate_hz: f64,
+    /// Directory the recording is written into (created if missing).
+    pub output_dir: PathBuf,
+    /// Read stacks without stopping threads.
+    pub nonblocking: bool,
+    /// Also sample Python descendants of the target.
+    pub subprocesses: bool,
+    /// Leave a started command running at the end.
+    pub keep_running: bool,
+    /// gzip the recording.
+    pub compress: bool,
+}
+
+/// How a recording went, for the caller to report.
+#[derive(Debug, Clone)]
+pub struct RecordOutcome {
+    /// Path of the recording file.
+    pub path: PathBuf,
+    /// The end record written.
+    pub end: End,
+    /// The root pid.
+    pub pid: u32,
+    /// A note about the target choice (e.g. which pid a name matched), if any.
+    pub notes: Vec<String>,
+}
+
+/// Live figures for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// Requested duration.
+    pub duration: Option<Duration>,
+    /// Successful samples.
+    pub samples: u64,
+    /// Failed samples.
+    pub errors: u64,
+    /// Processes being sampled now.
+    pub processes: usize,
+}
+
+/// Prepares the output directory: creates it, refuses one that already holds a recording.
+pub fn prepare_output(dir: &Path) -> Result<(), CaptureError> {
+    let out_err = |why: String| CaptureError::Output {
+        path: dir.to_path_buf(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| out_err(e.to_string()))?;
+    for name in [
+        crate::recording::RECORDING_FILE,
+        crate::recording::RECORDING_FILE.trim_end_matches(".gz"),
+    ] {
+        if dir.join(name).exists() {
+            return Err(out_err(format!(
+                "it already holds a recording ({name}); loopprof never overwrites one"
+            )));
+        }
+    }
+    let probe = dir.join(".loopprof-write-test");
+    std::fs::write(&probe, b"").map_err(|e| out_err(e.to_string()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+struct Tracked {
+    handle: std::thread::JoinHandle<()>,
+    alive: bool,
+}
+
+/// Records the target until the duration ends, `stop` is set, or the target exits.
+/// `on_progress` is called about five times a second.
+pub fn record(
+    opts: &RecordOptions,
+    stop: Arc<AtomicBool>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<RecordOutcome, CaptureError> {
+    if !(opts.rate_hz > 0.0 && opts.rate_hz <= 10_000.0) {
+        return Err(CaptureError::Output {
+            path: opts.output_dir.clone(),
+            why: "internal: rate must be in (0, 10000]".into(),
+        });
+    }
+    prepare_output(&opts.output_dir)?;
+    let mut notes = Vec::new();
+    let mut child = None;
+    let (root, how, pattern) = match &opts.target {
+        TargetSpec::Pid(pid) => {
+            target::check_pid(*pid)?;
+            (*pid, "pid", None)
+        }
+        TargetSpec::Name(p) => {
+            let m = target::find_by_name(p)?;
+            let cmd = procfs::cmdline(m.pid).unwrap_or_default().join(" ");
+            notes.push(if m.matched.len() > 1 {
+                format!(
+                    "{p:?} matched {} processes; recording the root of their tree, pid {} ({cmd}), and its Python children",
+                    m.matched.len(),
+                    m.pid
+                )
+            } else {
+                format!("{p:?} matched pid {} ({cmd})", m.pid)
+            });
+            (m.pid, "name", Some(p.clone()))
+        }
+        TargetSpec::Command(cmd) => {
+            let c = target::spawn(cmd)?;
+            let pid = c.id();
+            child = Some(c);
+            (pid, "command", None)
+        }
+    };
+    let result = record_tree(opts, root, how, pattern, stop, &mut child, &mut on_progress);
+    if let Some(mut c) = child {
+        if opts.keep_running {
+            notes.push(format!("left the command running (pid {})", c.id()));
+        } else {
+            target::terminate(&mut c, Duration::from_secs(5));
+        }
+    }
+    result.map(|(path, end)| RecordOutcome {
+        path,
+        end,
+        pid: root,
+        notes,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_tree(
+    opts: &RecordOptions,
+    root: u32,
+    how: &str,
+    pattern: Option<String>,
+    stop: Arc<AtomicBool>,
+    child: &mut Option<std::process::Child>,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<(PathBuf, End), CaptureError> {
+    let start = Instant::now();
+    let started_at = chrono::Utc::now();
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let counters = Arc::new(Counters::default());
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let ctx = SamplerContext {
+        start,
+        period: Duration::from_secs_f64(1.0 / opts.rate_hz),
+        nonblocking: opts.nonblocking,
+        stop: sampler_stop.clone(),
+        counters: counters.clone(),
+        tx,
+    };
+    let mut tracked: HashMap<u32, Tracked> = HashMap::new();
+    let mut skipped: HashSet<u32> = HashSet::new();
+    let spawn_sampler = |pid: u32, patience: Duration, tracked: &mut HashMap<u32, Tracked>| {
+        let ctx = ctx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("sampler-{pid}"))
+            .spawn(move || {
+                let info = sampler::describe(pid);
+                match sampler::attach(pid, ctx.nonblocking, patience) {
+                    Ok(spy) => {
+                        let mut info = info;
+                        info.python_version = spy.version.to_string();
+                        let _ = ctx.tx.send(Msg::Attached(info));
+                        ProcessSampler::new(pid, spy, ctx).run();
+                    }
+                    Err(error) => {
+                        let _ = ctx.tx.send(Msg::Skipped { info, error });
+                    }
+                }
+            })
+            .expect("spawn sampler thread");
+        tracked.insert(
+            pid,
+            Tracked {
+                handle,
+                alive: true,
+            },
+        );
+    };
+
+    // Attach the initial tree, waiting for each attach result before writing the header.
+    let command_mode = how == "command";
+    let patience = if command_mode {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_millis(300)
+    };
+    let wait_limit = if command_mode {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut initial: Vec<ProcessInfo> = Vec::new();
+    let mut root_error: Option<CaptureError> = None;
+    let mut pending: Vec<Msg> = Vec::new();
+    let scan = |tracked: &HashMap<u32, Tracked>, skipped: &HashSet<u32>| -> Vec<u32> {
+        let mut pids = vec![root];
+        if opts.subprocesses {
+            pids.extend(procfs::descendants(root, &procfs::process_parents()));
+        }
+        pids.into_iter()
+            .filter(|p| !tracked.contains_key(p) && !skipped.contains(p))
+            .collect()
+    };
+    let attach_deadline = start + wait_limit;
+    let mut outstanding = 0usize;
+    loop {
+        for pid in scan(&tracked, &skipped) {
+            if pid != root && !procfs::looks_like_python(pid) {
+                skipped.insert(pid);
+                continue;
+            }
+            spawn_sampler(pid, patience, &mut tracked);
+            outstanding += 1;
+        }
+        // Collect the attach result of everything started so far.
+        while outstanding > 0 {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Attached(info)) => {
+                    initial.push(info);
+                    outstanding -= 1;
+                }
+                Ok(Msg::Skipped { info, error }) => {
+                    outstanding -= 1;
+                    skipped.insert(info.pid);
+                    tracked.remove(&info.pid);
+                    if info.pid == root {
+                        root_error = Some(error);
+                    }
+                }
+                Ok(other) => pending.push(other),
+                Err(_) if Instant::now() > attach_deadline => break,
+                Err(_) => {}
+            }
+        }
+        if !initial.is_empty() {
+            break;
+        }
+        // Nothing attached. Decide whether waiting longer can help.
+        let root_alive = procfs::is_alive(root);
+        let give_up = matches!(root_error, Some(CaptureError::PermissionDenied { .. }))
+            || !root_alive
+            || Instant::now() > attach_deadline
+            || !command_mode;
+        if give_up {
+            sampler_stop.store(true, Ordering::Relaxed);
+            return Err(match root_error {
+                Some(e @ CaptureError::PermissionDenied { .. }) => e,
+                _ if !root_alive => CaptureError::Exited { pid: root },
+                _ if command_mode => CaptureError::CommandNotPython {
+                    command: procfs::cmdline(root).unwrap_or_default().join(" "),
+                    pid: root,
+                    secs: wait_limit.as_secs(),
+                },
+                Some(e) => e,
+                None => CaptureError::NotPython {
+                    pid: root,
+                    cmdline: procfs::cmdline(root).unwrap_or_default().join(" "),
+                    detail: "no Python interpreter found".into(),
+                },
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(e) = &root_error {
+        // The root is not Python (e.g. a shell script) but its children are: say so.
+        log::info!("root process is not sampled: {e}");
+    }
+    initial.sort_by_key(|p| p.pid);
+
+    let path = opts.output_dir.join(if opts.compress {
+        crate::recording::RECORDING_FILE
+    } else {
+        crate::recording::RECORDING_FILE.trim_end_matches(".gz")
+    });
+    let mut writer = RecordingWriter::create(&path, opts.compress)?;
+    let root_cmdline = procfs::cmdline(root).unwrap_or_default();
+    writer.write(&Record::Header(Header {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        loopprof_version: crate::VERSION.into(),
+        py_spy_version: crate::PY_SPY_VERSION.into(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        rate_hz: opts.rate_hz,
+        host: hostname(),
+        target: Target {
+            how: how.into(),
+            pid: root,
+            cmdline: root_cmdline,
+            pattern,
+        },
+        options: CaptureOptionsRecord {
+            nonblocking: opts.nonblocking,
+            subprocesses: opts.subprocesses,
+            locking: sampler::locking_name(opts.nonblocking).into(),
+        },
+        processes: initial.clone(),
+        clock_ticks_per_s: procfs::clock_ticks_per_second(),
+    }))?;
+    writer.flush()?;
+
+    let mut sources = source::SourceCache::default();
+    let mut processes_seen: HashSet<u32> = initial.iter().map(|p| p.pid).collect();
+    let mut last_scan = Instant::now();
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    let reason;
+    let mut handle_msg = |msg: Msg,
+                          writer: &mut RecordingWriter,
+                          tracked: &mut HashMap<u32, Tracked>,
+                          skipped: &mut HashSet<u32>|
+     -> Result<(), CaptureError> {
+        match msg {
+            Msg::Sample {
+                pid,
+                t_us,
+                read_us,
+                late_us,
+                cpu_us,
+                threads,
+            } => {
+                let new_frames =
+                    writer.write_sample(pid, t_us, read_us, late_us, cpu_us, &threads)?;
+                for f in new_frames {
+                    if let Some(text) = sources.line(pid, &f.file, f.line) {
+                        writer.write_source(&f.file, f.line, &text)?;
+                    }
+                }
+            }
+            Msg::Error {
+                pid,
+                t_us,
+                kind,
+                message,
+            } => writer.write(&Record::SampleError(SampleError {
+                pid,
+                t_us,
+                kind: kind.into(),
+                message,
+            }))?,
+            Msg::Attached(info) => {
+                processes_seen.insert(info.pid);
+                writer.write(&Record::Process(ProcessEvent {
+                    t_us: start.elapsed().as_micros() as u64,
+                    event: ProcessEventKind::Started,
+                    process: info,
+                    detail: None,
+                }))?
+            }
+            Msg::Skipped { info, error } => {
+                skipped.insert(info.pid);
+                tracked.remove(&info.pid);
+                writer.write(&Record::Process(ProcessEvent {
+                    t_us: start.elapsed().as_micros() as u64,
+                    event: ProcessEventKind::Skipped,
+                    process: info,
+                    detail: Some(error.to_string()),
+                }))?
+            }
+            Msg::Exited { pid, t_us } => {
+                if let Some(t) = tracked.get_mut(&pid) {
+                    t.alive = false;
+                }
+                let mut info = sampler::describe(pid);
+                info.python_version.clear();
+                writer.write(&Record::Process(ProcessEvent {
+                    t_us,
+                    event: ProcessEventKind::Exited,
+                    process: info,
+                    detail: None,
+                }))?
+            }
+        }
+        Ok(())
+    };
+    for msg in pending {
+        handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?;
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(msg) => handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        let elapsed = start.elapsed();
+        if stop.load(Ordering::Relaxed) {
+            reason = "interrupted";
+            break;
+        }
+        if opts.duration.is_some_and(|d| elapsed >= d) {
+            reason = "duration";
+            break;
+        }
+        if let Some(c) = child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                reason = "command-exited";
+                break;
+            }
+        }
+        let any_alive = tracked.values().any(|t| t.alive);
+        if !any_alive && !procfs::is_alive(root) {
+            reason = "target-exited";
+            break;
+        }
+        if opts.subprocesses && last_scan.elapsed() >= Duration::from_millis(250) {
+            last_scan = Instant::now();
+            for pid in scan(&tracked, &skipped) {
+                if !procfs::looks_like_python(pid) {
+                    skipped.insert(pid);
+                    continue;
+                }
+                spawn_sampler(pid, Duration::from_secs(2), &mut tracked);
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_millis(200) {
+            last_progress = Instant::now();
+            on_progress(&Progress {
+                elapsed,
+                duration: opts.duration,
+                samples: counters.samples.load(Ordering::Relaxed),
+                errors: counters.errors.load(Ordering::Relaxed),
+                processes: tracked.values().filter(|t| t.alive).count(),
+            });
+        }
+    }
+    let duration_us = start.elapsed().as_micros() as u64;
+    sampler_stop.store(true, Ordering::Relaxed);
+    drop(ctx);
+    // Let samplers finish their tick and drain everything they sent.
+    let handles: Vec<_> = tracked.drain().map(|(_, t)| t.handle).collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut no_tracked = HashMap::new();
+    while let Ok(msg) = rx.try_recv() {
+        // Ignore late attach/exit noise after the end; keep every sample.
+        if matches!(msg, Msg::Sample { .. } | Msg::Error { .. }) {
+            handle_msg(msg, &mut writer, &mut no_tracked, &mut skipped)?;
+        }
+    }
+    let end = End {
+        duration_us,
+        reason: reason.into(),
+        samples: counters.samples.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        late: counters.late.load(Ordering::Relaxed),
+        missed: counters.missed.load(Ordering::Relaxed),
+        processes: processes_seen.len() as u64,
+        stopped_us: counters.stopped_us.load(Ordering::Relaxed),
+    };
+    writer.finish(&end)?;
+    Ok((path, end))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,275 @@
+//! Small readers of `/proc`: process tree, command lines, CPU time, thread state and syscall.
+//!
+//! Each function does one read of one file and parses it; nothing here is cached. These are
+//! called on the sampler's hot path (thread state, syscall, CPU time), so they avoid
+//! allocation where they can.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+
+/// The fields of `/proc/<pid>/stat` loopprof uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Scheduler state letter (`R`, `S`, `D`, `Z`, `t`, ...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: u32,
+    /// User CPU time in clock ticks.
+    pub utime: u64,
+    /// System CPU time in clock ticks.
+    pub stime: u64,
+    /// Start time after boot in clock ticks.
+    pub starttime: u64,
+}
+
+/// Parses the content of a `stat` file (the command name may hold spaces and parentheses).
+pub fn parse_stat(buf: &[u8]) -> Option<Stat> {
+    let close = buf.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(buf.get(close + 2..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    // Field 3 (state) is the first after the comm.
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    // Fields 14 and 15 (utime, stime) are 9 and 10 positions after ppid (field 4).
+    let mut fields = fields.skip(9);
+    let utime = fields.next()?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    // Field 22 (starttime) is 6 after stime.
+    let starttime = fields.nth(6)?.parse().ok()?;
+    Some(Stat {
+        state,
+        ppid,
+        utime,
+        stime,
+        starttime,
+    })
+}
+
+fn read_small(path: &str, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut f = fs::File::open(path)?;
+    let mut n = 0;
+    loop {
+        let m = f.read(&mut buf[n..])?;
+        if m == 0 || n + m == buf.len() {
+            return Ok(n + m);
+        }
+        n += m;
+    }
+}
+
+/// Reads `/proc/<pid>/stat`.
+pub fn process_stat(pid: u32) -> std::io::Result<Stat> {
+    let mut buf = [0u8; 1024];
+    let n = read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
+    parse_stat(&buf[..n]).ok_or_else(|| std::io::Error::other("unparsable stat"))
+}
+
+/// Reads `/proc/<pid>/task/<tid>/stat`.
+pub fn thread_stat(pid: u32, tid: u32) -> std::io::Result<Stat> {
+    let mut buf = [0u8; 1024];
+    let n = read_small(&format!("/proc/{pid}/task/{tid}/stat"), &mut buf)?;
+    parse_stat(&buf[..n]).ok_or_else(|| std::io::Error::other("unparsable stat"))
+}
+
+/// What `/proc/<pid>/task/<tid>/syscall` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    /// The thread runs in user space.
+    Running,
+    /// Blocked in this system call number.
+    Nr(i64),
+    /// Not in a system call (e.g. stopped by a signal), or unreadable.
+    Unknown,
+}
+
+/// Parses the content of a `syscall` file.
+pub fn parse_syscall(buf: &[u8]) -> Syscall {
+    let s = std::str::from_utf8(buf).unwrap_or("");
+    match s.split_ascii_whitespace().next() {
+        Some("running") => Syscall::Running,
+        Some(n) => match n.parse::<i64>() {
+            Ok(nr) if nr >= 0 => Syscall::Nr(nr),
+            _ => Syscall::Unknown,
+        },
+        None => Syscall::Unknown,
+    }
+}
+
+/// Reads `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target).
+pub fn thread_syscall(pid: u32, tid: u32) -> Syscall {
+    let mut buf = [0u8; 256];
+    match read_small(&format!("/proc/{pid}/task/{tid}/syscall"), &mut buf) {
+        Ok(n) => parse_syscall(&buf[..n]),
+        Err(_) => Syscall::Unknown,
+    }
+}
+
+/// The command line of a process (empty for kernel threads and zombies).
+pub fn cmdline(pid: u32) -> std::io::Result<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
+/// The executable path of a process, if readable.
+pub fn exe(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// True when `/proc/<pid>` exists and the process is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
+}
+
+/// The OS thread ids of a process.
+pub fn thread_ids(pid: u32) -> std::io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(tid);
+        }
+    }
+    Ok(out)
+}
+
+/// Every process's parent: pid → ppid.
+pub fn process_parents() -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                if let Ok(stat) = process_stat(pid) {
+                    out.insert(pid, stat.ppid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The descendants of `root` (children first, breadth-first), from a parent map.
+pub fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, ppid) in parents {
+        children.entry(*ppid).or_default().push(*pid);
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        if let Some(kids) = children.get(&p) {
+            let mut kids = kids.clone();
+            kids.sort_unstable();
+            for k in kids {
+                if k != root && !out.contains(&k) {
+                    out.push(k);
+                    queue.push(k);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The ancestors of `pid` (parent first), from a parent map.
+pub fn ancestors(pid: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut cur = pid;
+    while let Some(&pp) = parents.get(&cur) {
+        if pp == 0 || out.contains(&pp) {
+            break;
+        }
+        out.push(pp);
+        cur = pp;
+    }
+    out
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), used to convert CPU times.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+/// True when the process maps a Python interpreter (its executable or a libpython).
+/// A cheap pre-check before the expensive py-spy attach.
+pub fn looks_like_python(pid: u32) -> bool {
+    if exe(pid)
+        .rsplit('/')
+        .next()
+        .is_some_and(|n| n.contains("python"))
+    {
+        return true;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(maps) => maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libpython") || n.starts_with("python"))
+        }),
+        // Unreadable maps (permission): let py-spy try and report the real error.
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_comm() {
+        let s = b"1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 3 0 98765 1000 10 18446744073709551615";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.utime, 250);
+        assert_eq!(st.stime, 31);
+        assert_eq!(st.starttime, 98765);
+    }
+
+    #[test]
+    fn parses_syscall_file() {
+        assert_eq!(parse_syscall(b"running\n"), Syscall::Running);
+        assert_eq!(
+            parse_syscall(b"230 0x1 0x0 0x7ffd 0x0 0x0 0x0 0x7ffd 0x7f\n"),
+            Syscall::Nr(230)
+        );
+        assert_eq!(parse_syscall(b"-1 0x7ffd 0x7f\n"), Syscall::Unknown);
+        assert_eq!(parse_syscall(b""), Syscall::Unknown);
+    }
+
+    #[test]
+    fn walks_the_tree() {
+        let parents: HashMap<u32, u32> = [(10, 1), (11, 10), (12, 10), (13, 11), (20, 1)]
+            .into_iter()
+            .collect();
+        let mut d = descendants(10, &parents);
+        d.sort();
+        assert_eq!(d, vec![11, 12, 13]);
+        assert_eq!(ancestors(13, &parents), vec![11, 10, 1]);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        let st = process_stat(me).unwrap();
+        assert!(st.state == 'R' || st.state == 'S');
+        assert!(!cmdline(me).unwrap().is_empty());
+        assert!(thread_ids(me).unwrap().contains(&me));
+        assert!(is_alive(me));
+    }
+}

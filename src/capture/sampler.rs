@@ -1,0 +1,482 @@
+//! One sampler thread per Python process: attach with py-spy, then tick at the requested rate.
+//!
+//! Each tick reads, in this order: the process's CPU time, then for every known Python thread
+//! its OS state and current syscall (before stopping it, since a ptrace stop changes both),
+//! then stops only the Python threads with ptrace (not uvloop's or other native threads), reads
+//! every Python stack with py-spy (`LockingStrategy::AlreadyLocked`) and resumes them. The
+//! stop lasts only as long as the stack read; the locks are released when their guards drop,
+//! and if loopprof dies the kernel detaches and resumes the threads. Results go to the writer
+//! through a channel; nothing here touches the recording file.
+
+use super::procfs::{self, Syscall};
+use super::syscalls;
+use super::CaptureError;
+use crate::recording::{ProcessInfo, RawFrame, RawThread};
+use py_spy::config::LockingStrategy;
+use py_spy::{Config, PythonSpy};
+use remoteprocess::ProcessMemory;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What sampler threads tell the writer.
+#[derive(Debug)]
+pub enum Msg {
+    /// The process is attached and will be sampled.
+    Attached(ProcessInfo),
+    /// The process will not be sampled.
+    Skipped {
+        /// What is known of it.
+        info: ProcessInfo,
+        /// Why, as an error the caller can report (for the root process) or log.
+        error: CaptureError,
+    },
+    /// One successful tick.
+    Sample {
+        /// Process id.
+        pid: u32,
+        /// Microseconds since the recording started.
+        t_us: u64,
+        /// Stack read duration (threads stopped this long in blocking mode).
+        read_us: u32,
+        /// Lateness of the tick.
+        late_us: u32,
+        /// Cumulative process CPU time.
+        cpu_us: u64,
+        /// Every Python thread.
+        threads: Vec<RawThread>,
+    },
+    /// One failed tick.
+    Error {
+        /// Process id.
+        pid: u32,
+        /// Microseconds since the recording started.
+        t_us: u64,
+        /// `"lock"`, `"read"` or `"proc"`.
+        kind: &'static str,
+        /// The error.
+        message: String,
+    },
+    /// The process exited or can no longer be read; its sampler has stopped.
+    Exited {
+        /// Process id.
+        pid: u32,
+        /// Microseconds since the recording started.
+        t_us: u64,
+    },
+}
+
+/// Counters shared by every sampler, read by the progress display and the end record.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Successful ticks.
+    pub samples: AtomicU64,
+    /// Failed ticks.
+    pub errors: AtomicU64,
+    /// Ticks started more than one period late.
+    pub late: AtomicU64,
+    /// Ticks skipped because the sampler fell behind.
+    pub missed: AtomicU64,
+    /// Total microseconds threads were stopped.
+    pub stopped_us: AtomicU64,
+}
+
+/// What every sampler shares.
+#[derive(Clone)]
+pub struct SamplerContext {
+    /// The recording's time origin.
+    pub start: Instant,
+    /// Sampling period.
+    pub period: Duration,
+    /// Read without stopping threads.
+    pub nonblocking: bool,
+    /// Set to stop every sampler.
+    pub stop: Arc<AtomicBool>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// Where results go.
+    pub tx: Sender<Msg>,
+}
+
+/// How a sampler stops threads for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    /// Stop only the Python threads, with loopprof's own ptrace locks.
+    PythonThreads,
+    /// Let py-spy stop every OS thread (used until the Python threads' OS ids are known).
+    AllThreads,
+    /// Stop nothing.
+    None,
+}
+
+/// A short description of the locking in effect, for the header.
+pub fn locking_name(nonblocking: bool) -> &'static str {
+    if nonblocking {
+        "none"
+    } else {
+        "python-threads"
+    }
+}
+
+/// What is known of a process before attaching.
+pub fn describe(pid: u32) -> ProcessInfo {
+    ProcessInfo {
+        pid,
+        ppid: procfs::process_stat(pid).map(|s| s.ppid).unwrap_or(0),
+        cmdline: procfs::cmdline(pid).unwrap_or_default(),
+        python_version: String::new(),
+        exe: procfs::exe(pid),
+    }
+}
+
+/// Turns a py-spy attach error into a [`CaptureError`] that says how to fix it.
+pub fn classify_attach_error(pid: u32, err: &anyhow::Error) -> CaptureError {
+    let text = format!("{err:#}");
+    if !procfs::is_alive(pid) {
+        return CaptureError::Exited { pid };
+    }
+    if text.contains("Operation not permitted")
+        || text.contains("Permission denied")
+        || text.contains("os error 1)")
+        || text.contains("EPERM")
+    {
+        return CaptureError::PermissionDenied { pid, detail: text };
+    }
+    if text.contains("Unsupported version") {
+        return CaptureError::UnsupportedPython { pid, detail: text };
+    }
+    CaptureError::NotPython {
+        pid,
+        cmdline: procfs::cmdline(pid).unwrap_or_default().join(" "),
+        detail: text,
+    }
+}
+
+/// Attaches py-spy to `pid`, retrying until `patience` has passed (a just-started process may
+/// not have loaded its interpreter yet).
+pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonSpy, CaptureError> {
+    let config = Config {
+        blocking: if nonblocking {
+            LockingStrategy::NonBlocking
+        } else {
+            LockingStrategy::AlreadyLocked
+        },
+        collect_thread_names: true,
+        ..Config::default()
+    };
+    let deadline = Instant::now() + patience;
+    loop {
+        let err = match PythonSpy::new(pid as py_spy::Pid, &config) {
+            Ok(spy) => return Ok(spy),
+            Err(e) => classify_attach_error(pid, &e),
+        };
+        let retry = matches!(err, CaptureError::NotPython { .. }) && Instant::now() < deadline;
+        if !retry {
+            return Err(err);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Maps py-spy's Python thread ids (`pthread_t`, the address of glibc's `struct pthread`) to
+/// OS thread ids for Python < 3.11, where py-spy without libunwind cannot. The offset of the
+/// `tid` field inside `struct pthread` is found once per process by looking for the process's
+/// own thread ids in each thread's struct.
+#[derive(Default)]
+struct TidMapper {
+    offset: Option<usize>,
+    cache: HashMap<u64, u32>,
+}
+
+const PTHREAD_SCAN_BYTES: usize = 2048;
+
+impl TidMapper {
+    fn map(&mut self, spy: &PythonSpy, pid: u32, pthread_ids: &[u64]) -> HashMap<u64, u32> {
+        let tids: HashSet<u32> = procfs::thread_ids(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut out = HashMap::new();
+        if self.offset.is_none() {
+            let mut votes: HashMap<usize, usize> = HashMap::new();
+            for &p in pthread_ids {
+                let Ok(bytes) = spy.process.copy(p as usize, PTHREAD_SCAN_BYTES) else {
+                    continue;
+                };
+                for off in (0..PTHREAD_SCAN_BYTES - 4).step_by(4) {
+                    let v = u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap());
+                    if tids.contains(&v) {
+                        *votes.entry(off).or_default() += 1;
+                    }
+                }
+            }
+            // The offset at which every thread holds one of the process's tids.
+            self.offset = votes
+                .into_iter()
+                .filter(|(_, n)| *n == pthread_ids.len())
+                .map(|(off, _)| off)
+                .min();
+        }
+        let Some(off) = self.offset else {
+            return out;
+        };
+        for &p in pthread_ids {
+            if let Some(t) = self.cache.get(&p).filter(|t| tids.contains(t)) {
+                out.insert(p, *t);
+                continue;
+            }
+            let mut buf = [0u8; 4];
+            if spy.process.read(p as usize + off, &mut buf).is_ok() {
+                let t = u32::from_ne_bytes(buf);
+                if tids.contains(&t) {
+                    self.cache.insert(p, t);
+                    out.insert(p, t);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Stops the given threads with ptrace; they resume when the returned guards drop.
+/// Threads that exited meanwhile are skipped.
+fn lock_threads(tids: &[u32]) -> Result<Vec<remoteprocess::ThreadLock>, String> {
+    let mut locks = Vec::with_capacity(tids.len());
+    for &tid in tids {
+        let thread = remoteprocess::Thread::new(tid as i32).map_err(|e| e.to_string())?;
+        match thread.lock() {
+            Ok(l) => locks.push(l),
+            Err(remoteprocess::Error::NixError(nix::errno::Errno::ESRCH)) => continue,
+            Err(e) => return Err(format!("cannot stop thread {tid}: {e}")),
+        }
+    }
+    Ok(locks)
+}
+
+fn syscall_name(s: Syscall) -> Option<String> {
+    match s {
+        Syscall::Running => Some("running".to_owned()),
+        Syscall::Nr(nr) => Some(syscalls::name(nr)),
+        Syscall::Unknown => None,
+    }
+}
+
+/// The per-process sampling loop. Runs until `ctx.stop` is set or the process goes away.
+pub struct ProcessSampler {
+    pid: u32,
+    spy: PythonSpy,
+    ctx: SamplerContext,
+    locking: Locking,
+    /// OS ids of the Python threads seen in the last tick.
+    python_tids: Vec<u32>,
+    tid_mapper: TidMapper,
+    clock_tick_us: u64,
+}
+
+impl ProcessSampler {
+    /// A sampler for an attached process.
+    pub fn new(pid: u32, spy: PythonSpy, ctx: SamplerContext) -> Self {
+        let locking = if ctx.nonblocking {
+            Locking::None
+        } else {
+            Locking::PythonThreads
+        };
+        ProcessSampler {
+            pid,
+            spy,
+            ctx,
+            locking,
+            python_tids: Vec::new(),
+            tid_mapper: TidMapper::default(),
+            clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.ctx.start.elapsed().as_micros() as u64
+    }
+
+    /// Samples until told to stop or the process exits.
+    pub fn run(mut self) {
+        let period = self.ctx.period;
+        let mut next = Instant::now();
+        loop {
+            // Wait for the tick in short naps so a stop request is honoured quickly.
+            loop {
+                if self.ctx.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            }
+            let started = Instant::now();
+            let late = started - next;
+            if late > period {
+                self.ctx.counters.late.fetch_add(1, Ordering::Relaxed);
+                let missed = (late.as_nanos() / period.as_nanos().max(1)) as u64;
+                self.ctx
+                    .counters
+                    .missed
+                    .fetch_add(missed, Ordering::Relaxed);
+                next = started;
+            }
+            next += period;
+            if !self.tick(late.as_micros().min(u32::MAX as u128) as u32) {
+                let _ = self.ctx.tx.send(Msg::Exited {
+                    pid: self.pid,
+                    t_us: self.now_us(),
+                });
+                return;
+            }
+        }
+    }
+
+    /// One tick. Returns `false` when the process is gone.
+    fn tick(&mut self, late_us: u32) -> bool {
+        let pid = self.pid;
+        let cpu_us = match procfs::process_stat(pid) {
+            Ok(st) if st.state != 'Z' && st.state != 'X' => {
+                (st.utime + st.stime) * self.clock_tick_us
+            }
+            _ => return false,
+        };
+        // Up to two attempts: a Python thread that appeared since the last tick was not stopped
+        // during the first read, so that read is done again with it included.
+        for attempt in 0..2 {
+            let before: HashMap<u32, (char, Option<String>)> = self
+                .python_tids
+                .iter()
+                .map(|&tid| (tid, self.thread_state(tid)))
+                .collect();
+            let t_us = self.now_us();
+            let read_start = Instant::now();
+            let result = self.read_stacks();
+            let read = read_start.elapsed();
+            let traces = match result {
+                Ok(t) => t,
+                Err((kind, message)) => {
+                    if !procfs::is_alive(pid) {
+                        return false;
+                    }
+                    self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.ctx.tx.send(Msg::Error {
+                        pid,
+                        t_us,
+                        kind,
+                        message,
+                    });
+                    return true;
+                }
+            };
+            if self.locking != Locking::None {
+                self.ctx
+                    .counters
+                    .stopped_us
+                    .fetch_add(read.as_micros() as u64, Ordering::Relaxed);
+            }
+            let pthread_ids: Vec<u64> = traces
+                .iter()
+                .filter(|t| t.os_thread_id.is_none())
+                .map(|t| t.thread_id)
+                .collect();
+            let mapped = if pthread_ids.is_empty() {
+                HashMap::new()
+            } else {
+                self.tid_mapper.map(&self.spy, pid, &pthread_ids)
+            };
+            let tids: Vec<u32> = traces
+                .iter()
+                .map(|t| match t.os_thread_id {
+                    Some(id) => id as u32,
+                    None => mapped.get(&t.thread_id).copied().unwrap_or(0),
+                })
+                .collect();
+            let unknown_tid = tids.contains(&0);
+            let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
+            self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
+            // Without every OS thread id we cannot stop just the Python threads.
+            if unknown_tid && self.locking == Locking::PythonThreads {
+                self.locking = Locking::AllThreads;
+            }
+            let consistent = match self.locking {
+                Locking::PythonThreads => !new_thread,
+                Locking::AllThreads | Locking::None => true,
+            };
+            if !consistent && attempt == 0 {
+                continue;
+            }
+            let threads = traces
+                .into_iter()
+                .zip(tids)
+                .map(|(t, tid)| {
+                    let (state, syscall) = match before.get(&tid) {
+                        Some(s) => s.clone(),
+                        None if tid != 0 => self.thread_state(tid),
+                        None => ('?', None),
+                    };
+                    RawThread {
+                        tid,
+                        name: t.thread_name,
+                        // py-spy's own `active` reads /proc after our stop (always "stopped");
+                        // use the same definition it uses, from our pre-stop read.
+                        active: if tid != 0 { state == 'R' } else { t.active },
+                        gil: t.owns_gil,
+                        state,
+                        syscall,
+                        frames: t
+                            .frames
+                            .into_iter()
+                            .map(|f| RawFrame {
+                                name: f.name,
+                                file: f.filename,
+                                line: f.line,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
+            let _ = self.ctx.tx.send(Msg::Sample {
+                pid,
+                t_us,
+                read_us: read.as_micros().min(u32::MAX as u128) as u32,
+                late_us,
+                cpu_us,
+                threads,
+            });
+            break;
+        }
+        true
+    }
+
+    fn thread_state(&self, tid: u32) -> (char, Option<String>) {
+        let state = procfs::thread_stat(self.pid, tid)
+            .map(|s| s.state)
+            .unwrap_or('?');
+        (state, syscall_name(procfs::thread_syscall(self.pid, tid)))
+    }
+
+    /// Stops the threads as the locking mode says, reads every Python stack, resumes.
+    fn read_stacks(&mut self) -> Result<Vec<py_spy::StackTrace>, (&'static str, String)> {
+        let own_lock = self.locking == Locking::PythonThreads && !self.python_tids.is_empty();
+        self.spy.config.blocking = match self.locking {
+            Locking::None => LockingStrategy::NonBlocking,
+            _ if own_lock => LockingStrategy::AlreadyLocked,
+            // First tick (Python threads not known yet) or unknown OS ids: stop everything.
+            _ => LockingStrategy::Lock,
+        };
+        let _locks = if own_lock {
+            Some(lock_threads(&self.python_tids).map_err(|e| ("lock", e))?)
+        } else {
+            None
+        };
+        self.spy
+            .get_stack_traces()
+            .map_err(|e| ("read", format!("{e:#}")))
+    }
+}

@@ -1,0 +1,271 @@
+//! The command line: clap types, their conversion to plain option structs, exit codes.
+//!
+//! clap derive types stop here: each subcommand's arguments become the stage's options struct
+//! ([`crate::capture::RecordOptions`]) before any work starts, and every error is mapped to a
+//! documented exit code ([`exit`]).
+
+use crate::analysis::overview::overview;
+use crate::capture::{self, CaptureError, RecordOptions, TargetSpec};
+use crate::recording::{self, RecordingError};
+use crate::render;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit codes (documented in README.md and docs/cli.md).
+pub mod exit {
+    /// Success; the recording is complete.
+    pub const OK: i32 = 0;
+    /// An unexpected error.
+    pub const ERROR: i32 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: i32 = 2;
+    /// The target cannot be recorded: no such process, no match, not Python, unsupported
+    /// Python version, exited before attach, command could not start.
+    pub const TARGET: i32 = 3;
+    /// Permission denied (ptrace).
+    pub const PERMISSION: i32 = 4;
+    /// Output cannot be written, or an input recording cannot be read.
+    pub const IO: i32 = 5;
+}
+
+/// loopprof: find what blocks the asyncio event loop of a running uvicorn/gunicorn server.
+#[derive(Debug, Parser)]
+#[command(name = "loopprof", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach to a running server (or start one) and record every Python thread.
+    Record(RecordArgs),
+    /// Summarise a recording: processes, threads, states, syscalls, hottest frames.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").args(["pid", "name", "command"]).required(true))]
+struct RecordArgs {
+    /// Pid of the uvicorn/gunicorn process (its Python child processes are recorded too).
+    #[arg(long, short = 'p')]
+    pid: Option<u32>,
+    /// Regular expression matched against full command lines, like `pgrep -f`; the root of
+    /// the matching process tree is recorded.
+    #[arg(long, short = 'n', value_name = "PATTERN")]
+    name: Option<String>,
+    /// Seconds to record (default: until Ctrl-C or the target exits).
+    #[arg(long, short = 'd', value_name = "SECS")]
+    duration: Option<f64>,
+    /// Samples per second per process.
+    #[arg(long, short = 'r', default_value_t = 100.0, value_name = "HZ")]
+    rate: f64,
+    /// Output directory (default: loopprof-YYYYmmdd-HHMMSS in the current directory).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Read stacks without stopping any thread (no pause of the target; some samples fail
+    /// or come out torn).
+    #[arg(long)]
+    nonblocking: bool,
+    /// Record only the given process, not its Python child processes (workers).
+    #[arg(long)]
+    no_subprocesses: bool,
+    /// With `-- COMMAND`: leave the command running when the recording ends.
+    #[arg(long)]
+    keep_running: bool,
+    /// Write the recording as plain JSON Lines instead of gzip.
+    #[arg(long)]
+    uncompressed: bool,
+    /// Start this command and record it (`loopprof record -- uvicorn app:app`).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A recording file, or an output directory of `loopprof record`.
+    recording: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RecordArgs {
+    /// Converts the parsed arguments into the capture stage's options.
+    fn into_options(self) -> Result<RecordOptions, String> {
+        let target = match (self.pid, self.name, self.command.is_empty()) {
+            (Some(pid), None, true) => TargetSpec::Pid(pid),
+            (None, Some(name), true) => TargetSpec::Name(name),
+            (None, None, false) => TargetSpec::Command(self.command),
+            _ => return Err("choose the target once: --pid, --name or -- COMMAND".into()),
+        };
+        if !(self.rate > 0.0 && self.rate <= 5000.0) {
+            return Err(format!(
+                "--rate {} is out of range: use 1 to 5000 samples per second",
+                self.rate
+            ));
+        }
+        let duration = match self.duration {
+            Some(d) if d > 0.0 && d.is_finite() => Some(Duration::from_secs_f64(d)),
+            Some(d) => {
+                return Err(format!(
+                    "--duration {d} must be a positive number of seconds"
+                ))
+            }
+            None => None,
+        };
+        if self.keep_running && !matches!(target, TargetSpec::Command(_)) {
+            return Err("--keep-running only applies to `-- COMMAND`".into());
+        }
+        let output_dir = self.output.unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "loopprof-{}",
+                chrono::Local::now().format("%Y%m%d-%H%M%S")
+            ))
+        });
+        Ok(RecordOptions {
+            target,
+            duration,
+            rate_hz: self.rate,
+            output_dir,
+            nonblocking: self.nonblocking,
+            subprocesses: !self.no_subprocesses,
+            keep_running: self.keep_running,
+            compress: !self.uncompressed,
+        })
+    }
+}
+
+/// The exit code for a capture error.
+pub fn capture_exit_code(e: &CaptureError) -> i32 {
+    match e {
+        CaptureError::PermissionDenied { .. } => exit::PERMISSION,
+        CaptureError::Output { .. } | CaptureError::Recording(_) => exit::IO,
+        CaptureError::BadPattern { .. } | CaptureError::EmptyCommand => exit::USAGE,
+        _ => exit::TARGET,
+    }
+}
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match cli.command {
+        Command::Record(args) => match args.into_options() {
+            Ok(opts) => run_record(opts),
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                exit::USAGE
+            }
+        },
+        Command::Inspect(args) => match run_inspect(args) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                match e.downcast_ref::<RecordingError>() {
+                    Some(_) => exit::IO,
+                    None => exit::ERROR,
+                }
+            }
+        },
+    }
+}
+
+fn install_stop_handler() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let presses = Arc::new(AtomicUsize::new(0));
+    let s = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        s.store(true, Ordering::SeqCst);
+        if presses.fetch_add(1, Ordering::SeqCst) >= 2 {
+            // Third press: the user insists. The kernel resumes any thread still stopped.
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
+fn run_record(opts: RecordOptions) -> i32 {
+    let stop = install_stop_handler();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        if std::io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::stderr_with_hz(5)
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let result = capture::record(&opts, stop, |p| {
+        let secs = p.elapsed.as_secs_f64();
+        let of = p
+            .duration
+            .map(|d| format!(" / {:.0} s", d.as_secs_f64()))
+            .unwrap_or_else(|| " (Ctrl-C to stop)".into());
+        bar.set_message(format!(
+            "recording {secs:.1} s{of} · {} samples ({:.0}/s) · {} process{} · {} errors",
+            p.samples,
+            if secs > 0.0 {
+                p.samples as f64 / secs
+            } else {
+                0.0
+            },
+            p.processes,
+            if p.processes == 1 { "" } else { "es" },
+            p.errors
+        ));
+        bar.tick();
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(outcome) => {
+            for n in &outcome.notes {
+                eprintln!("note: {}", render::text::sanitize(n));
+            }
+            match recording::load(&outcome.path) {
+                Ok(rec) => print!("{}", render::text::overview(&overview(&rec))),
+                Err(e) => eprintln!("warning: cannot read the recording back: {e}"),
+            }
+            println!("\nrecording: {}", outcome.path.display());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            capture_exit_code(&e)
+        }
+    }
+}
+
+fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let rec = recording::load(&args.recording)?;
+    let o = overview(&rec);
+    for w in &rec.warnings {
+        eprintln!("warning: {}", render::text::sanitize(w));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&o).context("serialising the overview")?
+        );
+    } else {
+        print!("{}", render::text::overview(&o));
+    }
+    Ok(())
+}

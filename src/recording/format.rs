@@ -1,0 +1,256 @@
+//! The records of a recording file, as serde types.
+//!
+//! A recording is JSON Lines: one `{"type": ..., "data": ...}` envelope per line, written in
+//! the order described in `docs/recording-format.md`. Strings, frames and stacks are interned:
+//! each is defined once by a record carrying an `id`, and later records refer to the id. The
+//! types here are the wire contract; bump [`FORMAT_VERSION`] when an existing field changes
+//! meaning (adding optional fields does not need a bump).
+
+use serde::{Deserialize, Serialize};
+
+/// The value of the header's `format` field.
+pub const FORMAT_NAME: &str = "loopprof-recording";
+
+/// The version of the recording format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One line of a recording file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Record {
+    /// Always the first record.
+    Header(Header),
+    /// Defines an interned string.
+    String(StringDef),
+    /// Defines an interned Python frame (function, file, line).
+    Frame(FrameDef),
+    /// Defines an interned stack: a list of frame ids, innermost first.
+    Stack(StackDef),
+    /// The text of one source line, once per distinct (file, line) when the file was readable.
+    Source(SourceLine),
+    /// A process was attached, started, exited or skipped.
+    Process(ProcessEvent),
+    /// One sampling tick of one process: every Python thread's state and stack.
+    Sample(Sample),
+    /// A sampling tick that failed (the failure is counted, never dropped silently).
+    SampleError(SampleError),
+    /// Always the last record of a complete recording.
+    End(End),
+}
+
+/// What was recorded, by what, when and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// The format version, see [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The loopprof version that wrote the file.
+    pub loopprof_version: String,
+    /// The py-spy crate version used to read stacks.
+    pub py_spy_version: String,
+    /// Wall-clock start of the recording, RFC 3339 in UTC. All `t_us` fields count from here.
+    pub started_at: String,
+    /// The requested sampling rate in Hz (the achieved rate comes from the samples).
+    pub rate_hz: f64,
+    /// Host name of the machine that recorded.
+    pub host: String,
+    /// How the target was chosen and what it is.
+    pub target: Target,
+    /// Sampling options in effect.
+    pub options: CaptureOptionsRecord,
+    /// Processes attached when the recording started (more may follow as `process` records).
+    pub processes: Vec<ProcessInfo>,
+    /// Kernel clock ticks per second used to convert `/proc/<pid>/stat` CPU times.
+    pub clock_ticks_per_s: u64,
+}
+
+/// The process the user pointed loopprof at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// `"pid"`, `"name"` or `"command"`.
+    pub how: String,
+    /// The root pid sampled (with its Python descendants unless disabled).
+    pub pid: u32,
+    /// The root process's command line.
+    pub cmdline: Vec<String>,
+    /// The `--name` pattern, when the target was chosen by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+/// Sampling options, as recorded in the header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureOptionsRecord {
+    /// `true` when stacks were read without stopping threads.
+    pub nonblocking: bool,
+    /// `true` when Python descendants of the target were sampled too.
+    pub subprocesses: bool,
+    /// What was stopped while reading: `"python-threads"`, `"all-threads"` or `"none"`.
+    pub locking: String,
+}
+
+/// A sampled process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Command line.
+    pub cmdline: Vec<String>,
+    /// Python version of the interpreter, e.g. `"3.11.7"`.
+    pub python_version: String,
+    /// Path of the executable.
+    #[serde(default)]
+    pub exe: String,
+}
+
+/// A process lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessEvent {
+    /// Microseconds since the start of the recording.
+    pub t_us: u64,
+    /// What happened.
+    pub event: ProcessEventKind,
+    /// The process, with what is known of it.
+    pub process: ProcessInfo,
+    /// Why a process was skipped or how it ended, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Kinds of [`ProcessEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessEventKind {
+    /// A Python process appeared after the recording started and is now sampled.
+    Started,
+    /// A sampled process exited (or could no longer be read).
+    Exited,
+    /// A descendant was not sampled (not Python, or could not be attached).
+    Skipped,
+}
+
+/// An interned string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StringDef {
+    /// Id referred to by other records.
+    pub id: u32,
+    /// The string.
+    pub s: String,
+}
+
+/// An interned frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameDef {
+    /// Id referred to by stacks.
+    pub id: u32,
+    /// String id of the function's qualified name (`co_qualname` on 3.11+, `co_name` before).
+    pub name: u32,
+    /// String id of the absolute file name as the target sees it.
+    pub file: u32,
+    /// Line number being executed (0 when unknown).
+    pub line: i32,
+}
+
+/// An interned stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackDef {
+    /// Id referred to by samples.
+    pub id: u32,
+    /// Frame ids, innermost (leaf) first.
+    pub frames: Vec<u32>,
+}
+
+/// One source line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceLine {
+    /// String id of the file name.
+    pub file: u32,
+    /// 1-based line number.
+    pub line: i32,
+    /// The line's text, without its trailing newline.
+    pub text: String,
+}
+
+/// One tick of one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Process id.
+    pub pid: u32,
+    /// Microseconds since the start of the recording, taken just before the threads were stopped.
+    pub t_us: u64,
+    /// How long reading the stacks took (the target's threads were stopped this long in
+    /// blocking mode), in microseconds.
+    pub read_us: u32,
+    /// How far behind its schedule this tick started, in microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_us: u32,
+    /// Cumulative user+system CPU time of the whole process, in microseconds
+    /// (from `/proc/<pid>/stat`, resolution one clock tick).
+    pub cpu_us: u64,
+    /// Every Python thread of the process.
+    pub threads: Vec<ThreadSample>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// One Python thread in one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadSample {
+    /// OS thread id (0 when py-spy could not tell it, e.g. Python < 3.11).
+    pub tid: u32,
+    /// String id of the thread's name (`threading` name), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<u32>,
+    /// py-spy's `active` flag (racy: read from /proc before the stop).
+    pub active: bool,
+    /// py-spy's `owns_gil` flag: this thread was executing Python bytecode.
+    pub gil: bool,
+    /// OS scheduler state from `/proc/<pid>/task/<tid>/stat`: `R`, `S`, `D`, ... (`?` unknown).
+    pub state: char,
+    /// Current system call from `/proc/<pid>/task/<tid>/syscall`: a name such as
+    /// `clock_nanosleep`, `"running"` when in user space, or absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// Stack id.
+    pub stack: u32,
+}
+
+/// A failed tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleError {
+    /// Process id.
+    pub pid: u32,
+    /// Microseconds since the start of the recording.
+    pub t_us: u64,
+    /// Short machine-readable kind: `"lock"`, `"read"`, `"proc"`.
+    pub kind: String,
+    /// The error in words.
+    pub message: String,
+}
+
+/// The last record: how the recording went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    /// Microseconds from the start to the end of the recording.
+    pub duration_us: u64,
+    /// Why it ended: `"duration"`, `"interrupted"` (Ctrl-C/SIGTERM), `"target-exited"`,
+    /// `"command-exited"`.
+    pub reason: String,
+    /// Successful samples (process ticks) written.
+    pub samples: u64,
+    /// Failed ticks (see `sample_error` records).
+    pub errors: u64,
+    /// Ticks that started more than one sampling period late.
+    pub late: u64,
+    /// Ticks skipped because the sampler fell more than one period behind.
+    pub missed: u64,
+    /// Processes sampled at some point.
+    pub processes: u64,
+    /// Total microseconds the target's threads were stopped for reading (blocking mode).
+    pub stopped_us: u64,
+}

@@ -1,0 +1,369 @@
+//! Streaming reader and the fully loaded [`Recording`].
+//!
+//! [`RecordingReader`] yields records one at a time from a gzip-compressed or plain file. A
+//! file cut short (a recorder killed with SIGKILL, a full disk) is read up to its last complete
+//! record and [`RecordingReader::truncated`] says why it stopped; records of a type this version
+//! does not know are skipped and counted, so newer minor additions stay readable.
+
+use super::format::*;
+use super::{RecordingError, RECORDING_FILE};
+use flate2::read::MultiGzDecoder;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Reads records one by one.
+pub struct RecordingReader {
+    path: PathBuf,
+    input: Box<dyn BufRead>,
+    line: Vec<u8>,
+    line_no: u64,
+    truncated: Option<String>,
+    unknown: u64,
+    done: bool,
+}
+
+/// Resolves a path given by the user: a recording file, or an output directory holding one.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        let gz = path.join(RECORDING_FILE);
+        if gz.exists() {
+            return gz;
+        }
+        let plain = path.join(RECORDING_FILE.trim_end_matches(".gz"));
+        if plain.exists() {
+            return plain;
+        }
+        return gz;
+    }
+    path.to_path_buf()
+}
+
+impl RecordingReader {
+    /// Opens a recording (file or output directory); gzip is detected from the content.
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        let path = resolve_path(path);
+        let mut file = File::open(&path).map_err(|source| RecordingError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let mut magic = [0u8; 2];
+        let n = file
+            .read(&mut magic)
+            .map_err(|source| RecordingError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let file = File::open(&path).map_err(|source| RecordingError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let input: Box<dyn BufRead> = if n == 2 && magic == [0x1f, 0x8b] {
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                MultiGzDecoder::new(BufReader::new(file)),
+            ))
+        } else {
+            Box::new(BufReader::with_capacity(256 * 1024, file))
+        };
+        Ok(Self::from_reader(path, input))
+    }
+
+    /// Reads records from any buffered reader (`path` is only used in messages).
+    pub fn from_reader(path: PathBuf, input: Box<dyn BufRead>) -> Self {
+        RecordingReader {
+            path,
+            input,
+            line: Vec::with_capacity(4096),
+            line_no: 0,
+            truncated: None,
+            unknown: 0,
+            done: false,
+        }
+    }
+
+    /// Why reading stopped before the end record, when the file was cut short.
+    pub fn truncated(&self) -> Option<&str> {
+        self.truncated.as_deref()
+    }
+
+    /// How many records of unknown types were skipped.
+    pub fn unknown_records(&self) -> u64 {
+        self.unknown
+    }
+
+    /// The next record, `Ok(None)` at the end (or at the cut of a truncated file).
+    pub fn next_record(&mut self) -> Result<Option<Record>, RecordingError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            self.line.clear();
+            match self.input.read_until(b'\n', &mut self.line) {
+                Ok(0) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // A gzip stream cut short ends with UnexpectedEof (or a corrupt block).
+                    self.done = true;
+                    self.truncated = Some(format!(
+                        "the file ends abruptly after record {} ({e})",
+                        self.line_no
+                    ));
+                    return Ok(None);
+                }
+            }
+            self.line_no += 1;
+            let complete = self.line.last() == Some(&b'\n');
+            match serde_json::from_slice::<Record>(&self.line) {
+                Ok(record) => return Ok(Some(record)),
+                Err(e) => {
+                    if !complete {
+                        self.done = true;
+                        self.truncated = Some(format!(
+                            "the last record (line {}) is incomplete",
+                            self.line_no
+                        ));
+                        return Ok(None);
+                    }
+                    // A well-formed envelope of a type we do not know: skip it.
+                    #[derive(serde::Deserialize)]
+                    struct Envelope {
+                        #[serde(rename = "type")]
+                        kind: String,
+                    }
+                    if let Ok(env) = serde_json::from_slice::<Envelope>(&self.line) {
+                        if !KNOWN_TYPES.contains(&env.kind.as_str()) {
+                            self.unknown += 1;
+                            continue;
+                        }
+                    }
+                    if self.line_no == 1 {
+                        return Err(RecordingError::NotARecording {
+                            path: self.path.clone(),
+                            why: format!("first line is not a loopprof record: {e}"),
+                        });
+                    }
+                    return Err(RecordingError::Corrupt {
+                        path: self.path.clone(),
+                        why: format!("line {}: {e}", self.line_no),
+                    });
+                }
+            }
+        }
+    }
+}
+
+const KNOWN_TYPES: &[&str] = &[
+    "header",
+    "string",
+    "frame",
+    "stack",
+    "source",
+    "process",
+    "sample",
+    "sample_error",
+    "end",
+];
+
+/// A recording loaded into memory with every id resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The header.
+    pub header: Header,
+    /// Interned strings, indexed by id.
+    pub strings: Vec<String>,
+    /// Interned frames, indexed by id.
+    pub frames: Vec<FrameDef>,
+    /// Interned stacks (frame ids, innermost first), indexed by id.
+    pub stacks: Vec<Vec<u32>>,
+    /// Source lines by (file string id, line).
+    pub sources: HashMap<(u32, i32), String>,
+    /// Every process sampled: the header's, then those that started later.
+    pub processes: Vec<ProcessInfo>,
+    /// Process events in order.
+    pub process_events: Vec<ProcessEvent>,
+    /// Samples in file order (ordered by time within each process).
+    pub samples: Vec<Sample>,
+    /// Failed ticks.
+    pub errors: Vec<SampleError>,
+    /// The end record; `None` when the file was cut short.
+    pub end: Option<End>,
+    /// Problems met while reading (truncation, skipped records), for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Recording {
+    /// The string with this id.
+    pub fn str(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+
+    /// The frame with this id.
+    pub fn frame(&self, id: u32) -> &FrameDef {
+        &self.frames[id as usize]
+    }
+
+    /// The frames of a stack, innermost first.
+    pub fn stack(&self, id: u32) -> impl Iterator<Item = &FrameDef> + '_ {
+        self.stacks[id as usize].iter().map(|f| self.frame(*f))
+    }
+
+    /// A thread's name, if recorded.
+    pub fn thread_name(&self, t: &ThreadSample) -> Option<&str> {
+        t.name.map(|id| self.str(id))
+    }
+
+    /// The source text of a frame's line, if it was recorded.
+    pub fn source_line(&self, frame: &FrameDef) -> Option<&str> {
+        self.sources
+            .get(&(frame.file, frame.line))
+            .map(|s| s.as_str())
+    }
+
+    /// Duration covered, in microseconds: the end record's, or the last sample's time.
+    pub fn duration_us(&self) -> u64 {
+        match &self.end {
+            Some(end) => end.duration_us,
+            None => self.samples.iter().map(|s| s.t_us).max().unwrap_or(0),
+        }
+    }
+}
+
+/// Loads a whole recording (file or output directory), checking every reference.
+pub fn load(path: &Path) -> Result<Recording, RecordingError> {
+    load_from(RecordingReader::open(path)?)
+}
+
+/// Loads a whole recording from an open reader, checking every reference.
+pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingError> {
+    let path = reader.path.clone();
+    let corrupt = |why: String| RecordingError::Corrupt {
+        path: path.clone(),
+        why,
+    };
+    let header = match reader.next_record()? {
+        Some(Record::Header(h)) => h,
+        Some(_) => {
+            return Err(RecordingError::NotARecording {
+                path,
+                why: "it does not start with a header record".into(),
+            })
+        }
+        None => {
+            return Err(RecordingError::NotARecording {
+                why: match reader.truncated() {
+                    Some(t) => format!("it holds no complete record: {t}"),
+                    None => "it is empty".into(),
+                },
+                path,
+            })
+        }
+    };
+    if header.format != FORMAT_NAME {
+        return Err(RecordingError::NotARecording {
+            path,
+            why: format!("format is {:?}", header.format),
+        });
+    }
+    if header.version > FORMAT_VERSION {
+        return Err(RecordingError::Version {
+            path,
+            found: header.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut rec = Recording {
+        processes: header.processes.clone(),
+        header,
+        strings: Vec::new(),
+        frames: Vec::new(),
+        stacks: Vec::new(),
+        sources: HashMap::new(),
+        process_events: Vec::new(),
+        samples: Vec::new(),
+        errors: Vec::new(),
+        end: None,
+        warnings: Vec::new(),
+    };
+    while let Some(record) = reader.next_record()? {
+        match record {
+            Record::Header(_) => return Err(corrupt("a second header record".into())),
+            Record::String(s) => {
+                if s.id as usize != rec.strings.len() {
+                    return Err(corrupt(format!("string id {} out of order", s.id)));
+                }
+                rec.strings.push(s.s);
+            }
+            Record::Frame(f) => {
+                if f.id as usize != rec.frames.len() {
+                    return Err(corrupt(format!("frame id {} out of order", f.id)));
+                }
+                if f.name as usize >= rec.strings.len() || f.file as usize >= rec.strings.len() {
+                    return Err(corrupt(format!("frame {} uses an undefined string", f.id)));
+                }
+                rec.frames.push(f);
+            }
+            Record::Stack(s) => {
+                if s.id as usize != rec.stacks.len() {
+                    return Err(corrupt(format!("stack id {} out of order", s.id)));
+                }
+                if s.frames.iter().any(|f| *f as usize >= rec.frames.len()) {
+                    return Err(corrupt(format!("stack {} uses an undefined frame", s.id)));
+                }
+                rec.stacks.push(s.frames);
+            }
+            Record::Source(s) => {
+                if s.file as usize >= rec.strings.len() {
+                    return Err(corrupt("source line uses an undefined string".into()));
+                }
+                rec.sources.insert((s.file, s.line), s.text);
+            }
+            Record::Process(ev) => {
+                if ev.event == ProcessEventKind::Started
+                    && !rec.processes.iter().any(|p| p.pid == ev.process.pid)
+                {
+                    rec.processes.push(ev.process.clone());
+                }
+                rec.process_events.push(ev);
+            }
+            Record::Sample(s) => {
+                for t in &s.threads {
+                    if t.stack as usize >= rec.stacks.len()
+                        || t.name.is_some_and(|n| n as usize >= rec.strings.len())
+                    {
+                        return Err(corrupt(format!(
+                            "sample at t={}us uses an undefined stack or name",
+                            s.t_us
+                        )));
+                    }
+                }
+                rec.samples.push(s);
+            }
+            Record::SampleError(e) => rec.errors.push(e),
+            Record::End(e) => rec.end = Some(e),
+        }
+    }
+    if let Some(why) = reader.truncated() {
+        rec.warnings.push(format!(
+            "the recording was cut short ({why}); read {} samples up to t={:.3}s",
+            rec.samples.len(),
+            rec.duration_us() as f64 / 1e6
+        ));
+    } else if rec.end.is_none() {
+        rec.warnings.push(format!(
+            "the recording has no end record (the recorder was stopped abruptly); read {} samples",
+            rec.samples.len()
+        ));
+    }
+    if reader.unknown_records() > 0 {
+        rec.warnings.push(format!(
+            "skipped {} records of types this loopprof does not know (written by a newer version)",
+            reader.unknown_records()
+        ));
+    }
+    Ok(rec)
+}

@@ -1,0 +1,271 @@
+//! Streaming writer: interns strings, frames and stacks, and writes records as JSON Lines.
+//!
+//! Everything a sampler produces goes through [`RecordingWriter::write_sample`], which turns
+//! raw stacks into ids and emits the `string`/`frame`/`stack` definitions the first time each
+//! is seen. The writer flushes (a gzip sync flush when compressed) at most once per
+//! `flush_every`, so a recorder killed at any moment leaves a file readable up to its last
+//! flush.
+
+use super::format::*;
+use super::RecordingError;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A Python frame as read from the target, before interning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RawFrame {
+    /// Qualified function name.
+    pub name: String,
+    /// Absolute file name.
+    pub file: String,
+    /// Line number.
+    pub line: i32,
+}
+
+/// One Python thread of one tick, before interning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawThread {
+    /// OS thread id (0 if unknown).
+    pub tid: u32,
+    /// Thread name.
+    pub name: Option<String>,
+    /// py-spy's `active`.
+    pub active: bool,
+    /// py-spy's `owns_gil`.
+    pub gil: bool,
+    /// OS state letter.
+    pub state: char,
+    /// Current syscall name, `"running"`, or `None`.
+    pub syscall: Option<String>,
+    /// Frames, innermost first.
+    pub frames: Vec<RawFrame>,
+}
+
+/// Where the lines go: a gzip file, a plain file, or any writer.
+enum Output {
+    Gzip(GzEncoder<BufWriter<File>>),
+    Plain(BufWriter<File>),
+    Other(Box<dyn Write + Send>),
+}
+
+impl Output {
+    fn get(&mut self) -> &mut dyn Write {
+        match self {
+            Output::Gzip(w) => w,
+            Output::Plain(w) => w,
+            Output::Other(w) => w,
+        }
+    }
+
+    /// Finishes the stream: writes the gzip trailer and flushes every layer.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Output::Gzip(w) => w.finish()?.flush(),
+            Output::Plain(mut w) => w.flush(),
+            Output::Other(mut w) => w.flush(),
+        }
+    }
+}
+
+/// Writes a recording file record by record.
+pub struct RecordingWriter {
+    out: Output,
+    strings: HashMap<String, u32>,
+    frames: HashMap<(u32, u32, i32), u32>,
+    stacks: HashMap<Vec<u32>, u32>,
+    line: Vec<u8>,
+    last_flush: Instant,
+    flush_every: Duration,
+    bytes: u64,
+}
+
+impl RecordingWriter {
+    /// Creates `path` (gzip-compressed when `compress`) and returns a writer for it.
+    pub fn create(path: &Path, compress: bool) -> Result<Self, RecordingError> {
+        let file = File::create(path).map_err(|source| RecordingError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let buffered = BufWriter::with_capacity(64 * 1024, file);
+        let out = if compress {
+            Output::Gzip(GzEncoder::new(buffered, Compression::new(6)))
+        } else {
+            Output::Plain(buffered)
+        };
+        Ok(Self::with_output(out))
+    }
+
+    /// Wraps any writer (used by tests and tools that build recordings in memory).
+    pub fn from_writer(out: Box<dyn Write + Send>) -> Self {
+        Self::with_output(Output::Other(out))
+    }
+
+    fn with_output(out: Output) -> Self {
+        RecordingWriter {
+            out,
+            strings: HashMap::new(),
+            frames: HashMap::new(),
+            stacks: HashMap::new(),
+            line: Vec::with_capacity(1024),
+            last_flush: Instant::now(),
+            flush_every: Duration::from_millis(500),
+            bytes: 0,
+        }
+    }
+
+    /// Uncompressed bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Writes one record as a line.
+    pub fn write(&mut self, record: &Record) -> Result<(), RecordingError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)
+            .map_err(|e| RecordingError::Write(std::io::Error::other(e)))?;
+        self.line.push(b'\n');
+        self.out
+            .get()
+            .write_all(&self.line)
+            .map_err(RecordingError::Write)?;
+        self.bytes += self.line.len() as u64;
+        if self.last_flush.elapsed() >= self.flush_every {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything written so far to the file (readable even if the process dies next).
+    pub fn flush(&mut self) -> Result<(), RecordingError> {
+        self.last_flush = Instant::now();
+        self.out.get().flush().map_err(RecordingError::Write)
+    }
+
+    /// Returns the id of `s`, writing its definition the first time.
+    pub fn intern_str(&mut self, s: &str) -> Result<u32, RecordingError> {
+        if let Some(id) = self.strings.get(s) {
+            return Ok(*id);
+        }
+        let id = self.strings.len() as u32;
+        self.strings.insert(s.to_owned(), id);
+        self.write(&Record::String(StringDef {
+            id,
+            s: s.to_owned(),
+        }))?;
+        Ok(id)
+    }
+
+    /// Returns the id of a frame, writing its definition (and its strings) the first time.
+    /// The boolean is `true` when the frame was new.
+    pub fn intern_frame(&mut self, f: &RawFrame) -> Result<(u32, bool), RecordingError> {
+        let name = self.intern_str(&f.name)?;
+        let file = self.intern_str(&f.file)?;
+        let key = (name, file, f.line);
+        if let Some(id) = self.frames.get(&key) {
+            return Ok((*id, false));
+        }
+        let id = self.frames.len() as u32;
+        self.frames.insert(key, id);
+        self.write(&Record::Frame(FrameDef {
+            id,
+            name,
+            file,
+            line: f.line,
+        }))?;
+        Ok((id, true))
+    }
+
+    /// Returns the id of a stack (frames innermost first). Frames seen for the first time are
+    /// appended to `new_frames` so the caller can record their source lines.
+    pub fn intern_stack<'a>(
+        &mut self,
+        frames: &'a [RawFrame],
+        new_frames: &mut Vec<&'a RawFrame>,
+    ) -> Result<u32, RecordingError> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for f in frames {
+            let (id, new) = self.intern_frame(f)?;
+            if new {
+                new_frames.push(f);
+            }
+            ids.push(id);
+        }
+        if let Some(id) = self.stacks.get(&ids) {
+            return Ok(*id);
+        }
+        let id = self.stacks.len() as u32;
+        self.write(&Record::Stack(StackDef {
+            id,
+            frames: ids.clone(),
+        }))?;
+        self.stacks.insert(ids, id);
+        Ok(id)
+    }
+
+    /// Writes the text of a source line.
+    pub fn write_source(
+        &mut self,
+        file: &str,
+        line: i32,
+        text: &str,
+    ) -> Result<(), RecordingError> {
+        let file = self.intern_str(file)?;
+        self.write(&Record::Source(SourceLine {
+            file,
+            line,
+            text: text.to_owned(),
+        }))
+    }
+
+    /// Interns the threads of one tick and writes the sample. Returns the frames that were new
+    /// in this sample (their source lines have not been recorded yet).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_sample<'a>(
+        &mut self,
+        pid: u32,
+        t_us: u64,
+        read_us: u32,
+        late_us: u32,
+        cpu_us: u64,
+        threads: &'a [RawThread],
+    ) -> Result<Vec<&'a RawFrame>, RecordingError> {
+        let mut new_frames = Vec::new();
+        let mut out = Vec::with_capacity(threads.len());
+        for t in threads {
+            let name = match &t.name {
+                Some(n) => Some(self.intern_str(n)?),
+                None => None,
+            };
+            let stack = self.intern_stack(&t.frames, &mut new_frames)?;
+            out.push(ThreadSample {
+                tid: t.tid,
+                name,
+                active: t.active,
+                gil: t.gil,
+                state: t.state,
+                syscall: t.syscall.clone(),
+                stack,
+            });
+        }
+        self.write(&Record::Sample(Sample {
+            pid,
+            t_us,
+            read_us,
+            late_us,
+            cpu_us,
+            threads: out,
+        }))?;
+        Ok(new_frames)
+    }
+
+    /// Writes the end record and finishes the file (the gzip trailer included).
+    pub fn finish(mut self, end: &End) -> Result<(), RecordingError> {
+        self.write(&Record::End(end.clone()))?;
+        self.out.finish().map_err(RecordingError::Write)
+    }
+}
