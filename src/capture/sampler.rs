@@ -273,6 +273,8 @@ pub struct ProcessSampler {
     python_tids: Vec<u32>,
     tid_mapper: TidMapper,
     clock_tick_us: u64,
+    /// Per thread, the last syscall read that was not `restart_syscall`.
+    last_syscall: HashMap<u32, String>,
 }
 
 impl ProcessSampler {
@@ -290,6 +292,7 @@ impl ProcessSampler {
             locking,
             python_tids: Vec::new(),
             tid_mapper: TidMapper::default(),
+            last_syscall: HashMap::new(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -350,8 +353,9 @@ impl ProcessSampler {
         for attempt in 0..2 {
             let before: HashMap<u32, (char, Option<String>)> = self
                 .python_tids
-                .iter()
-                .map(|&tid| (tid, self.thread_state(tid)))
+                .clone()
+                .into_iter()
+                .map(|tid| (tid, self.thread_state(tid)))
                 .collect();
             let t_us = self.now_us();
             let read_start = Instant::now();
@@ -410,36 +414,33 @@ impl ProcessSampler {
             if !consistent && attempt == 0 {
                 continue;
             }
-            let threads = traces
-                .into_iter()
-                .zip(tids)
-                .map(|(t, tid)| {
-                    let (state, syscall) = match before.get(&tid) {
-                        Some(s) => s.clone(),
-                        None if tid != 0 => self.thread_state(tid),
-                        None => ('?', None),
-                    };
-                    RawThread {
-                        tid,
-                        name: t.thread_name,
-                        // py-spy's own `active` reads /proc after our stop (always "stopped");
-                        // use the same definition it uses, from our pre-stop read.
-                        active: if tid != 0 { state == 'R' } else { t.active },
-                        gil: t.owns_gil,
-                        state,
-                        syscall,
-                        frames: t
-                            .frames
-                            .into_iter()
-                            .map(|f| RawFrame {
-                                name: f.name,
-                                file: f.filename,
-                                line: f.line,
-                            })
-                            .collect(),
-                    }
-                })
-                .collect();
+            let mut threads = Vec::with_capacity(traces.len());
+            for (t, tid) in traces.into_iter().zip(tids) {
+                let (state, syscall) = match before.get(&tid) {
+                    Some(s) => s.clone(),
+                    None if tid != 0 => self.thread_state(tid),
+                    None => ('?', None),
+                };
+                threads.push(RawThread {
+                    tid,
+                    name: t.thread_name,
+                    // py-spy's own `active` reads /proc after our stop (always "stopped");
+                    // use the same definition it uses, from our pre-stop read.
+                    active: if tid != 0 { state == 'R' } else { t.active },
+                    gil: t.owns_gil,
+                    state,
+                    syscall,
+                    frames: t
+                        .frames
+                        .into_iter()
+                        .map(|f| RawFrame {
+                            name: f.name,
+                            file: f.filename,
+                            line: f.line,
+                        })
+                        .collect(),
+                });
+            }
             self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
             let _ = self.ctx.tx.send(Msg::Sample {
                 pid,
@@ -454,11 +455,38 @@ impl ProcessSampler {
         true
     }
 
-    fn thread_state(&self, tid: u32) -> (char, Option<String>) {
+    /// A thread's OS state and syscall. Our own ptrace stop interrupts a blocking call, which
+    /// the kernel then resumes as `restart_syscall`; since every stop of this thread was
+    /// preceded by a read of its syscall, the call being restarted is the last one read, and
+    /// that is what gets recorded (or nothing, when no earlier read exists).
+    fn thread_state(&mut self, tid: u32) -> (char, Option<String>) {
         let state = procfs::thread_stat(self.pid, tid)
             .map(|s| s.state)
             .unwrap_or('?');
-        (state, syscall_name(procfs::thread_syscall(self.pid, tid)))
+        let mut syscall = syscall_name(procfs::thread_syscall(self.pid, tid));
+        // A sleeping thread whose syscall file says "running" is one whose wait was
+        // restarted after our stop (seen with timed futex waits): treat it as a restart.
+        let restarted = match syscall.as_deref() {
+            Some("restart_syscall") => true,
+            Some("running") => state == 'S' || state == 'D',
+            _ => false,
+        };
+        match syscall.as_deref() {
+            // Without an earlier read (the wait began before this recording), keep
+            // `restart_syscall` as read; a "running" that cannot be true becomes unknown.
+            _ if restarted => {
+                syscall = match self.last_syscall.get(&tid) {
+                    Some(prev) => Some(prev.clone()),
+                    None => syscall.filter(|s| s == "restart_syscall"),
+                }
+            }
+            Some("running") => {}
+            Some(name) => {
+                self.last_syscall.insert(tid, name.to_owned());
+            }
+            None => {}
+        }
+        (state, syscall)
     }
 
     /// Stops the threads as the locking mode says, reads every Python stack, resumes.

@@ -1,0 +1,342 @@
+//! Live test bench: real uvicorn/gunicorn servers on loopback, bounded load, and loopprof runs.
+//!
+//! Every process started here is put in its own process group and killed (the whole group)
+//! when its guard drops, so a failing test leaves nothing behind. Venvs come from
+//! `scripts/venv.sh` (the test command creates them); a missing venv is a test failure with
+//! the command to fix it, never a skip.
+#![allow(dead_code)]
+
+use loopprof::recording::{self, Recording};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv for Python `version` ("3.11", "3.12", ...), created by `scripts/venv.sh`.
+pub fn venv(version: &str) -> PathBuf {
+    let v = root().join("target/venvs").join(format!("py{version}"));
+    assert!(
+        v.join("bin/python").exists(),
+        "no venv for Python {version} at {}: run `scripts/venv.sh {version}` (scripts/test.sh does this)",
+        v.display()
+    );
+    v
+}
+
+/// The loopprof binary under test.
+pub fn loopprof() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loopprof"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A started process; its whole process group is killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `cmd` in a new process group.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the process (not the group).
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Waits for exit up to `timeout`; returns the exit status code if it exited.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET over loopback: (status, body). Only 127.0.0.1 is allowed.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+/// Waits until GET /health answers 200 (bounded).
+pub fn wait_healthy(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http_get(port, "/health", Duration::from_secs(1)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server on port {port} did not become healthy within {timeout:?}");
+}
+
+/// How to serve the fixture app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `uvicorn --loop asyncio`
+    UvicornAsyncio,
+    /// `uvicorn --loop uvloop`
+    UvicornUvloop,
+    /// `uvicorn --workers 2` (asyncio loop)
+    UvicornWorkers,
+    /// `gunicorn -k uvicorn.workers.UvicornWorker -w 2`
+    Gunicorn,
+}
+
+/// A running fixture server.
+pub struct App {
+    pub proc: Proc,
+    pub port: u16,
+    pub python: String,
+}
+
+/// The command line that serves the fixture app in `venv` on `port`.
+pub fn server_command(kind: Server, venv: &Path, port: u16) -> Vec<String> {
+    let bin = |b: &str| venv.join("bin").join(b).to_string_lossy().into_owned();
+    let port = port.to_string();
+    let mut cmd = match kind {
+        Server::Gunicorn => vec![
+            bin("gunicorn"),
+            "-k".into(),
+            "uvicorn.workers.UvicornWorker".into(),
+            "-w".into(),
+            "2".into(),
+            "-b".into(),
+            format!("127.0.0.1:{port}"),
+            "--graceful-timeout".into(),
+            "2".into(),
+        ],
+        _ => vec![
+            bin("uvicorn"),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port,
+            "--no-access-log".into(),
+        ],
+    };
+    match kind {
+        Server::UvicornAsyncio => cmd.extend(["--loop".into(), "asyncio".into()]),
+        Server::UvicornUvloop => cmd.extend(["--loop".into(), "uvloop".into()]),
+        Server::UvicornWorkers => cmd.extend([
+            "--loop".into(),
+            "asyncio".into(),
+            "--workers".into(),
+            "2".into(),
+        ]),
+        Server::Gunicorn => {}
+    }
+    cmd.push("app:app".into());
+    cmd
+}
+
+/// Starts the fixture app and waits until it is healthy.
+pub fn start_app(kind: Server, python: &str, upstream_port: Option<u16>) -> App {
+    let venv = venv(python);
+    let port = free_port();
+    let cmd = server_command(kind, &venv, port);
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .current_dir(root().join("tests/python"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(up) = upstream_port {
+        c.env("UPSTREAM_URL", format!("http://127.0.0.1:{up}"));
+    }
+    let proc = Proc::spawn("server", &mut c);
+    wait_healthy(port, Duration::from_secs(30));
+    if matches!(kind, Server::UvicornWorkers | Server::Gunicorn) {
+        // Both workers must be up: give the second one a moment after the first answers.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    App {
+        proc,
+        port,
+        python: python.into(),
+    }
+}
+
+/// Starts the slow upstream server; returns it and its port.
+pub fn start_upstream(python: &str) -> (Proc, u16) {
+    let port = free_port();
+    let proc = Proc::spawn(
+        "upstream",
+        Command::new(venv(python).join("bin/python"))
+            .arg(root().join("tests/python/upstream.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port)
+}
+
+/// Starts bounded load on `paths` of the app: `concurrency` clients per path, `secs` long.
+pub fn start_load(app: &App, paths: &[&str], concurrency: u32, secs: f64) -> Proc {
+    let mut c = Command::new(venv(&app.python).join("bin/python"));
+    c.arg(root().join("tests/python/load.py"));
+    for p in paths {
+        c.arg("--url")
+            .arg(format!("http://127.0.0.1:{}{p}", app.port));
+    }
+    c.args([
+        "--concurrency",
+        &concurrency.to_string(),
+        "--duration",
+        &secs.to_string(),
+        "--max-requests",
+        "20000",
+        "--timeout",
+        "10",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Proc::spawn("load", &mut c)
+}
+
+/// A fresh output directory under the target dir.
+pub fn out_dir(test: &str) -> PathBuf {
+    let d = root().join("target/test-output").join(test);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+    d
+}
+
+/// Runs loopprof to completion with a time limit.
+pub fn run_loopprof(args: &[&str], limit: Duration) -> Output {
+    let mut p = Proc::spawn(
+        "loopprof",
+        Command::new(loopprof())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let status = p.wait_timeout(limit);
+    assert!(
+        status.is_some(),
+        "loopprof {args:?} did not finish within {limit:?}"
+    );
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    p.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status: status.unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+/// Records `pid` for `secs` into `dir` and loads the recording; panics with loopprof's
+/// output when it fails.
+pub fn record_pid(pid: u32, secs: f64, dir: &Path, extra: &[&str]) -> Recording {
+    let mut args = vec![
+        "record".to_string(),
+        "--pid".into(),
+        pid.to_string(),
+        "--duration".into(),
+        secs.to_string(),
+        "-o".into(),
+        dir.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let out = run_loopprof(&args, Duration::from_secs_f64(secs + 30.0));
+    assert!(
+        out.status.success(),
+        "loopprof failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    recording::load(dir).expect("recording loads")
+}
+
+/// Stack of a thread sample as `function` names, innermost first.
+pub fn names(rec: &Recording, stack: u32) -> Vec<String> {
+    rec.stack(stack)
+        .map(|f| rec.str(f.name).to_owned())
+        .collect()
+}
+
+/// Text of the output, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -1,0 +1,604 @@
+//! Live tests of `loopprof record` against real uvicorn/gunicorn servers on loopback.
+//!
+//! Each test starts a real server from the fixture app (`tests/python/app.py`), puts bounded
+//! load on it, records it with the loopprof binary, and asserts on the recording: the event
+//! loop thread's frames, flags, OS state and syscall, the CPU timeline, worker processes,
+//! how the recording ended, and that the target is never left stopped.
+
+mod common;
+
+use common::*;
+use loopprof::recording::{self, ProcessEventKind, Recording, ThreadSample};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The MainThread samples (tid == pid) of process `pid`, with their time.
+fn main_thread(rec: &Recording, pid: u32) -> Vec<(u64, ThreadSample)> {
+    rec.samples
+        .iter()
+        .filter(|s| s.pid == pid)
+        .filter_map(|s| {
+            s.threads
+                .iter()
+                .find(|t| t.tid == pid)
+                .map(|t| (s.t_us, t.clone()))
+        })
+        .collect()
+}
+
+fn leaf(rec: &Recording, t: &ThreadSample) -> String {
+    names(rec, t.stack).first().cloned().unwrap_or_default()
+}
+
+fn share<T>(items: &[T], pred: impl Fn(&T) -> bool) -> f64 {
+    if items.is_empty() {
+        return 0.0;
+    }
+    items.iter().filter(|i| pred(i)).count() as f64 / items.len() as f64
+}
+
+/// Timestamps increase per process, sample spacing is near the period, and every sample
+/// carries a read time and a non-decreasing CPU counter.
+fn assert_timeline(rec: &Recording, pid: u32) {
+    let samples: Vec<_> = rec.samples.iter().filter(|s| s.pid == pid).collect();
+    assert!(samples.len() > 20, "too few samples for {pid}");
+    let mut gaps: Vec<u64> = samples
+        .windows(2)
+        .map(|w| {
+            assert!(w[1].t_us > w[0].t_us, "timestamps must increase");
+            assert!(w[1].cpu_us >= w[0].cpu_us, "CPU time must not decrease");
+            w[1].t_us - w[0].t_us
+        })
+        .collect();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    let period = (1e6 / rec.header.rate_hz) as u64;
+    assert!(
+        median > period / 2 && median < period * 2,
+        "median spacing {median} us vs period {period} us"
+    );
+    assert!(samples.iter().all(|s| s.read_us > 0));
+}
+
+fn cpu_share(rec: &Recording, pid: u32) -> f64 {
+    let s: Vec<_> = rec.samples.iter().filter(|s| s.pid == pid).collect();
+    let (a, b) = (s.first().unwrap(), s.last().unwrap());
+    (b.cpu_us - a.cpu_us) as f64 / (b.t_us - a.t_us) as f64
+}
+
+/// asyncio loop: idle in the selector (epoll_wait); blocked in `time.sleep` inside
+/// `rate_limited` (clock_nanosleep, no GIL, sleeping), with the source line recorded.
+fn asyncio_sleep_case(python: &str) {
+    let app = start_app(Server::UvicornAsyncio, python, None);
+    let pid = app.proc.pid();
+
+    let idle = record_pid(pid, 1.5, &out_dir(&format!("asyncio-idle-{python}")), &[]);
+    let idle_main = main_thread(&idle, pid);
+    assert!(idle_main.len() > 100);
+    assert!(
+        share(&idle_main, |(_, t)| leaf(&idle, t)
+            .ends_with("Selector.select"))
+            > 0.95,
+        "idle asyncio loop sits in the selector"
+    );
+    assert!(
+        share(&idle_main, |(_, t)| t.syscall.as_deref()
+            == Some("epoll_wait"))
+            > 0.9
+    );
+    assert!(share(&idle_main, |(_, t)| !t.gil) > 0.95);
+    assert!(
+        cpu_share(&idle, pid) < 0.15,
+        "idle server CPU {:.2}",
+        cpu_share(&idle, pid)
+    );
+    assert_timeline(&idle, pid);
+    assert_eq!(idle.end.as_ref().unwrap().reason, "duration");
+    assert_eq!(idle.processes[0].python_version[..python.len()], *python);
+
+    let _load = start_load(&app, &["/sleep?ms=150"], 1, 6.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let rec = record_pid(pid, 3.0, &out_dir(&format!("asyncio-sleep-{python}")), &[]);
+    let main = main_thread(&rec, pid);
+    assert!(main
+        .iter()
+        .all(|(_, t)| names(&rec, t.stack).contains(&"BaseEventLoop.run_forever".into())));
+    assert_eq!(rec.thread_name(&main[0].1), Some("MainThread"));
+    let blocked: Vec<_> = main
+        .iter()
+        .filter(|(_, t)| leaf(&rec, t) == "rate_limited")
+        .collect();
+    assert!(
+        blocked.len() as f64 > 0.6 * main.len() as f64,
+        "{} of {} samples in rate_limited",
+        blocked.len(),
+        main.len()
+    );
+    assert!(
+        share(&blocked, |(_, t)| t.syscall.as_deref()
+            == Some("clock_nanosleep"))
+            > 0.9
+    );
+    assert!(share(&blocked, |(_, t)| !t.gil && !t.active && t.state == 'S') > 0.9);
+    // The endpoint is on the stack and the C call is named by the recorded source line.
+    let (_, t) = blocked[0];
+    assert!(names(&rec, t.stack).contains(&"sleep_endpoint".to_string()));
+    let f = rec.stack(t.stack).next().unwrap();
+    assert!(rec.source_line(f).unwrap().contains("time.sleep("));
+    assert_timeline(&rec, pid);
+}
+
+#[test]
+fn asyncio_loop_states_python_3_11() {
+    asyncio_sleep_case("3.11");
+}
+
+#[test]
+fn asyncio_loop_states_python_3_12() {
+    asyncio_sleep_case("3.12");
+}
+
+#[test]
+fn asyncio_loop_states_python_3_13() {
+    asyncio_sleep_case("3.13");
+}
+
+/// uvloop: idle means the topmost Python frame is `Runner.run` (epoll_pwait); pure-Python CPU
+/// on the loop holds the GIL and runs (state R, syscall "running"); process CPU rises.
+#[test]
+fn uvloop_cpu_bound_loop_holds_the_gil() {
+    let app = start_app(Server::UvicornUvloop, "3.11", None);
+    let pid = app.proc.pid();
+    let idle = record_pid(pid, 1.0, &out_dir("uvloop-idle"), &[]);
+    let idle_main = main_thread(&idle, pid);
+    assert!(share(&idle_main, |(_, t)| leaf(&idle, t) == "Runner.run") > 0.95);
+    assert!(
+        share(&idle_main, |(_, t)| t.syscall.as_deref()
+            == Some("epoll_pwait"))
+            > 0.9
+    );
+
+    let _load = start_load(&app, &["/cpu?ms=150"], 1, 6.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let rec = record_pid(pid, 3.0, &out_dir("uvloop-cpu"), &[]);
+    let main = main_thread(&rec, pid);
+    assert!(main.iter().all(|(_, t)| !names(&rec, t.stack)
+        .iter()
+        .any(|n| n.starts_with("BaseEventLoop"))));
+    let busy: Vec<_> = main
+        .iter()
+        .filter(|(_, t)| names(&rec, t.stack).contains(&"find_primes".to_string()))
+        .collect();
+    assert!(busy.len() as f64 > 0.6 * main.len() as f64);
+    assert!(
+        share(&busy, |(_, t)| t.gil) > 0.9,
+        "CPU-bound loop holds the GIL"
+    );
+    assert!(share(&busy, |(_, t)| t.state == 'R' && t.active) > 0.8);
+    assert!(share(&busy, |(_, t)| t.syscall.as_deref() == Some("running")) > 0.8);
+    let cpu = cpu_share(&rec, pid);
+    assert!(cpu > 0.5, "CPU timeline shows the busy loop: {cpu:.2}");
+}
+
+fn loop_processes(rec: &Recording, anchor: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = rec
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .filter(|pid| {
+            main_thread(rec, *pid)
+                .iter()
+                .any(|(_, t)| names(rec, t.stack).iter().any(|n| n == anchor))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// `uvicorn --workers 2`: the event loops run in spawned children; both are found and sampled.
+#[test]
+fn uvicorn_workers_are_all_sampled() {
+    let app = start_app(Server::UvicornWorkers, "3.11", None);
+    let root = app.proc.pid();
+    let _load = start_load(&app, &["/sleep?ms=50"], 2, 5.0);
+    let rec = record_pid(root, 2.0, &out_dir("uvicorn-workers"), &[]);
+    let workers = loop_processes(&rec, "Server.run");
+    assert_eq!(workers.len(), 2, "two worker loops in {:?}", rec.processes);
+    for w in &workers {
+        let info = rec.processes.iter().find(|p| p.pid == *w).unwrap();
+        assert_eq!(info.ppid, root, "workers are children of the master");
+        assert!(main_thread(&rec, *w).len() > 100);
+        assert_timeline(&rec, *w);
+    }
+    assert!(!workers.contains(&root), "the master runs no loop");
+
+    // --no-subprocesses records the master alone.
+    let alone = record_pid(
+        root,
+        0.5,
+        &out_dir("uvicorn-master-only"),
+        &["--no-subprocesses"],
+    );
+    assert_eq!(alone.processes.len(), 1);
+}
+
+/// gunicorn with uvicorn workers: the master and both workers are sampled; a worker killed
+/// mid-recording ends without error and its replacement is picked up within a second.
+#[test]
+fn gunicorn_workers_and_restarts_are_followed() {
+    let app = start_app(Server::Gunicorn, "3.11", None);
+    let master = app.proc.pid();
+    let _load = start_load(&app, &["/health"], 1, 8.0);
+    let dir = out_dir("gunicorn-restart");
+    let mut rec_proc = Proc::spawn(
+        "loopprof",
+        Command::new(loopprof()).args([
+            "record",
+            "--name",
+            &format!("gunicorn.*127.0.0.1:{}", app.port),
+            "--duration",
+            "5",
+            "-o",
+            dir.to_str().unwrap(),
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let parents = loopprof::capture::procfs::process_parents();
+    let before = loopprof::capture::procfs::descendants(master, &parents);
+    let victim = *before.first().expect("gunicorn has workers");
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    let status = rec_proc.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert!(status.success());
+    let rec = recording::load(&dir).unwrap();
+    assert_eq!(rec.header.target.pid, master, "--name chose the master");
+    let workers = loop_processes(&rec, "UvicornWorker.run");
+    assert!(
+        workers.len() >= 3,
+        "2 workers + the replacement: {workers:?}"
+    );
+    assert!(rec
+        .process_events
+        .iter()
+        .any(|e| e.event == ProcessEventKind::Exited && e.process.pid == victim));
+    let started: Vec<_> = rec
+        .process_events
+        .iter()
+        .filter(|e| e.event == ProcessEventKind::Started && e.process.ppid == master)
+        .collect();
+    assert!(!started.is_empty(), "the replacement worker was attached");
+    let replacement = started[0].process.pid;
+    assert!(main_thread(&rec, replacement).len() > 50);
+    // Picked up within a second of appearing (gunicorn needs a moment to fork it).
+    let first = rec
+        .samples
+        .iter()
+        .find(|s| s.pid == replacement)
+        .unwrap()
+        .t_us;
+    let exited_at = rec
+        .process_events
+        .iter()
+        .find(|e| e.event == ProcessEventKind::Exited && e.process.pid == victim)
+        .unwrap()
+        .t_us;
+    assert!(
+        first.saturating_sub(exited_at) < 3_000_000,
+        "replacement sampled {} ms after the old worker exited",
+        (first.saturating_sub(exited_at)) / 1000
+    );
+    assert_eq!(rec.end.as_ref().unwrap().reason, "duration");
+}
+
+/// Ctrl-C (SIGINT) ends the recording cleanly and keeps everything collected.
+#[test]
+fn ctrl_c_ends_the_recording_cleanly() {
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let dir = out_dir("ctrl-c");
+    let mut p = Proc::spawn(
+        "loopprof",
+        Command::new(loopprof()).args([
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "-o",
+            dir.to_str().unwrap(),
+        ]),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    p.signal(libc::SIGINT);
+    let st = p
+        .wait_timeout(Duration::from_secs(10))
+        .expect("stops on Ctrl-C");
+    assert!(st.success());
+    let rec = recording::load(&dir).unwrap();
+    let end = rec.end.as_ref().unwrap();
+    assert_eq!(end.reason, "interrupted");
+    assert!(end.samples > 100 && rec.samples.len() as u64 == end.samples);
+    assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
+}
+
+/// The target exiting ends the recording cleanly.
+#[test]
+fn target_exit_ends_the_recording_cleanly() {
+    let app = start_app(Server::UvicornUvloop, "3.11", None);
+    let dir = out_dir("target-exit");
+    let mut p = Proc::spawn(
+        "loopprof",
+        Command::new(loopprof()).args([
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "-o",
+            dir.to_str().unwrap(),
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    app.proc.signal(libc::SIGTERM);
+    let st = p
+        .wait_timeout(Duration::from_secs(15))
+        .expect("stops when the target exits");
+    assert!(st.success());
+    let rec = recording::load(&dir).unwrap();
+    assert_eq!(rec.end.as_ref().unwrap().reason, "target-exited");
+    assert!(rec.samples.len() > 50);
+}
+
+/// `record -- COMMAND` starts the server, samples it, and stops it at the end; a command that
+/// exits on its own ends the recording.
+#[test]
+fn command_mode_starts_records_and_stops_the_command() {
+    let venv = venv("3.11");
+    let port = free_port();
+    let mut cmd = server_command(Server::UvicornUvloop, &venv, port);
+    cmd.insert(1, "--app-dir".into());
+    cmd.insert(
+        2,
+        root().join("tests/python").to_string_lossy().into_owned(),
+    );
+    let dir = out_dir("command-mode");
+    let mut args = vec![
+        "record",
+        "--duration",
+        "4",
+        "-o",
+        dir.to_str().unwrap(),
+        "--",
+    ];
+    args.extend(cmd.iter().map(|s| s.as_str()));
+    let out = run_loopprof(&args, Duration::from_secs(40));
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = recording::load(&dir).unwrap();
+    assert_eq!(rec.header.target.how, "command");
+    assert_eq!(rec.end.as_ref().unwrap().reason, "duration");
+    let pid = rec.header.target.pid;
+    assert!(main_thread(&rec, pid).len() > 100);
+    assert!(
+        !loopprof::capture::procfs::is_alive(pid),
+        "the started server was terminated"
+    );
+
+    let dir = out_dir("command-exits");
+    let py = venv.join("bin/python");
+    let started = Instant::now();
+    let out = run_loopprof(
+        &[
+            "record",
+            "--duration",
+            "20",
+            "-o",
+            dir.to_str().unwrap(),
+            "--",
+            py.to_str().unwrap(),
+            "-c",
+            "import time\nfor _ in range(15): time.sleep(0.1)",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(12));
+    let rec = recording::load(&dir).unwrap();
+    assert_eq!(rec.end.as_ref().unwrap().reason, "command-exited");
+    assert!(!rec.samples.is_empty());
+}
+
+fn stopped_threads(pid: u32) -> Vec<String> {
+    let mut bad = Vec::new();
+    for tid in loopprof::capture::procfs::thread_ids(pid).unwrap_or_default() {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let traced = status
+            .lines()
+            .find(|l| l.starts_with("TracerPid:"))
+            .map(|l| l.split_whitespace().nth(1) != Some("0"))
+            .unwrap_or(false);
+        let state = loopprof::capture::procfs::thread_stat(pid, tid)
+            .map(|s| s.state)
+            .unwrap_or('?');
+        if traced || state == 't' || state == 'T' {
+            bad.push(format!("tid {tid}: state {state}, traced {traced}"));
+        }
+    }
+    bad
+}
+
+/// SIGKILL of loopprof mid-sample (at 1000 Hz, so a kill often lands while threads are
+/// stopped) never leaves the server stopped or traced, and the cut recording still reads.
+#[test]
+fn sigkill_of_loopprof_never_leaves_the_target_stopped() {
+    let app = start_app(Server::UvicornUvloop, "3.11", None);
+    let pid = app.proc.pid();
+    let _load = start_load(&app, &["/cpu?ms=20", "/health"], 1, 20.0);
+    let mut last_dir = None;
+    for i in 0..8u64 {
+        let dir = out_dir(&format!("sigkill-{i}"));
+        let mut p = Proc::spawn(
+            "loopprof",
+            Command::new(loopprof())
+                .args([
+                    "record",
+                    "--pid",
+                    &pid.to_string(),
+                    "--rate",
+                    "1000",
+                    "-o",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        std::thread::sleep(Duration::from_millis(700 + i * 97));
+        p.signal(libc::SIGKILL);
+        p.wait_timeout(Duration::from_secs(5)).expect("killed");
+        // The kernel detaches a dead tracer's tracees; give it a moment, then insist.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let bad = stopped_threads(pid);
+            if bad.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "target left stopped: {bad:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (status, _) = http_get(app.port, "/health", Duration::from_secs(3))
+            .expect("server keeps serving after loopprof was killed");
+        assert_eq!(status, 200);
+        last_dir = Some(dir);
+    }
+    // A recording cut by SIGKILL reads up to its last complete record, with a warning.
+    let rec = recording::load(&last_dir.unwrap()).expect("cut recording loads");
+    assert!(rec.end.is_none());
+    assert!(!rec.warnings.is_empty());
+    assert!(rec.samples.len() > 100, "{} samples", rec.samples.len());
+}
+
+/// A recording cut at any point reads back up to its last complete record.
+#[test]
+fn truncated_recording_reads_back_with_a_warning() {
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let _load = start_load(&app, &["/sleep?ms=30"], 1, 5.0);
+    let dir = out_dir("truncate");
+    let full = record_pid(app.proc.pid(), 2.0, &dir, &[]);
+    let bytes = std::fs::read(dir.join(recording::RECORDING_FILE)).unwrap();
+    let cut_dir = out_dir("truncate-cut");
+    std::fs::create_dir_all(&cut_dir).unwrap();
+    let cut = cut_dir.join("cut.jsonl.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let rec = recording::load(&cut).expect("a cut file still loads");
+    assert!(rec.end.is_none());
+    assert!(
+        rec.warnings.iter().any(|w| w.contains("cut short")),
+        "{:?}",
+        rec.warnings
+    );
+    assert!(!rec.samples.is_empty() && rec.samples.len() < full.samples.len());
+    // The CLI reads it too, and says so on stderr.
+    let out = run_loopprof(&["inspect", cut.to_str().unwrap()], Duration::from_secs(20));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+    // Ten bytes are not a recording: a clear error with the IO exit code.
+    std::fs::write(&cut, &bytes[..10]).unwrap();
+    let out = run_loopprof(&["inspect", cut.to_str().unwrap()], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopprof recording"));
+}
+
+/// Bad targets and outputs fail fast with a fix-it message and a documented exit code.
+#[test]
+fn bad_targets_and_outputs_give_actionable_errors() {
+    let dir = out_dir("errors");
+    let d = dir.to_str().unwrap();
+    let out = run_loopprof(
+        &["record", "--pid", "3999999", "-d", "1", "-o", d],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 3999999"));
+
+    let sleeper = Proc::spawn("sleep", Command::new("sleep").arg("30"));
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &sleeper.pid().to_string(),
+            "-d",
+            "1",
+            "-o",
+            d,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a Python process"));
+
+    let out = run_loopprof(
+        &[
+            "record",
+            "--name",
+            "no-such-process-[0-9]{12}",
+            "-d",
+            "1",
+            "-o",
+            d,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pgrep -af"));
+
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "-d",
+            "1",
+            "-o",
+            "/proc/loopprof-cannot-write",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write to output directory"));
+
+    let out = run_loopprof(&["record", "-d", "1"], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // An unprivileged user cannot ptrace a root-owned server: exit 4 and how to fix it.
+    let nobody_dir = std::env::temp_dir().join(format!("loopprof-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&nobody_dir).unwrap();
+    let bin = nobody_dir.join("loopprof");
+    std::fs::copy(loopprof(), &bin).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwx", nobody_dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&bin)
+        .args([
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "-d",
+            "1",
+            "-o",
+        ])
+        .arg(nobody_dir.join("out"))
+        .output()
+        .expect("setpriv runs");
+    let _ = std::fs::remove_dir_all(&nobody_dir);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains("SYS_PTRACE"),
+        "{err}"
+    );
+}
