@@ -6,7 +6,7 @@
 #
 # Environment:
 #   DURATION=10          seconds loopprof records (load runs DURATION+5 s)
-#   OUT=loopprof-demo    output directory (relative to the current directory)
+#   OUT=loopprof-demo-<time>  output directory (relative to the current directory)
 #   PYTHON=python3       interpreter for the venv (or a version such as 3.12)
 #   LOOPPROF=...         loopprof command to run instead of building and using
 #                        target/release/loopprof (may include arguments)
@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-10}"
-OUT="${OUT:-loopprof-demo}"
+OUT="${OUT:-loopprof-demo-$(date +%Y%m%d-%H%M%S)}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 LOGDIR="$ROOT/target/demo-logs"
 

@@ -141,8 +141,8 @@ pub struct RecordOptions {
     pub rate_hz: f64,
     /// Directory the recording is written into (created if missing).
     pub output_dir: PathBuf,
-    /// Read stacks without stopping threads.
-    pub nonblocking: bool,
+    /// What to stop while reading stacks.
+    pub locking: sampler::Locking,
     /// Also sample Python descendants of the target.
     pub subprocesses: bool,
     /// Leave a started command running at the end.
@@ -283,7 +283,7 @@ fn record_tree(
     let ctx = SamplerContext {
         start,
         period: Duration::from_secs_f64(1.0 / opts.rate_hz),
-        nonblocking: opts.nonblocking,
+        locking: opts.locking,
         stop: sampler_stop.clone(),
         counters: counters.clone(),
         tx,
@@ -296,7 +296,7 @@ fn record_tree(
             .name(format!("sampler-{pid}"))
             .spawn(move || {
                 let info = sampler::describe(pid);
-                match sampler::attach(pid, ctx.nonblocking, patience) {
+                match sampler::attach(pid, ctx.locking == sampler::Locking::None, patience) {
                     Ok(spy) => {
                         let mut info = info;
                         info.python_version = spy.version.to_string();
@@ -430,9 +430,9 @@ fn record_tree(
             pattern,
         },
         options: CaptureOptionsRecord {
-            nonblocking: opts.nonblocking,
+            nonblocking: opts.locking == sampler::Locking::None,
             subprocesses: opts.subprocesses,
-            locking: sampler::locking_name(opts.nonblocking).into(),
+            locking: opts.locking.name().into(),
         },
         processes: initial.clone(),
         clock_ticks_per_s: procfs::clock_ticks_per_second(),

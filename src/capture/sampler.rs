@@ -90,8 +90,8 @@ pub struct SamplerContext {
     pub start: Instant,
     /// Sampling period.
     pub period: Duration,
-    /// Read without stopping threads.
-    pub nonblocking: bool,
+    /// What to stop while reading.
+    pub locking: Locking,
     /// Set to stop every sampler.
     pub stop: Arc<AtomicBool>,
     /// Shared counters.
@@ -100,23 +100,26 @@ pub struct SamplerContext {
     pub tx: Sender<Msg>,
 }
 
-/// How a sampler stops threads for a read.
+/// What a sampler stops while it reads stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Locking {
-    /// Stop only the Python threads, with loopprof's own ptrace locks.
+pub enum Locking {
+    /// Stop only the Python threads, with loopprof's own ptrace locks (the default).
     PythonThreads,
-    /// Let py-spy stop every OS thread (used until the Python threads' OS ids are known).
+    /// Stop every OS thread of the process, as py-spy does by default. Also used for the
+    /// first tick, and when the Python threads' OS ids cannot be found.
     AllThreads,
-    /// Stop nothing.
+    /// Stop nothing (`--nonblocking`): no pause, but reads can fail or tear.
     None,
 }
 
-/// A short description of the locking in effect, for the header.
-pub fn locking_name(nonblocking: bool) -> &'static str {
-    if nonblocking {
-        "none"
-    } else {
-        "python-threads"
+impl Locking {
+    /// The name written in the recording header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Locking::PythonThreads => "python-threads",
+            Locking::AllThreads => "all-threads",
+            Locking::None => "none",
+        }
     }
 }
 
@@ -280,11 +283,7 @@ pub struct ProcessSampler {
 impl ProcessSampler {
     /// A sampler for an attached process.
     pub fn new(pid: u32, spy: PythonSpy, ctx: SamplerContext) -> Self {
-        let locking = if ctx.nonblocking {
-            Locking::None
-        } else {
-            Locking::PythonThreads
-        };
+        let locking = ctx.locking;
         ProcessSampler {
             pid,
             spy,

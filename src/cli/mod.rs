@@ -5,6 +5,7 @@
 //! documented exit code ([`exit`]).
 
 use crate::analysis::overview::overview;
+use crate::capture::sampler::Locking;
 use crate::capture::{self, CaptureError, RecordOptions, TargetSpec};
 use crate::recording::{self, RecordingError};
 use crate::render;
@@ -70,8 +71,12 @@ struct RecordArgs {
     output: Option<PathBuf>,
     /// Read stacks without stopping any thread (no pause of the target; some samples fail
     /// or come out torn).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stop_all_threads")]
     nonblocking: bool,
+    /// Stop every OS thread of the process while reading, as py-spy does by default, instead
+    /// of only the Python threads (for comparisons).
+    #[arg(long)]
+    stop_all_threads: bool,
     /// Record only the given process, not its Python child processes (workers).
     #[arg(long)]
     no_subprocesses: bool,
@@ -133,7 +138,13 @@ impl RecordArgs {
             duration,
             rate_hz: self.rate,
             output_dir,
-            nonblocking: self.nonblocking,
+            locking: if self.nonblocking {
+                Locking::None
+            } else if self.stop_all_threads {
+                Locking::AllThreads
+            } else {
+                Locking::PythonThreads
+            },
             subprocesses: !self.no_subprocesses,
             keep_running: self.keep_running,
             compress: !self.uncompressed,

@@ -367,3 +367,125 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
     }
     Ok(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::testing::{end, frame, header, thread, RecordingBuilder};
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn builder_with_samples(n: u64) -> RecordingBuilder {
+        let mut b = RecordingBuilder::new(header(7, 100.0));
+        for i in 0..n {
+            let f = vec![frame(
+                &format!("handler_{}", i % 3),
+                "/srv/app.py",
+                10 + i as i32,
+            )];
+            b.sample(
+                7,
+                i * 10_000,
+                i * 1000,
+                &[thread(7, "MainThread", 'S', "futex", false, f)],
+            );
+        }
+        b
+    }
+
+    fn load_bytes(bytes: Vec<u8>) -> Result<Recording, RecordingError> {
+        load_from(RecordingReader::from_reader(
+            "memory".into(),
+            Box::new(std::io::Cursor::new(bytes)),
+        ))
+    }
+
+    #[test]
+    fn round_trips_through_the_wire_format() {
+        let rec = builder_with_samples(5).finish(end(50_000, 5));
+        assert_eq!(rec.samples.len(), 5);
+        assert_eq!(rec.end.as_ref().unwrap().samples, 5);
+        let t = &rec.samples[4].threads[0];
+        assert_eq!(rec.thread_name(t), Some("MainThread"));
+        let f = rec.stack(t.stack).next().unwrap();
+        assert_eq!(rec.str(f.name), "handler_1");
+        assert_eq!(f.line, 14);
+        assert!(rec.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_file_cut_at_any_byte_reads_up_to_its_last_complete_record() {
+        let bytes = builder_with_samples(6).bytes();
+        let header_len = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+        let mut last = 0;
+        for cut in header_len..bytes.len() {
+            let rec = load_bytes(bytes[..cut].to_vec()).expect("cut file loads");
+            assert!(rec.end.is_none());
+            assert!(!rec.warnings.is_empty());
+            assert!(
+                rec.samples.len() >= last,
+                "never fewer samples for a longer prefix"
+            );
+            last = rec.samples.len();
+        }
+        assert_eq!(last, 6);
+    }
+
+    #[test]
+    fn a_cut_gzip_stream_reads_up_to_its_last_flush() {
+        let plain = builder_with_samples(40).bytes();
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let half = plain.len() / 2;
+        gz.write_all(&plain[..half]).unwrap();
+        gz.flush().unwrap(); // what the writer's periodic flush does
+        let flushed = gz.get_ref().len();
+        gz.write_all(&plain[half..]).unwrap();
+        let full = gz.finish().unwrap();
+        // Cut a little after the sync flush point: everything before it is readable.
+        let path = std::env::temp_dir().join(format!("loopprof-cut-{}.gz", std::process::id()));
+        std::fs::write(&path, &full[..flushed + 7]).unwrap();
+        let rec = load(&path).expect("cut gzip loads");
+        std::fs::remove_file(&path).unwrap();
+        assert!(rec.samples.len() >= 15, "{} samples", rec.samples.len());
+        assert!(rec.warnings.iter().any(|w| w.contains("cut short")));
+    }
+
+    #[test]
+    fn unknown_record_types_are_skipped_and_bad_input_is_refused() {
+        let mut bytes = builder_with_samples(2).bytes();
+        bytes.extend_from_slice(b"{\"type\":\"future_thing\",\"data\":{\"x\":1}}\n");
+        let rec = load_bytes(bytes).unwrap();
+        assert_eq!(rec.samples.len(), 2);
+        assert!(rec.warnings.iter().any(|w| w.contains("newer version")));
+
+        assert!(matches!(
+            load_bytes(b"hello world\n".to_vec()),
+            Err(RecordingError::NotARecording { .. })
+        ));
+        assert!(matches!(
+            load_bytes(Vec::new()),
+            Err(RecordingError::NotARecording { .. })
+        ));
+        let mut newer = builder_with_samples(0).bytes();
+        let text = String::from_utf8(newer.clone())
+            .unwrap()
+            .replace("\"version\":1", "\"version\":99");
+        newer = text.into_bytes();
+        assert!(matches!(
+            load_bytes(newer),
+            Err(RecordingError::Version { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn undefined_references_are_corrupt() {
+        let mut bytes = builder_with_samples(1).bytes();
+        bytes.extend_from_slice(
+            b"{\"type\":\"sample\",\"data\":{\"pid\":7,\"t_us\":5,\"read_us\":1,\"cpu_us\":0,\"threads\":[{\"tid\":7,\"active\":false,\"gil\":false,\"state\":\"S\",\"stack\":42}]}}\n",
+        );
+        assert!(matches!(
+            load_bytes(bytes),
+            Err(RecordingError::Corrupt { .. })
+        ));
+    }
+}

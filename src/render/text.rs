@@ -13,6 +13,9 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// How many threads per process the text overview shows.
+const MAX_THREADS: usize = 6;
+
 /// Renders the overview as a few lines per process and thread.
 pub fn overview(o: &Overview) -> String {
     let mut out = String::new();
@@ -40,7 +43,11 @@ pub fn overview(o: &Overview) -> String {
             p.read_us_p99,
             p.cpu_pct
         );
-        for t in &p.threads {
+        // MainThread first, then the threads with most samples; the rest are counted.
+        let mut threads: Vec<_> = p.threads.iter().collect();
+        threads.sort_by_key(|t| (t.name != "MainThread", std::cmp::Reverse(t.samples), t.tid));
+        let hidden = threads.len().saturating_sub(MAX_THREADS);
+        for t in threads.into_iter().take(MAX_THREADS) {
             let states = t
                 .states
                 .iter()
@@ -64,6 +71,12 @@ pub fn overview(o: &Overview) -> String {
             for (leaf, share) in &t.top_leaves {
                 let _ = writeln!(out, "      {share:5.1}%  {}", sanitize(leaf));
             }
+        }
+        if hidden > 0 {
+            let _ = writeln!(
+                out,
+                "  ... and {hidden} more threads (`loopprof inspect --json` lists them all)"
+            );
         }
     }
     for w in &o.warnings {

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: the README's test command, and what .ci/run calls.
+#
+#   scripts/test.sh
+#
+# 1. installs what the tests need and a fresh machine may lack (Debian packages via apt-get,
+#    when missing and when running as root or with sudo);
+# 2. creates or reuses the pinned Python venvs for 3.11 (required) and 3.12/3.13 (when that
+#    interpreter exists under pyenv or on PATH; the live matrix tests fail, not skip, if one
+#    they use is missing);
+# 3. checks formatting and lints, then runs every unit and live test with cargo-nextest
+#    (cargo test when nextest is not installed).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '\033[1mtest.sh:\033[0m %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------------------
+need=()
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if ((${#need[@]})); then
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    log "installing Debian packages: ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# --- Python venvs ----------------------------------------------------------------------
+for v in 3.11 3.12 3.13; do
+    if [[ $v == 3.11 ]] || ls -d /root/.pyenv/versions/$v.* >/dev/null 2>&1 || command -v "python$v" >/dev/null 2>&1; then
+        log "venv for Python $v"
+        scripts/venv.sh "$v" >/dev/null
+    fi
+done
+
+# --- Rust ------------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run"
+    cargo nextest run --no-fail-fast "$@"
+    # nextest does not run doctests
+    cargo test --doc --quiet
+else
+    log "cargo test (cargo-nextest not installed)"
+    cargo test --no-fail-fast "$@" -- --test-threads 2
+fi
+log "all tests passed"
