@@ -1,6 +1,13 @@
 //! Analysis: pure functions over a loaded [`crate::recording::Recording`]; no I/O.
 //!
-//! [`overview`] summarises what was recorded per process and thread (sample counts, achieved
-//! rate, stop time, CPU, OS states, syscalls, GIL ownership, most frequent leaf frames).
+//! [`overview`] summarises what was recorded per process and thread. The diagnosis finds the
+//! event-loop threads and classifies their samples ([`loops`]), names code by module and origin
+//! ([`frames`]), groups busy samples into stalls and findings and gives the verdict
+//! ([`diagnose`]), and maps each call site to a fix with the [`catalog`] (data in
+//! `catalog.json`).
 
+pub mod catalog;
+pub mod diagnose;
+pub mod frames;
+pub mod loops;
 pub mod overview;

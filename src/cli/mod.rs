@@ -4,6 +4,8 @@
 //! ([`crate::capture::RecordOptions`]) before any work starts, and every error is mapped to a
 //! documented exit code ([`exit`]).
 
+use crate::analysis::catalog::Catalog;
+use crate::analysis::diagnose::{diagnose, Options as DiagnoseOptions};
 use crate::analysis::overview::overview;
 use crate::capture::sampler::Locking;
 use crate::capture::{self, CaptureError, RecordOptions, TargetSpec};
@@ -12,7 +14,7 @@ use crate::render;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +48,60 @@ struct Cli {
 enum Command {
     /// Attach to a running server (or start one) and record every Python thread.
     Record(RecordArgs),
+    /// Diagnose a saved recording offline: write summary.json and print the findings.
+    Report(ReportArgs),
     /// Summarise a recording: processes, threads, states, syscalls, hottest frames.
     Inspect(InspectArgs),
+}
+
+/// Options of the diagnosis, shared by `record` and `report`.
+#[derive(Debug, Args)]
+struct AnalysisArgs {
+    /// A busy stretch of the event loop at least this long is a stall.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    threshold_ms: f64,
+    /// Short blocks at one call site adding up to this share of the window are a finding.
+    #[arg(long, default_value_t = 2.0, value_name = "PCT")]
+    min_share: f64,
+    /// Extra catalog entries (JSON, see docs/detection.md), for in-house wrappers; repeatable.
+    #[arg(long, value_name = "FILE")]
+    catalog: Vec<PathBuf>,
+}
+
+impl AnalysisArgs {
+    fn load(&self) -> Result<(Catalog, DiagnoseOptions), String> {
+        if !(self.threshold_ms > 0.0 && self.threshold_ms.is_finite()) {
+            return Err(format!(
+                "--threshold-ms {} must be a positive number",
+                self.threshold_ms
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.min_share) {
+            return Err(format!(
+                "--min-share {} must be a percentage (0-100)",
+                self.min_share
+            ));
+        }
+        let catalog = Catalog::load(&self.catalog).map_err(|e| e.to_string())?;
+        Ok((
+            catalog,
+            DiagnoseOptions {
+                threshold_ms: self.threshold_ms,
+                min_share_pct: self.min_share,
+            },
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// A recording file, or an output directory of `loopprof record`.
+    recording: PathBuf,
+    /// Where to write summary.json (default: the recording's directory).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +143,8 @@ struct RecordArgs {
     /// Start this command and record it (`loopprof record -- uvicorn app:app`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
 }
 
 #[derive(Debug, Args)]
@@ -176,13 +232,38 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Record(args) => match args.into_options() {
-            Ok(opts) => run_record(opts),
-            Err(msg) => {
-                eprintln!("error: {msg}");
-                exit::USAGE
+        Command::Record(args) => {
+            let analysis = match args.analysis.load() {
+                Ok(a) => a,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return exit::USAGE;
+                }
+            };
+            match args.into_options() {
+                Ok(opts) => run_record(opts, analysis),
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    exit::USAGE
+                }
             }
-        },
+        }
+        Command::Report(args) => {
+            let analysis = match args.analysis.load() {
+                Ok(a) => a,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return exit::USAGE;
+                }
+            };
+            match run_report(&args.recording, args.output.as_deref(), analysis) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::IO
+                }
+            }
+        }
         Command::Inspect(args) => match run_inspect(args) {
             Ok(()) => exit::OK,
             Err(e) => {
@@ -210,7 +291,7 @@ fn install_stop_handler() -> Arc<AtomicBool> {
     stop
 }
 
-fn run_record(opts: RecordOptions) -> i32 {
+fn run_record(opts: RecordOptions, analysis: (Catalog, DiagnoseOptions)) -> i32 {
     let stop = install_stop_handler();
     let bar = indicatif::ProgressBar::with_draw_target(
         None,
@@ -250,18 +331,63 @@ fn run_record(opts: RecordOptions) -> i32 {
             for n in &outcome.notes {
                 eprintln!("note: {}", render::text::sanitize(n));
             }
-            match recording::load(&outcome.path) {
-                Ok(rec) => print!("{}", render::text::overview(&overview(&rec))),
-                Err(e) => eprintln!("warning: cannot read the recording back: {e}"),
+            println!("recording: {}", outcome.path.display());
+            match write_report(&outcome.path, &opts.output_dir, &analysis) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("error: the recording is saved but could not be analysed: {e:#}");
+                    exit::IO
+                }
             }
-            println!("\nrecording: {}", outcome.path.display());
-            exit::OK
         }
         Err(e) => {
             eprintln!("error: {e}");
             capture_exit_code(&e)
         }
     }
+}
+
+/// Loads a recording, diagnoses it, writes `summary.json` into `dir` and prints the result.
+fn write_report(
+    recording_path: &Path,
+    dir: &Path,
+    (catalog, opts): &(Catalog, DiagnoseOptions),
+) -> anyhow::Result<()> {
+    let rec = recording::load(recording_path)?;
+    for w in &rec.warnings {
+        eprintln!("warning: {}", render::text::sanitize(w));
+    }
+    let d = diagnose(&rec, catalog, opts);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let summary = dir.join("summary.json");
+    std::fs::write(&summary, render::json::to_string(&rec, &d))
+        .with_context(|| format!("writing {}", summary.display()))?;
+    println!("{}", render::text::diagnosis(&d));
+    println!("summary:   {}", summary.display());
+    Ok(())
+}
+
+fn run_report(
+    recording_path: &Path,
+    output: Option<&Path>,
+    analysis: (Catalog, DiagnoseOptions),
+) -> anyhow::Result<()> {
+    let resolved = recording::reader::resolve_path(recording_path);
+    let dir = match output {
+        Some(d) => d.to_path_buf(),
+        None => resolved
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    write_report(&resolved, &dir, &analysis)
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {

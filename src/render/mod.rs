@@ -1,5 +1,7 @@
 //! Rendering: one module per output format.
 //!
-//! [`text`] renders the recording overview for the terminal.
+//! [`text`] renders for the terminal (recording overview, diagnosis); [`json`] writes the
+//! versioned `summary.json`.
 
+pub mod json;
 pub mod text;

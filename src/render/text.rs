@@ -3,6 +3,8 @@
 //! Target-controlled strings (command lines, thread and function names) are printed with
 //! control characters replaced, so a hostile name cannot move the cursor or clear the screen.
 
+use crate::analysis::diagnose::Diagnosis;
+use crate::analysis::frames::short_file;
 use crate::analysis::overview::Overview;
 use std::fmt::Write;
 
@@ -81,6 +83,88 @@ pub fn overview(o: &Overview) -> String {
     }
     for w in &o.warnings {
         let _ = writeln!(out, "\nwarning: {}", sanitize(w));
+    }
+    out
+}
+
+/// Renders the diagnosis in one screen: the verdict, then each finding with its call site,
+/// what was called, how long it blocked, and the fix.
+pub fn diagnosis(d: &Diagnosis) -> String {
+    let mut out = String::new();
+    let v = &d.verdict;
+    let _ = writeln!(out, "{}", sanitize(&v.summary));
+    let _ = writeln!(
+        out,
+        "  loop blocked {:.1}% · busy {:.1}% · GIL wait {:.1}% · process CPU {:.1}% · worst stall {:.0} ms · {} loop thread{}",
+        v.loop_blocked_pct,
+        v.loop_busy_pct,
+        v.gil_wait_pct,
+        v.process_cpu_pct,
+        v.worst_stall_ms,
+        d.loops.len(),
+        if d.loops.len() == 1 { "" } else { "s" }
+    );
+    for (i, f) in d.findings.iter().enumerate().take(8) {
+        let site = f
+            .call_site
+            .as_ref()
+            .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(out, "\n{}. [{}] {}", i + 1, f.category, sanitize(&f.title));
+        let _ = writeln!(out, "   at {}", sanitize(&site));
+        if let Some(src) = f.call_site.as_ref().and_then(|c| c.source.as_deref()) {
+            let _ = writeln!(out, "      {}", sanitize(src));
+        }
+        if let Some(b) = &f.blocking_call {
+            let _ = writeln!(out, "   calls {}", sanitize(b));
+        }
+        if let Some(e) = &f.endpoint {
+            let _ = writeln!(out, "   endpoint {}", sanitize(e));
+        }
+        if let Some(c) = &f.culprit_thread {
+            let cs = c
+                .call_site
+                .as_ref()
+                .map(|cs| format!(" in {} ({}:{})", cs.function, short_file(&cs.file), cs.line))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "   GIL held by thread {:?}{} ({:.0}% of the waits)",
+                sanitize(&c.name),
+                sanitize(&cs),
+                c.share_pct
+            );
+        }
+        let state = match &f.wait_reason {
+            Some(r) => format!("{} ({r})", f.state),
+            None => f.state.clone(),
+        };
+        if f.stalls > 0 {
+            let _ = writeln!(
+                out,
+                "   {} stall{}, {:.0} ms blocked (max {:.0}, p95 {:.0}); {}",
+                f.stalls,
+                if f.stalls == 1 { "" } else { "s" },
+                f.blocked_ms,
+                f.max_stall_ms,
+                f.p95_stall_ms,
+                state
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "   {} short blocks adding up to {:.0} ms ({:.1}% of the window); {}",
+                f.short_blocks, f.short_blocked_ms, f.share_pct, state
+            );
+        }
+        let _ = writeln!(out, "   fix: {}", f.fix.summary);
+    }
+    if d.findings.len() > 8 {
+        let _ = writeln!(
+            out,
+            "\n... and {} more findings in summary.json",
+            d.findings.len() - 8
+        );
     }
     out
 }

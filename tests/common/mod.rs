@@ -102,10 +102,23 @@ impl Drop for Proc {
 
 /// A minimal HTTP/1.0 GET over loopback: (status, body). Only 127.0.0.1 is allowed.
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request(port, "GET", path, timeout)
+}
+
+/// A minimal HTTP/1.0 request with an empty body over loopback: (status, body).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     let status = buf
@@ -236,8 +249,20 @@ pub fn start_upstream(python: &str) -> (Proc, u16) {
 
 /// Starts bounded load on `paths` of the app: `concurrency` clients per path, `secs` long.
 pub fn start_load(app: &App, paths: &[&str], concurrency: u32, secs: f64) -> Proc {
+    start_load_think(app, paths, concurrency, secs, 0)
+}
+
+/// Like [`start_load`], each client pausing `think_ms` after every request.
+pub fn start_load_think(
+    app: &App,
+    paths: &[&str],
+    concurrency: u32,
+    secs: f64,
+    think_ms: u32,
+) -> Proc {
     let mut c = Command::new(venv(&app.python).join("bin/python"));
     c.arg(root().join("tests/python/load.py"));
+    c.args(["--think-ms", &think_ms.to_string()]);
     for p in paths {
         c.arg("--url")
             .arg(format!("http://127.0.0.1:{}{p}", app.port));

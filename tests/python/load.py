@@ -136,6 +136,8 @@ def worker(target, args, deadline, stop, results):
             conn = None
             # don't spin on a dead server
             stop.wait(0.05)
+        if args.think_ms > 0:
+            stop.wait(args.think_ms / 1000.0)
     if conn is not None:
         conn.close()
 
@@ -149,6 +151,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=10.0, help="per-request socket timeout, seconds (default 10)")
     ap.add_argument("--disconnect-after-first-chunk", action="store_true", help="read the first body chunk, then close")
     ap.add_argument("--json", action="store_true", help="print only the JSON summary line")
+    ap.add_argument("--think-ms", type=float, default=0.0, help="pause after each request, per worker (default 0)")
     args = ap.parse_args(argv)
 
     if not (0 < args.duration <= 3600):

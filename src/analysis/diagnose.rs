@@ -1,0 +1,1182 @@
+//! The diagnosis: every event-loop stall, its call site, its kind and its fix.
+//!
+//! For each loop thread ([`super::loops`]), consecutive busy samples at the same call site form
+//! a *block*; its duration is measured from the samples' timestamps (midpoints to the
+//! neighbouring samples, so no period is assumed). Blocks of at least `threshold_ms` are
+//! *stalls*. Blocks are grouped into findings by call site and catalog entry; a call site
+//! whose short blocks (of two samples or more) add up to at least `min_share_pct` of the
+//! window is a finding too.
+//! GIL waits of the loop are attributed to the thread holding the GIL and its call site.
+
+use super::catalog::{Catalog, Entry, MatchedBy, SiteFacts};
+use super::frames::{self, Origin};
+use super::loops::{self, Activity, LoopState, LoopThread};
+use crate::recording::{FrameDef, Recording, Sample};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Diagnosis options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A block at least this long is a stall.
+    pub threshold_ms: f64,
+    /// Short blocks at one call site adding up to this share of the window are a finding.
+    pub min_share_pct: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threshold_ms: 50.0,
+            min_share_pct: 2.0,
+        }
+    }
+}
+
+/// Where the loop was blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct CallSite {
+    /// Absolute file name.
+    pub file: String,
+    /// Line.
+    pub line: i32,
+    /// Function qualname.
+    pub function: String,
+    /// Source text of the line, when recorded.
+    pub source: Option<String>,
+}
+
+/// The thread holding the GIL while the loop waited for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Culprit {
+    /// Thread name.
+    pub name: String,
+    /// OS thread id.
+    pub tid: u32,
+    /// Its call site (innermost application frame, else its innermost frame).
+    pub call_site: Option<CallSite>,
+    /// Share of the loop's GIL-wait samples in which this thread held the GIL, percent.
+    pub share_pct: f64,
+}
+
+/// The fix, from the catalog entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fix {
+    /// Catalog id.
+    pub id: String,
+    /// One sentence.
+    pub summary: String,
+    /// Why it blocks.
+    pub why: String,
+    /// Code before.
+    pub before: String,
+    /// Code after.
+    pub after: String,
+    /// Documentation.
+    pub links: Vec<String>,
+}
+
+/// One finding: a call site that blocked the loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Catalog id.
+    pub category: String,
+    /// Catalog title.
+    pub title: String,
+    /// `stalls` when at least one block reached the threshold, else `repeated-short-blocks`.
+    pub kind: String,
+    /// Majority activity: `on-cpu`, `native`, `waiting`, `gil-wait`.
+    pub state: String,
+    /// Majority wait reason, when waiting.
+    pub wait_reason: Option<String>,
+    /// Share of the blocked time per activity (`waiting:socket`...), percent.
+    pub state_mix: BTreeMap<String, f64>,
+    /// The application line (or, without application frames, the innermost frame).
+    pub call_site: Option<CallSite>,
+    /// The library API the application called, or the callee named on the source line.
+    pub blocking_call: Option<String>,
+    /// How the catalog entry was chosen: `frame`, `source` or `fallback`.
+    pub matched_by: String,
+    /// The endpoint (FastAPI path function, or the generator's enclosing function).
+    pub endpoint: Option<String>,
+    /// The process with the most blocked time at this site.
+    pub pid: u32,
+    /// Every process where it happened.
+    pub pids: Vec<u32>,
+    /// The loop thread's name.
+    pub thread: String,
+    /// For GIL contention: the thread that held the GIL.
+    pub culprit_thread: Option<Culprit>,
+    /// Blocks of at least the threshold.
+    pub stalls: usize,
+    /// Total time of those stalls, ms.
+    pub blocked_ms: f64,
+    /// Longest stall (or block), ms.
+    pub max_stall_ms: f64,
+    /// Median stall (or block), ms.
+    pub p50_stall_ms: f64,
+    /// 95th percentile stall (or block), ms.
+    pub p95_stall_ms: f64,
+    /// Blocks shorter than the threshold.
+    pub short_blocks: usize,
+    /// Their total time, ms.
+    pub short_blocked_ms: f64,
+    /// Share of the loop window blocked here (stalls + short blocks), percent.
+    pub share_pct: f64,
+    /// The representative stack, innermost first, as `function (file:line)`.
+    pub stack: Vec<String>,
+    /// The fix.
+    pub fix: Fix,
+}
+
+/// Verdict for the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// `healthy`, `loop-blocked`, `cpu-bound-loop` or `gil-contention`.
+    pub kind: String,
+    /// One plain sentence.
+    pub summary: String,
+    /// Time the loop spent in stalls, percent of the window.
+    pub loop_blocked_pct: f64,
+    /// Time the loop spent in any callback, percent of the window.
+    pub loop_busy_pct: f64,
+    /// Time the loop waited for the GIL, percent of the window.
+    pub gil_wait_pct: f64,
+    /// CPU used by the loop processes, percent of one core (averaged over processes).
+    pub process_cpu_pct: f64,
+    /// Longest stall, ms.
+    pub worst_stall_ms: f64,
+}
+
+/// One thread's time split.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadShares {
+    /// Process id.
+    pub pid: u32,
+    /// OS thread id.
+    pub tid: u32,
+    /// Name.
+    pub name: String,
+    /// True for event-loop threads.
+    pub event_loop: bool,
+    /// Samples.
+    pub samples: usize,
+    /// Percent on CPU (GIL held).
+    pub on_cpu_pct: f64,
+    /// Percent in native code, GIL released.
+    pub native_pct: f64,
+    /// Percent waiting, per reason.
+    pub waiting_pct: BTreeMap<String, f64>,
+    /// Percent waiting for the GIL.
+    pub gil_wait_pct: f64,
+    /// Percent idle (event loops only: waiting for events).
+    pub idle_pct: f64,
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Findings, most blocked time first.
+    pub findings: Vec<Finding>,
+    /// Event-loop threads found.
+    pub loops: Vec<LoopThread>,
+    /// Every thread's time split.
+    pub threads: Vec<ThreadShares>,
+    /// Loop window analysed (sum over loop threads), seconds.
+    pub window_s: f64,
+    /// The stall threshold used, ms.
+    pub threshold_ms: f64,
+    /// The repeated-short-block share used, percent.
+    pub min_share_pct: f64,
+}
+
+/// Time per activity label of one thread: (name, is an event loop, label → weight, total).
+type ShareAcc = (String, bool, HashMap<String, f64>, f64);
+
+/// A run of consecutive busy loop samples at one call site.
+#[derive(Debug, Clone)]
+struct Block {
+    pid: u32,
+    thread: String,
+    key: SiteKey,
+    /// (stack id, anchor) of each sample.
+    stacks: Vec<(u32, usize)>,
+    activities: Vec<(Activity, f64)>,
+    /// GIL holders during GIL waits: (tid, name, stack).
+    culprits: Vec<(u32, String, u32)>,
+    duration_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SiteKey {
+    /// Busy in a callback: app file + function (+ line for C calls), and the library API.
+    Callback {
+        file: String,
+        function: String,
+        line: Option<i32>,
+        api: Option<String>,
+    },
+    /// Waiting for the GIL held by this thread at this function.
+    Gil { holder: String, function: String },
+}
+
+fn frame_label(rec: &Recording, f: &FrameDef) -> String {
+    format!(
+        "{} ({}:{})",
+        rec.str(f.name),
+        frames::short_file(rec.str(f.file)),
+        f.line
+    )
+}
+
+/// The public name of a library frame: `Class.method`, or `package.function`.
+fn api_name(rec: &Recording, f: &FrameDef) -> String {
+    let name = rec.str(f.name);
+    if name.contains('.') {
+        name.to_owned()
+    } else {
+        let module = frames::module(rec.str(f.file));
+        let package = module.split('.').next().unwrap_or(&module).to_owned();
+        format!("{package}.{name}")
+    }
+}
+
+/// The first call on a source line (`time.sleep` in `    time.sleep(ms / 1000)`).
+fn called_on_line(source: &str) -> Option<String> {
+    const KEYWORDS: &[&str] = &[
+        "if", "elif", "while", "for", "return", "await", "with", "and", "or", "not", "in", "yield",
+        "assert", "print", "lambda", "del", "raise",
+    ];
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
+                i += 1;
+            }
+            let word = &source[start..i];
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            if j < bytes.len() && bytes[j] == b'(' && !KEYWORDS.contains(&word) {
+                return Some(word.trim_matches('.').to_owned());
+            }
+        } else if c == b'"' || c == b'\'' || c == b'#' {
+            // Stop at strings and comments: calls inside them are not calls.
+            if c == b'#' {
+                return None;
+            }
+            let quote = c;
+            i += 1;
+            while i < bytes.len() && bytes[i] != quote {
+                i += 1;
+            }
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Computes the call-site key of a busy loop sample.
+fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activity) -> SiteKey {
+    match loops::app_frame(rec, stack, anchor) {
+        Some(u) => {
+            let f = stack[u];
+            let api = if u > 0 {
+                Some(api_name(rec, stack[u - 1]))
+            } else {
+                None
+            };
+            // A C call (no library frame) is told apart by its line; a CPU loop is not split
+            // across the lines it runs.
+            let line = if u == 0 && activity != Activity::OnCpu {
+                Some(f.line)
+            } else {
+                None
+            };
+            SiteKey::Callback {
+                file: rec.str(f.file).to_owned(),
+                function: rec.str(f.name).to_owned(),
+                line,
+                api,
+            }
+        }
+        None => {
+            // No application frame: a library or the server itself; key by the frame just
+            // above the anchor (the callback) and the leaf.
+            let top = stack[anchor.saturating_sub(1)];
+            let leaf = stack[0];
+            SiteKey::Callback {
+                file: rec.str(top.file).to_owned(),
+                function: rec.str(top.name).to_owned(),
+                line: None,
+                api: Some(api_name(rec, leaf)),
+            }
+        }
+    }
+}
+
+fn gil_holder(rec: &Recording, sample: &Sample, loop_tid: u32) -> Option<(u32, String, u32)> {
+    sample
+        .threads
+        .iter()
+        .find(|o| o.tid != loop_tid && o.gil)
+        .map(|o| (o.tid, rec.thread_name(o).unwrap_or("?").to_owned(), o.stack))
+}
+
+fn user_or_leaf(rec: &Recording, stack: u32) -> Option<CallSite> {
+    let frames: Vec<&FrameDef> = rec.stack(stack).collect();
+    let f = frames
+        .iter()
+        .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
+        .or(frames.first())?;
+    Some(CallSite {
+        file: rec.str(f.file).to_owned(),
+        line: f.line,
+        function: rec.str(f.name).to_owned(),
+        source: rec.source_line(f).map(|s| s.trim().to_owned()),
+    })
+}
+
+/// Midpoint-based durations: sample i covers from halfway to its predecessor to halfway to
+/// its successor (the ends extend by half the median spacing).
+fn coverage_ms(times: &[u64]) -> Vec<f64> {
+    let n = times.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    gaps.sort_unstable();
+    let median = gaps.get(gaps.len() / 2).copied().unwrap_or(10_000) as f64;
+    (0..n)
+        .map(|i| {
+            let before = if i > 0 {
+                (times[i] - times[i - 1]) as f64 / 2.0
+            } else {
+                median / 2.0
+            };
+            let after = if i + 1 < n {
+                (times[i + 1] - times[i]) as f64 / 2.0
+            } else {
+                median / 2.0
+            };
+            (before + after) / 1000.0
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn round1(x: f64) -> f64 {
+    // `+ 0.0` turns the -0.0 that an empty float sum yields into 0.0.
+    (x * 10.0).round() / 10.0 + 0.0
+}
+
+/// Diagnoses a recording.
+pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis {
+    let loops_found = loops::find_loop_threads(rec);
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut window_ms = 0.0;
+    let mut busy_ms = 0.0;
+    let mut gil_ms = 0.0;
+    let mut shares: BTreeMap<(u32, u32), ShareAcc> =
+        BTreeMap::new();
+
+    for lt in &loops_found {
+        let samples: Vec<&Sample> = rec
+            .samples
+            .iter()
+            .filter(|s| s.pid == lt.pid && s.threads.iter().any(|t| t.tid == lt.tid))
+            .collect();
+        let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
+        let cover = coverage_ms(&times);
+        let mut current: Option<Block> = None;
+        for (s, w) in samples.iter().zip(&cover) {
+            let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
+            let state = loops::classify(rec, lt, s, t);
+            let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
+            let (key, activity, anchor, culprit) = match state {
+                LoopState::NotLoop => {
+                    if let Some(b) = current.take() {
+                        blocks.push(b);
+                    }
+                    continue;
+                }
+                LoopState::Idle | LoopState::Overhead => (None, None, 0, None),
+                // Waiting for the GIL, idle-looking or inside a callback: what matters is who
+                // holds it, so such samples are grouped by the holder.
+                LoopState::GilWait
+                | LoopState::Busy {
+                    activity: Activity::GilWait,
+                    ..
+                } => {
+                    let holder = gil_holder(rec, s, lt.tid);
+                    let key = SiteKey::Gil {
+                        holder: holder
+                            .as_ref()
+                            .map(|h| h.1.clone())
+                            .unwrap_or_else(|| "(unseen)".into()),
+                        function: holder
+                            .as_ref()
+                            .and_then(|h| user_or_leaf(rec, h.2))
+                            .map(|c| c.function)
+                            .unwrap_or_default(),
+                    };
+                    (Some(key), Some(Activity::GilWait), stack.len(), holder)
+                }
+                LoopState::Busy { activity, anchor } => {
+                    let site = site_of(rec, &stack, anchor, activity);
+                    (Some(site), Some(activity), anchor, None)
+                }
+            };
+            window_ms += w;
+            let entry = shares
+                .entry((lt.pid, lt.tid))
+                .or_insert_with(|| (lt.name.clone(), true, HashMap::new(), 0.0));
+            entry.3 += w;
+            let label = match activity {
+                None => "idle".to_owned(),
+                Some(Activity::Waiting(r)) => format!("waiting:{}", r.name()),
+                Some(a) => a.name().to_owned(),
+            };
+            *entry.2.entry(label).or_default() += w;
+            if let Some(a) = activity {
+                busy_ms += w;
+                if a == Activity::GilWait {
+                    gil_ms += w;
+                }
+            }
+            match (key, current.as_mut()) {
+                (Some(k), Some(b)) if b.key == k => {
+                    b.stacks.push((t.stack, anchor));
+                    b.activities.push((activity.unwrap(), *w));
+                    b.culprits.extend(culprit);
+                    b.duration_ms += w;
+                }
+                (Some(k), _) => {
+                    if let Some(b) = current.take() {
+                        blocks.push(b);
+                    }
+                    current = Some(Block {
+                        pid: lt.pid,
+                        thread: lt.name.clone(),
+                        key: k,
+                        stacks: vec![(t.stack, anchor)],
+                        activities: vec![(activity.unwrap(), *w)],
+                        culprits: culprit.into_iter().collect(),
+                        duration_ms: *w,
+                    });
+                }
+                (None, _) => {
+                    if let Some(b) = current.take() {
+                        blocks.push(b);
+                    }
+                }
+            }
+        }
+        if let Some(b) = current.take() {
+            blocks.push(b);
+        }
+    }
+
+    // Non-loop threads: activity shares.
+    let loop_ids: Vec<(u32, u32)> = loops_found.iter().map(|l| (l.pid, l.tid)).collect();
+    for s in &rec.samples {
+        for t in &s.threads {
+            if loop_ids.contains(&(s.pid, t.tid)) {
+                continue;
+            }
+            let entry = shares.entry((s.pid, t.tid)).or_insert_with(|| {
+                (
+                    rec.thread_name(t).unwrap_or("").to_owned(),
+                    false,
+                    HashMap::new(),
+                    0.0,
+                )
+            });
+            if let Some(n) = rec.thread_name(t) {
+                entry.0 = n.to_owned();
+            }
+            let a = loops::activity(rec, s, t);
+            let label = match a {
+                Activity::Waiting(r) => format!("waiting:{}", r.name()),
+                a => a.name().to_owned(),
+            };
+            *entry.2.entry(label).or_default() += 1.0;
+            entry.3 += 1.0;
+        }
+    }
+
+    let findings = build_findings(rec, catalog, opts, &blocks, window_ms);
+    let stalled_ms: f64 = blocks
+        .iter()
+        .filter(|b| b.duration_ms >= opts.threshold_ms)
+        .map(|b| b.duration_ms)
+        .sum();
+    let worst = blocks
+        .iter()
+        .filter(|b| !matches!(b.key, SiteKey::Gil { .. }))
+        .map(|b| b.duration_ms)
+        .fold(0.0, f64::max);
+    let cpu = process_cpu_pct(rec, &loops_found);
+    let pct = |x: f64| {
+        if window_ms > 0.0 {
+            100.0 * x / window_ms
+        } else {
+            0.0
+        }
+    };
+    let verdict = verdict(
+        &findings,
+        Measures {
+            blocked_pct: pct(stalled_ms),
+            busy_pct: pct(busy_ms),
+            gil_pct: pct(gil_ms),
+            cpu_pct: cpu,
+            worst_ms: worst,
+        },
+        &loops_found,
+        opts.threshold_ms,
+    );
+
+    let threads = shares
+        .into_iter()
+        .map(|((pid, tid), (name, event_loop, parts, total))| {
+            let p =
+                |k: &str| round1(100.0 * parts.get(k).copied().unwrap_or(0.0) / total.max(1e-9));
+            let samples = rec
+                .samples
+                .iter()
+                .filter(|s| s.pid == pid && s.threads.iter().any(|t| t.tid == tid))
+                .count();
+            ThreadShares {
+                pid,
+                tid,
+                name,
+                event_loop,
+                samples,
+                on_cpu_pct: p("on-cpu"),
+                native_pct: p("native"),
+                waiting_pct: parts
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("waiting:"))
+                    .map(|r| (r.to_owned(), p(&format!("waiting:{r}"))))
+                    .collect(),
+                gil_wait_pct: p("gil-wait"),
+                idle_pct: p("idle"),
+            }
+        })
+        .collect();
+
+    Diagnosis {
+        verdict,
+        findings,
+        loops: loops_found,
+        threads,
+        window_s: window_ms / 1000.0,
+        threshold_ms: opts.threshold_ms,
+        min_share_pct: opts.min_share_pct,
+    }
+}
+
+fn process_cpu_pct(rec: &Recording, loops_found: &[LoopThread]) -> f64 {
+    let mut pids: Vec<u32> = loops_found.iter().map(|l| l.pid).collect();
+    pids.dedup();
+    let mut total = 0.0;
+    let mut n = 0.0;
+    for pid in pids {
+        let s: Vec<&Sample> = rec.samples.iter().filter(|s| s.pid == pid).collect();
+        if let (Some(a), Some(b)) = (s.first(), s.last()) {
+            if b.t_us > a.t_us {
+                total +=
+                    100.0 * (b.cpu_us.saturating_sub(a.cpu_us)) as f64 / (b.t_us - a.t_us) as f64;
+                n += 1.0;
+            }
+        }
+    }
+    if n > 0.0 {
+        round1(total / n)
+    } else {
+        0.0
+    }
+}
+
+fn build_findings(
+    rec: &Recording,
+    catalog: &Catalog,
+    opts: &Options,
+    blocks: &[Block],
+    window_ms: f64,
+) -> Vec<Finding> {
+    // Group blocks by call site key (across processes: workers run the same code).
+    let mut groups: BTreeMap<&SiteKey, Vec<&Block>> = BTreeMap::new();
+    for b in blocks {
+        groups.entry(&b.key).or_default().push(b);
+    }
+    let mut out = Vec::new();
+    for (key, group) in groups {
+        let stall_durations: Vec<f64> = group
+            .iter()
+            .filter(|b| b.duration_ms >= opts.threshold_ms)
+            .map(|b| b.duration_ms)
+            .collect();
+        // A short block counts only when it spans two or more consecutive samples: one busy
+        // sample is what any short callback of a loaded, healthy server looks like.
+        let short: Vec<f64> = group
+            .iter()
+            .filter(|b| b.duration_ms < opts.threshold_ms && b.stacks.len() >= 2)
+            .map(|b| b.duration_ms)
+            .collect();
+        let blocked: f64 = stall_durations.iter().sum();
+        let short_total: f64 = short.iter().sum();
+        let share = if window_ms > 0.0 {
+            100.0 * (blocked + short_total) / window_ms
+        } else {
+            0.0
+        };
+        let is_gil = matches!(key, SiteKey::Gil { .. });
+        // Repeated short blocks must be in application code: short callbacks of the server's
+        // or framework's own code (writing responses under heavy load) are normal.
+        let app_site = match key {
+            SiteKey::Callback { file, .. } => frames::origin(file) == Origin::App,
+            SiteKey::Gil { .. } => true,
+        };
+        let reported = if is_gil {
+            share >= opts.min_share_pct
+        } else {
+            !stall_durations.is_empty() || (app_site && share >= opts.min_share_pct)
+        };
+        if !reported {
+            continue;
+        }
+        // Activity mix, weighted by time.
+        let mut mix: HashMap<Activity, f64> = HashMap::new();
+        for b in &group {
+            for (a, w) in &b.activities {
+                *mix.entry(*a).or_default() += w;
+            }
+        }
+        let total_w: f64 = mix.values().sum();
+        let (major, _) = mix
+            .iter()
+            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap().then(b.0.cmp(a.0)))
+            .map(|(a, w)| (*a, *w))
+            .unwrap();
+        let mut state_mix = BTreeMap::new();
+        for (a, w) in &mix {
+            let label = match a {
+                Activity::Waiting(r) => format!("waiting:{}", r.name()),
+                a => a.name().to_owned(),
+            };
+            *state_mix.entry(label).or_insert(0.0) += round1(100.0 * w / total_w);
+        }
+        // Representative stack: the most frequent stack weighted by time.
+        let mut stack_w: HashMap<(u32, usize), f64> = HashMap::new();
+        for b in &group {
+            for (s, (_, w)) in b.stacks.iter().zip(&b.activities) {
+                *stack_w.entry(*s).or_default() += w;
+            }
+        }
+        let (&(stack_id, anchor), _) = stack_w
+            .iter()
+            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap().then(b.0.cmp(a.0)))
+            .unwrap();
+        let stack: Vec<&FrameDef> = rec.stack(stack_id).collect();
+
+        // Per-process blocked time.
+        let mut by_pid: BTreeMap<u32, f64> = BTreeMap::new();
+        for b in &group {
+            *by_pid.entry(b.pid).or_default() += b.duration_ms;
+        }
+        let pid = by_pid
+            .iter()
+            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
+            .map(|(p, _)| *p)
+            .unwrap();
+
+        let (entry, matched_by, call_site, blocking_call, culprit) = if is_gil {
+            let mut holders: HashMap<(u32, String, u32), usize> = HashMap::new();
+            let mut n = 0usize;
+            for b in &group {
+                for c in &b.culprits {
+                    *holders.entry(c.clone()).or_default() += 1;
+                    n += 1;
+                }
+            }
+            let top = holders
+                .into_iter()
+                .max_by_key(|(k, v)| (*v, std::cmp::Reverse(k.0)));
+            let culprit = top.map(|((tid, name, st), count)| Culprit {
+                name,
+                tid,
+                call_site: user_or_leaf(rec, st),
+                share_pct: round1(100.0 * count as f64 / n.max(1) as f64),
+            });
+            let facts = SiteFacts {
+                callees: Vec::new(),
+                source: None,
+                activity: "gil-wait",
+                wait_reason: None,
+            };
+            let (e, m) = catalog.classify(&facts);
+            (
+                e,
+                m,
+                culprit.as_ref().and_then(|c| c.call_site.clone()),
+                None,
+                culprit,
+            )
+        } else {
+            let a = attribute(rec, catalog, &stack, anchor.min(stack.len()), major);
+            (a.entry, a.matched_by, a.call_site, a.blocking_call, None)
+        };
+        let mut durations = if stall_durations.is_empty() {
+            short.clone()
+        } else {
+            stall_durations.clone()
+        };
+        durations.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out.push(Finding {
+            category: entry.id.clone(),
+            title: entry.title.clone(),
+            kind: if stall_durations.is_empty() {
+                "repeated-short-blocks".into()
+            } else {
+                "stalls".into()
+            },
+            state: major.name().into(),
+            wait_reason: major.wait_reason().map(|r| r.name().to_owned()),
+            state_mix,
+            call_site,
+            blocking_call,
+            matched_by: match matched_by {
+                MatchedBy::Frame(_) => "frame",
+                MatchedBy::Source => "source",
+                MatchedBy::Fallback => "fallback",
+            }
+            .into(),
+            endpoint: if is_gil {
+                None
+            } else {
+                endpoint(rec, &stack, anchor.min(stack.len()))
+            },
+            pid,
+            pids: by_pid.keys().copied().collect(),
+            thread: group[0].thread.clone(),
+            culprit_thread: culprit,
+            stalls: stall_durations.len(),
+            blocked_ms: round1(blocked),
+            max_stall_ms: round1(durations.last().copied().unwrap_or(0.0)),
+            p50_stall_ms: round1(percentile(&durations, 0.5)),
+            p95_stall_ms: round1(percentile(&durations, 0.95)),
+            short_blocks: short.len(),
+            short_blocked_ms: round1(short_total),
+            share_pct: round1(share),
+            stack: stack.iter().map(|f| frame_label(rec, f)).collect(),
+            fix: fix_of(entry),
+        });
+    }
+    out.sort_by(|a, b| {
+        (b.blocked_ms + b.short_blocked_ms)
+            .partial_cmp(&(a.blocked_ms + a.short_blocked_ms))
+            .unwrap()
+    });
+    out
+}
+
+struct Attribution<'c> {
+    entry: &'c Entry,
+    matched_by: MatchedBy,
+    call_site: Option<CallSite>,
+    blocking_call: Option<String>,
+}
+
+fn call_site(rec: &Recording, f: &FrameDef) -> CallSite {
+    CallSite {
+        file: rec.str(f.file).to_owned(),
+        line: f.line,
+        function: rec.str(f.name).to_owned(),
+        source: rec.source_line(f).map(|s| s.trim().to_owned()),
+    }
+}
+
+/// Names what blocked in a callback stack (`stack[..anchor]`, innermost first).
+///
+/// Library frames are examined from the outermost application frame inwards: the first one a
+/// catalog entry recognises is the API the application called (so `logger.info` is found even
+/// when the slow part is the application's own handler class deeper down), and the call site
+/// is the application frame that called it. Without such a frame, the innermost application
+/// frame is the call site and its source line, then the activity, choose the entry.
+fn attribute<'c>(
+    rec: &Recording,
+    catalog: &'c Catalog,
+    stack: &[&FrameDef],
+    anchor: usize,
+    activity: Activity,
+) -> Attribution<'c> {
+    let is_app = |i: usize| frames::origin(rec.str(stack[i].file)) == Origin::App;
+    let outermost_app = (0..anchor).rev().find(|&i| is_app(i));
+    let mut outside_app: Option<usize> = None;
+    for i in (0..outermost_app.map_or(anchor, |o| o + 1)).rev() {
+        if is_app(i) {
+            outside_app = Some(i);
+            continue;
+        }
+        let module = frames::module(rec.str(stack[i].file));
+        if let Some(entry) = catalog.match_frame(&module, rec.str(stack[i].name)) {
+            return Attribution {
+                entry,
+                matched_by: MatchedBy::Frame(i),
+                call_site: Some(call_site(rec, stack[outside_app.unwrap_or(i)])),
+                blocking_call: Some(api_name(rec, stack[i])),
+            };
+        }
+    }
+    let user = loops::app_frame(rec, stack, anchor);
+    let site_frame = user.map(|u| stack[u]).or(stack.first().copied());
+    let source = site_frame.and_then(|f| rec.source_line(f));
+    let facts = SiteFacts {
+        callees: Vec::new(),
+        source,
+        activity: activity.name(),
+        wait_reason: activity.wait_reason().map(|r| r.name()),
+    };
+    let (entry, matched_by) = catalog.classify(&facts);
+    let blocking_call = match user {
+        Some(u) if u > 0 => Some(api_name(rec, stack[u - 1])),
+        Some(_) => source.and_then(called_on_line),
+        None => stack.first().map(|f| api_name(rec, f)),
+    };
+    Attribution {
+        entry,
+        matched_by,
+        call_site: site_frame.map(|f| call_site(rec, f)),
+        blocking_call,
+    }
+}
+
+fn fix_of(e: &Entry) -> Fix {
+    Fix {
+        id: e.id.clone(),
+        summary: e.fix.clone(),
+        why: e.why.clone(),
+        before: e.before.clone(),
+        after: e.after.clone(),
+        links: e.links.clone(),
+    }
+}
+
+/// The endpoint: the function FastAPI called (directly above `run_endpoint_function`), else
+/// the outermost application frame of the callback, without its `.<locals>` suffix.
+fn endpoint(rec: &Recording, stack: &[&FrameDef], anchor: usize) -> Option<String> {
+    if let Some(i) = stack[..anchor].iter().position(|f| {
+        rec.str(f.name).ends_with("run_endpoint_function")
+            && frames::module(rec.str(f.file)) == "fastapi.routing"
+    }) {
+        if i > 0 {
+            return Some(rec.str(stack[i - 1].name).to_owned());
+        }
+    }
+    (0..anchor)
+        .rev()
+        .find(|&i| frames::origin(rec.str(stack[i].file)) == Origin::App)
+        .map(|i| {
+            let name = rec.str(stack[i].name);
+            name.split(".<locals>").next().unwrap_or(name).to_owned()
+        })
+}
+
+/// The window's figures the verdict is made of.
+struct Measures {
+    blocked_pct: f64,
+    busy_pct: f64,
+    gil_pct: f64,
+    cpu_pct: f64,
+    worst_ms: f64,
+}
+
+fn verdict(
+    findings: &[Finding],
+    m: Measures,
+    loops_found: &[LoopThread],
+    threshold_ms: f64,
+) -> Verdict {
+    let Measures {
+        blocked_pct,
+        busy_pct,
+        gil_pct,
+        cpu_pct,
+        worst_ms,
+    } = m;
+    let (kind, summary) = if loops_found.is_empty() {
+        (
+            "no-event-loop",
+            "No asyncio/uvloop event loop was found in the recorded processes.".to_owned(),
+        )
+    } else if findings.is_empty() {
+        (
+            "healthy",
+            format!(
+                "The event loop was never blocked for {threshold_ms:.0} ms or more; it was busy {busy_pct:.0}% of the time in short callbacks."
+            ),
+        )
+    } else {
+        let top = &findings[0];
+        let kind = if top.category == "gil-contention" {
+            "gil-contention"
+        } else if top.state == "on-cpu" {
+            "cpu-bound-loop"
+        } else {
+            "loop-blocked"
+        };
+        let sites = findings
+            .iter()
+            .filter(|f| f.category != "gil-contention")
+            .count();
+        let at = top
+            .call_site
+            .as_ref()
+            .map(|c| format!(" at {}:{}", frames::short_file(&c.file), c.line))
+            .unwrap_or_default();
+        let what = top
+            .blocking_call
+            .as_deref()
+            .map(|b| format!(" — {b}"))
+            .unwrap_or_default();
+        let summary = if kind == "gil-contention" {
+            let c = top.culprit_thread.as_ref();
+            format!(
+                "The event loop waited for the GIL {:.0}% of the time while {} held it{}.",
+                gil_pct,
+                c.map(|c| format!("thread {:?}", c.name))
+                    .unwrap_or_else(|| "another thread".into()),
+                c.and_then(|c| c.call_site.as_ref())
+                    .map(|cs| format!(
+                        " in {} at {}:{}",
+                        cs.function,
+                        frames::short_file(&cs.file),
+                        cs.line
+                    ))
+                    .unwrap_or_default()
+            )
+        } else {
+            format!(
+                "The event loop was blocked {:.0}% of the time; {} call site{} did it; worst stall {:.0} ms in `{}`{}{}.",
+                blocked_pct,
+                sites,
+                if sites == 1 { "" } else { "s" },
+                worst_ms,
+                top.endpoint.as_deref().or(top.call_site.as_ref().map(|c| c.function.as_str())).unwrap_or("?"),
+                at,
+                what
+            )
+        };
+        (kind, summary)
+    };
+    Verdict {
+        kind: kind.into(),
+        summary,
+        loop_blocked_pct: round1(blocked_pct),
+        loop_busy_pct: round1(busy_pct),
+        gil_wait_pct: round1(gil_pct),
+        process_cpu_pct: cpu_pct,
+        worst_stall_ms: round1(worst_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::testing::*;
+    use crate::recording::RawFrame;
+
+    const ST: &str = "/usr/lib/python3.11";
+    const SP: &str = "/venv/lib/python3.11/site-packages";
+
+    fn base() -> Vec<RawFrame> {
+        vec![
+            frame("Runner.run", &format!("{ST}/asyncio/runners.py"), 118),
+            frame("Server.run", &format!("{SP}/uvicorn/server.py"), 86),
+        ]
+    }
+
+    fn request(top: &[RawFrame], endpoint: &str) -> Vec<RawFrame> {
+        let mut v = top.to_vec();
+        v.push(frame(endpoint, "/srv/app/main.py", 40));
+        v.push(frame(
+            "run_endpoint_function",
+            &format!("{SP}/fastapi/routing.py"),
+            381,
+        ));
+        v.push(frame(
+            "RequestResponseCycle.run_asgi",
+            &format!("{SP}/uvicorn/protocols/http/httptools_impl.py"),
+            422,
+        ));
+        v.extend(base());
+        v
+    }
+
+    fn sleep_stack() -> Vec<RawFrame> {
+        request(
+            &[frame("rate_limited", "/srv/app/main.py", 12)],
+            "get_quote",
+        )
+    }
+
+    /// Samples of one uvloop MainThread: `pattern` gives each sample's kind, at irregular
+    /// spacing when `jitter` (timestamps are never assumed periodic).
+    fn recording(pattern: &[char], jitter: bool) -> Recording {
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut t = 0u64;
+        for (i, c) in pattern.iter().enumerate() {
+            let th = match c {
+                'i' => thread(1, "MainThread", 'S', "epoll_pwait", false, base()),
+                's' => thread(
+                    1,
+                    "MainThread",
+                    'S',
+                    "clock_nanosleep",
+                    false,
+                    sleep_stack(),
+                ),
+                'c' => thread(
+                    1,
+                    "MainThread",
+                    'R',
+                    "running",
+                    true,
+                    request(
+                        &[frame("crunch", "/srv/app/score.py", 30 + (i % 3) as i32)],
+                        "score",
+                    ),
+                ),
+                'g' => thread(1, "MainThread", 'S', "futex", false, base()),
+                _ => unreachable!(),
+            };
+            let mut threads = vec![th];
+            if *c == 'g' {
+                threads.push(thread(
+                    2,
+                    "cruncher",
+                    'R',
+                    "running",
+                    true,
+                    vec![frame("number_cruncher", "/srv/app/jobs.py", 22)],
+                ));
+            }
+            b.sample(1, t, t / 2, &threads);
+            t += if jitter && i % 4 == 0 { 25_000 } else { 10_000 };
+        }
+        b.finish(end(t, pattern.len() as u64))
+    }
+
+    fn diag(rec: &Recording) -> Diagnosis {
+        diagnose(rec, &Catalog::builtin(), &Options::default())
+    }
+
+    #[test]
+    fn stalls_split_at_idle_samples_and_are_timed_by_timestamps() {
+        // idle, 10 sleeping (100 ms), idle, 3 sleeping (30 ms: short), idle x 6.
+        let pattern: Vec<char> = "issssssssssiisssiiiiii".chars().collect();
+        let rec = recording(&pattern, false);
+        let d = diag(&rec);
+        assert_eq!(d.loops.len(), 1);
+        assert_eq!(d.findings.len(), 1);
+        let f = &d.findings[0];
+        assert_eq!(f.category, "blocking-sleep");
+        assert_eq!(f.stalls, 1);
+        assert!((f.max_stall_ms - 100.0).abs() < 0.01, "{}", f.max_stall_ms);
+        assert_eq!(f.short_blocks, 1);
+        assert!((f.short_blocked_ms - 30.0).abs() < 0.01);
+        assert_eq!(f.endpoint.as_deref(), Some("get_quote"));
+        assert_eq!(f.call_site.as_ref().unwrap().function, "rate_limited");
+        assert_eq!(f.state, "waiting");
+        assert_eq!(f.wait_reason.as_deref(), Some("sleep"));
+        assert_eq!(d.verdict.kind, "loop-blocked");
+        assert!((d.verdict.worst_stall_ms - 100.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn irregular_sampling_is_measured_not_assumed() {
+        let pattern: Vec<char> = "issssssssi".chars().collect();
+        let even = diag(&recording(&pattern, false)).findings[0].max_stall_ms;
+        let jittered = diag(&recording(&pattern, true)).findings[0].max_stall_ms;
+        assert!((even - 80.0).abs() < 0.01);
+        // Samples 0, 4 and 8 are followed by 25 ms gaps: the stall covers more wall time.
+        assert!(jittered > even + 10.0, "{jittered} vs {even}");
+    }
+
+    #[test]
+    fn a_busy_but_healthy_loop_has_no_findings() {
+        // One 10 ms callback in two seconds: no stall, and far under the 2 % share.
+        let mut pattern = vec!['i'; 200];
+        pattern[50] = 's';
+        let d = diag(&recording(&pattern, false));
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
+        assert_eq!(d.verdict.kind, "healthy");
+    }
+
+    #[test]
+    fn cpu_on_the_loop_is_one_stall_across_lines() {
+        let pattern: Vec<char> = "icccccccci".chars().collect();
+        let d = diag(&recording(&pattern, false));
+        assert_eq!(d.findings.len(), 1);
+        let f = &d.findings[0];
+        assert_eq!(f.category, "cpu-bound");
+        assert_eq!(f.stalls, 1);
+        assert_eq!(f.state, "on-cpu");
+        assert_eq!(d.verdict.kind, "cpu-bound-loop");
+    }
+
+    #[test]
+    fn gil_waits_name_the_thread_holding_the_gil() {
+        let pattern: Vec<char> = "igigggiggggigggg".chars().collect();
+        let d = diag(&recording(&pattern, false));
+        let f = d
+            .findings
+            .iter()
+            .find(|f| f.category == "gil-contention")
+            .expect("gil finding");
+        let c = f.culprit_thread.as_ref().unwrap();
+        assert_eq!(c.name, "cruncher");
+        assert_eq!(c.call_site.as_ref().unwrap().function, "number_cruncher");
+        assert_eq!(d.verdict.kind, "gil-contention");
+        let cruncher = d.threads.iter().find(|t| t.name == "cruncher").unwrap();
+        assert_eq!(cruncher.on_cpu_pct, 100.0);
+        let main = d.threads.iter().find(|t| t.event_loop).unwrap();
+        assert!(main.gil_wait_pct > 50.0);
+    }
+
+    #[test]
+    fn names_the_call_on_a_source_line() {
+        assert_eq!(
+            called_on_line("    time.sleep(ms / 1000.0)").as_deref(),
+            Some("time.sleep")
+        );
+        assert_eq!(
+            called_on_line("    rows = conn.execute(q).fetchall()").as_deref(),
+            Some("conn.execute")
+        );
+        assert_eq!(called_on_line("    if check(x):").as_deref(), Some("check"));
+        assert_eq!(called_on_line("    x = 'f(' + y"), None);
+        assert_eq!(called_on_line("    for p in primes:"), None);
+    }
+}

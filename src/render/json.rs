@@ -1,0 +1,120 @@
+//! `summary.json`: the diagnosis as a versioned, documented JSON contract.
+//!
+//! The shape is described in `docs/json-summary.md`; bump [`SCHEMA_VERSION`] when a field
+//! changes meaning or disappears (adding fields does not need a bump).
+
+use crate::analysis::diagnose::{Diagnosis, Finding, ThreadShares, Verdict};
+use crate::analysis::loops::LoopKind;
+use crate::recording::Recording;
+use serde::Serialize;
+
+/// The version of the summary schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The top-level document.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    /// Schema version.
+    pub schema_version: u32,
+    /// loopprof version that wrote it.
+    pub loopprof_version: &'static str,
+    /// What was recorded.
+    pub recording: RecordingInfo,
+    /// The verdict.
+    pub verdict: &'a Verdict,
+    /// Findings, most blocked time first.
+    pub findings: &'a [Finding],
+    /// Every thread's time split.
+    pub threads: &'a [ThreadShares],
+    /// Analysis settings.
+    pub analysis: AnalysisInfo,
+}
+
+/// Recording facts.
+#[derive(Debug, Serialize)]
+pub struct RecordingInfo {
+    /// UTC start, RFC 3339.
+    pub started_at: String,
+    /// Duration, seconds.
+    pub duration_s: f64,
+    /// Requested rate.
+    pub rate_hz: f64,
+    /// Samples (process ticks).
+    pub samples: usize,
+    /// Failed samples.
+    pub errors: usize,
+    /// Why it ended (`null` when cut short).
+    pub end_reason: Option<String>,
+    /// Warnings from reading it.
+    pub warnings: Vec<String>,
+    /// The processes.
+    pub processes: Vec<ProcessSummary>,
+}
+
+/// One process.
+#[derive(Debug, Serialize)]
+pub struct ProcessSummary {
+    /// Pid.
+    pub pid: u32,
+    /// Parent pid.
+    pub ppid: u32,
+    /// Command line.
+    pub cmdline: Vec<String>,
+    /// Python version.
+    pub python_version: String,
+    /// `asyncio`, `uvloop`, or `null` when it runs no event loop.
+    #[serde(rename = "loop")]
+    pub loop_kind: Option<LoopKind>,
+}
+
+/// Settings used.
+#[derive(Debug, Serialize)]
+pub struct AnalysisInfo {
+    /// Stall threshold, ms.
+    pub threshold_ms: f64,
+    /// Share for repeated short blocks, percent.
+    pub min_share_pct: f64,
+    /// Loop window analysed, seconds.
+    pub window_s: f64,
+}
+
+/// Builds the summary.
+pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis) -> Summary<'a> {
+    Summary {
+        schema_version: SCHEMA_VERSION,
+        loopprof_version: crate::VERSION,
+        recording: RecordingInfo {
+            started_at: rec.header.started_at.clone(),
+            duration_s: rec.duration_us() as f64 / 1e6,
+            rate_hz: rec.header.rate_hz,
+            samples: rec.samples.len(),
+            errors: rec.errors.len(),
+            end_reason: rec.end.as_ref().map(|e| e.reason.clone()),
+            warnings: rec.warnings.clone(),
+            processes: rec
+                .processes
+                .iter()
+                .map(|p| ProcessSummary {
+                    pid: p.pid,
+                    ppid: p.ppid,
+                    cmdline: p.cmdline.clone(),
+                    python_version: p.python_version.clone(),
+                    loop_kind: d.loops.iter().find(|l| l.pid == p.pid).map(|l| l.kind),
+                })
+                .collect(),
+        },
+        verdict: &d.verdict,
+        findings: &d.findings,
+        threads: &d.threads,
+        analysis: AnalysisInfo {
+            threshold_ms: d.threshold_ms,
+            min_share_pct: d.min_share_pct,
+            window_s: d.window_s,
+        },
+    }
+}
+
+/// The summary as pretty JSON.
+pub fn to_string(rec: &Recording, d: &Diagnosis) -> String {
+    serde_json::to_string_pretty(&summary(rec, d)).expect("summary serialises")
+}
