@@ -396,8 +396,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     let mut window_ms = 0.0;
     let mut busy_ms = 0.0;
     let mut gil_ms = 0.0;
-    let mut shares: BTreeMap<(u32, u32), ShareAcc> =
-        BTreeMap::new();
+    let mut shares: BTreeMap<(u32, u32), ShareAcc> = BTreeMap::new();
 
     for lt in &loops_found {
         let samples: Vec<&Sample> = rec
