@@ -217,6 +217,8 @@ enum SiteKey {
         function: String,
         line: Option<i32>,
         api: Option<String>,
+        /// Top-level package of the called API (`asyncio`, `requests`...).
+        api_package: Option<String>,
     },
     /// Waiting for the GIL held by this thread at this function.
     Gil { holder: String, function: String },
@@ -230,6 +232,23 @@ fn frame_label(rec: &Recording, f: &FrameDef) -> String {
         f.line
     )
 }
+
+/// The top-level package of a frame's module (`asyncio` for `asyncio.subprocess`).
+fn package(rec: &Recording, f: &FrameDef) -> String {
+    let module = frames::module(rec.str(f.file));
+    module.split('.').next().unwrap_or(&module).to_owned()
+}
+
+/// Packages whose coroutines the application awaits: blocking inside them is the cost of
+/// the correct async API, not something the application can turn async.
+const ASYNC_FRAMEWORKS: &[&str] = &[
+    "asyncio",
+    "anyio",
+    "uvloop",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+];
 
 /// The public name of a library frame: `Class.method`, or `package.function`.
 fn api_name(rec: &Recording, f: &FrameDef) -> String {
@@ -296,6 +315,11 @@ fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activi
             } else {
                 None
             };
+            let api_package = if u > 0 {
+                Some(package(rec, stack[u - 1]))
+            } else {
+                None
+            };
             // A C call (no library frame) is told apart by its line; a CPU loop is not split
             // across the lines it runs.
             let line = if u == 0 && activity != Activity::OnCpu {
@@ -308,6 +332,7 @@ fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activi
                 function: rec.str(f.name).to_owned(),
                 line,
                 api,
+                api_package,
             }
         }
         None => {
@@ -320,6 +345,7 @@ fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activi
                 function: rec.str(top.name).to_owned(),
                 line: None,
                 api: Some(api_name(rec, leaf)),
+                api_package: Some(package(rec, leaf)),
             }
         }
     }
@@ -524,15 +550,12 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     }
 
     let findings = build_findings(rec, catalog, opts, &blocks, window_ms);
-    let stalled_ms: f64 = blocks
-        .iter()
-        .filter(|b| b.duration_ms >= opts.threshold_ms)
-        .map(|b| b.duration_ms)
-        .sum();
-    let worst = blocks
-        .iter()
-        .filter(|b| !matches!(b.key, SiteKey::Gil { .. }))
-        .map(|b| b.duration_ms)
+    // Blocked share and worst stall count only what was reported as a finding.
+    let blocking = findings.iter().filter(|f| f.category != "gil-contention");
+    let stalled_ms: f64 = blocking.clone().map(|f| f.blocked_ms).sum::<f64>() + 0.0;
+    let worst = blocking
+        .filter(|f| f.stalls > 0)
+        .map(|f| f.max_stall_ms)
         .fold(0.0, f64::max);
     let cpu = process_cpu_pct(rec, &loops_found);
     let pct = |x: f64| {
@@ -653,24 +676,40 @@ fn build_findings(
         let is_gil = matches!(key, SiteKey::Gil { .. });
         // Repeated short blocks must be in application code: short callbacks of the server's
         // or framework's own code (writing responses under heavy load) are normal.
-        let app_site = match key {
-            SiteKey::Callback { file, .. } => frames::origin(file) == Origin::App,
-            SiteKey::Gil { .. } => true,
+        let (app_site, awaited_async_api) = match key {
+            SiteKey::Callback {
+                file, api_package, ..
+            } => (
+                frames::origin(file) == Origin::App,
+                api_package
+                    .as_deref()
+                    .is_some_and(|p| ASYNC_FRAMEWORKS.contains(&p)),
+            ),
+            SiteKey::Gil { .. } => (true, false),
         };
-        let reported = if is_gil {
-            share >= opts.min_share_pct
-        } else {
-            !stall_durations.is_empty() || (app_site && share >= opts.min_share_pct)
-        };
-        if !reported {
-            continue;
-        }
-        // Activity mix, weighted by time.
+        // Activity mix, weighted by time (needed for the rules below and the finding).
         let mut mix: HashMap<Activity, f64> = HashMap::new();
         for b in &group {
             for (a, w) in &b.activities {
                 *mix.entry(*a).or_default() += w;
             }
+        }
+        let waiting = mix
+            .iter()
+            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap().then(b.0.cmp(a.0)))
+            .is_some_and(|(a, _)| matches!(a, Activity::Waiting(_)));
+        // Without an application frame, consecutive busy samples can be different short
+        // callbacks of a saturated loop at the same server code (writing responses): only a
+        // continuous wait in the kernel is evidence of one long block there.
+        let reported = if is_gil {
+            share >= opts.min_share_pct
+        } else if !app_site {
+            !stall_durations.is_empty() && waiting
+        } else {
+            !stall_durations.is_empty() || (!awaited_async_api && share >= opts.min_share_pct)
+        };
+        if !reported {
+            continue;
         }
         let total_w: f64 = mix.values().sum();
         let (major, _) = mix
@@ -1162,6 +1201,84 @@ mod tests {
         assert_eq!(cruncher.on_cpu_pct, 100.0);
         let main = d.threads.iter().find(|t| t.event_loop).unwrap();
         assert!(main.gil_wait_pct > 50.0);
+    }
+
+    #[test]
+    fn library_only_sites_need_a_continuous_kernel_wait() {
+        // A saturated loop: every sample busy in the server's own response writing, on CPU.
+        let write = vec![
+            frame(
+                "_SelectorSocketTransport.write",
+                &format!("{ST}/asyncio/selector_events.py"),
+                1057,
+            ),
+            frame(
+                "RequestResponseCycle.send",
+                &format!("{SP}/uvicorn/protocols/http/httptools_impl.py"),
+                524,
+            ),
+        ];
+        let mut busy = write.clone();
+        busy.extend(base());
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        for i in 0..40u64 {
+            let (st, sc, gil) = if i % 2 == 0 {
+                ('R', "running", true)
+            } else {
+                ('R', "running", false)
+            };
+            b.sample(
+                1,
+                i * 10_000,
+                i * 10_000,
+                &[thread(1, "MainThread", st, sc, gil, busy.clone())],
+            );
+        }
+        let d = diag(&b.finish(end(400_000, 40)));
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
+        assert_eq!(d.verdict.kind, "healthy");
+        assert_eq!(d.verdict.worst_stall_ms, 0.0);
+        // The same code blocked in the kernel for 300 ms is a stall.
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        for i in 0..40u64 {
+            let th = if (5..35).contains(&i) {
+                thread(1, "MainThread", 'S', "sendto", false, busy.clone())
+            } else {
+                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+            };
+            b.sample(1, i * 10_000, 0, &[th]);
+        }
+        let d = diag(&b.finish(end(400_000, 40)));
+        assert_eq!(d.findings.len(), 1);
+        assert_eq!(d.findings[0].category, "unknown-blocking");
+        assert!((d.findings[0].max_stall_ms - 300.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn short_blocks_inside_an_awaited_async_api_are_not_findings() {
+        // `await asyncio.create_subprocess_exec(...)` forks on the loop for ~30 ms each time.
+        let spawn = request(
+            &[
+                frame("_fork_exec", &format!("{ST}/subprocess.py"), 1800),
+                frame(
+                    "create_subprocess_exec",
+                    &format!("{ST}/asyncio/subprocess.py"),
+                    224,
+                ),
+            ],
+            "run_tool",
+        );
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        for i in 0..100u64 {
+            let th = if i % 10 < 3 {
+                thread(1, "MainThread", 'R', "running", true, spawn.clone())
+            } else {
+                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+            };
+            b.sample(1, i * 10_000, 0, &[th]);
+        }
+        let d = diag(&b.finish(end(1_000_000, 100)));
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
     }
 
     #[test]
