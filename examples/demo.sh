@@ -123,8 +123,10 @@ PIDS+=("$LOOPPROF_PID")
 LOOPPROF_RC=0
 wait "$LOOPPROF_PID" || LOOPPROF_RC=$?
 if ((LOOPPROF_RC != 0)); then
-    log "loopprof failed (exit $LOOPPROF_RC). Attaching needs ptrace permission: run as root, or with sudo,"
-    log "or set /proc/sys/kernel/yama/ptrace_scope to 0. Logs: $LOGDIR"
+    log "loopprof failed (exit $LOOPPROF_RC); its message is above. Logs: $LOGDIR"
+    if ((LOOPPROF_RC == 4)); then
+        log "Attaching needs ptrace permission: run as root (sudo), or see docs/permissions.md."
+    fi
     exit 1
 fi
 

@@ -379,8 +379,32 @@ fn command_mode_starts_records_and_stops_the_command() {
         "the started server was terminated"
     );
 
-    let dir = out_dir("command-exits");
+    // Regression: loopprof watches its started command for exit without consuming the
+    // ptrace-stop notifications its samplers wait for (which left the target stopped and
+    // loopprof hung). Several short, fast recordings of a started command must all finish.
     let py = venv.join("bin/python");
+    for i in 0..5 {
+        let dir = out_dir(&format!("command-repeat-{i}"));
+        let out = run_loopprof(
+            &[
+                "record",
+                "--duration",
+                "1.5",
+                "--rate",
+                "250",
+                "-o",
+                dir.to_str().unwrap(),
+                "--",
+                py.to_str().unwrap(),
+                "-c",
+                "import time\nwhile True: time.sleep(0.002)",
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "run {i}: {}", text(&out));
+    }
+
+    let dir = out_dir("command-exits");
     let started = Instant::now();
     let out = run_loopprof(
         &[

@@ -142,6 +142,9 @@ pub struct Verdict {
     pub loop_busy_pct: f64,
     /// Time the loop waited for the GIL, percent of the window.
     pub gil_wait_pct: f64,
+    /// Time the loop's thread was runnable but got no CPU while running a callback (a busy
+    /// machine, or CPU throttling of its cgroup), percent of the window.
+    pub cpu_starved_pct: f64,
     /// CPU used by the loop processes, percent of one core (averaged over processes).
     pub process_cpu_pct: f64,
     /// Longest stall, ms.
@@ -207,6 +210,9 @@ struct Block {
     /// GIL holders during GIL waits: (tid, name, stack).
     culprits: Vec<(u32, String, u32)>,
     duration_ms: f64,
+    /// Wall time minus the time the loop thread was runnable but had no CPU (the machine
+    /// or its cgroup was out of CPU): what the code itself held the loop for.
+    effective_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -373,6 +379,38 @@ fn user_or_leaf(rec: &Recording, stack: u32) -> Option<CallSite> {
     })
 }
 
+/// Per sample of a thread, the share of the time to the next sample (or from the previous,
+/// for the last) that the thread was runnable but waiting for a CPU, from its scheduler
+/// counters; 0 when they were not recorded.
+fn starved_fractions(samples: &[&Sample], tid: u32) -> Vec<f64> {
+    let sched: Vec<Option<[u64; 2]>> = samples
+        .iter()
+        .map(|s| {
+            s.threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .and_then(|t| t.sched)
+        })
+        .collect();
+    let frac = |i: usize, j: usize| -> Option<f64> {
+        let (a, b) = (sched[i]?, sched[j]?);
+        let dt_ns = (samples[j].t_us.checked_sub(samples[i].t_us)? as f64) * 1000.0;
+        (dt_ns > 0.0).then(|| (b[1].saturating_sub(a[1]) as f64 / dt_ns).clamp(0.0, 1.0))
+    };
+    (0..samples.len())
+        .map(|i| {
+            if i + 1 < samples.len() {
+                frac(i, i + 1)
+            } else if i > 0 {
+                frac(i - 1, i)
+            } else {
+                None
+            }
+            .unwrap_or(0.0)
+        })
+        .collect()
+}
+
 /// Midpoint-based durations: sample i covers from halfway to its predecessor to halfway to
 /// its successor (the ends extend by half the median spacing).
 fn coverage_ms(times: &[u64]) -> Vec<f64> {
@@ -422,6 +460,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     let mut window_ms = 0.0;
     let mut busy_ms = 0.0;
     let mut gil_ms = 0.0;
+    let mut starved_ms = 0.0;
     let mut shares: BTreeMap<(u32, u32), ShareAcc> = BTreeMap::new();
 
     for lt in &loops_found {
@@ -432,8 +471,9 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             .collect();
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         let cover = coverage_ms(&times);
+        let starved = starved_fractions(&samples, lt.tid);
         let mut current: Option<Block> = None;
-        for (s, w) in samples.iter().zip(&cover) {
+        for ((s, w), starved) in samples.iter().zip(&cover).zip(&starved) {
             let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
             let state = loops::classify(rec, lt, s, t);
             let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
@@ -482,6 +522,14 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                 Some(a) => a.name().to_owned(),
             };
             *entry.2.entry(label).or_default() += w;
+            // Running (or runnable) code: discount the time it waited for a CPU.
+            let effective = match activity {
+                Some(Activity::OnCpu) | Some(Activity::Native) => {
+                    starved_ms += w * starved;
+                    w * (1.0 - starved)
+                }
+                _ => *w,
+            };
             if let Some(a) = activity {
                 busy_ms += w;
                 if a == Activity::GilWait {
@@ -494,6 +542,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                     b.activities.push((activity.unwrap(), *w));
                     b.culprits.extend(culprit);
                     b.duration_ms += w;
+                    b.effective_ms += effective;
                 }
                 (Some(k), _) => {
                     if let Some(b) = current.take() {
@@ -507,6 +556,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                         activities: vec![(activity.unwrap(), *w)],
                         culprits: culprit.into_iter().collect(),
                         duration_ms: *w,
+                        effective_ms: effective,
                     });
                 }
                 (None, _) => {
@@ -571,6 +621,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             blocked_pct: pct(stalled_ms),
             busy_pct: pct(busy_ms),
             gil_pct: pct(gil_ms),
+            starved_pct: pct(starved_ms),
             cpu_pct: cpu,
             worst_ms: worst,
         },
@@ -654,17 +705,19 @@ fn build_findings(
     }
     let mut out = Vec::new();
     for (key, group) in groups {
+        // Whether a block is a stall is decided on the time the code held the loop; the
+        // figures reported are wall time, what the users of the server experienced.
         let stall_durations: Vec<f64> = group
             .iter()
-            .filter(|b| b.duration_ms >= opts.threshold_ms)
+            .filter(|b| b.effective_ms >= opts.threshold_ms)
             .map(|b| b.duration_ms)
             .collect();
         // A short block counts only when it spans two or more consecutive samples: one busy
         // sample is what any short callback of a loaded, healthy server looks like.
         let short: Vec<f64> = group
             .iter()
-            .filter(|b| b.duration_ms < opts.threshold_ms && b.stacks.len() >= 2)
-            .map(|b| b.duration_ms)
+            .filter(|b| b.effective_ms < opts.threshold_ms && b.stacks.len() >= 2)
+            .map(|b| b.effective_ms)
             .collect();
         let blocked: f64 = stall_durations.iter().sum();
         let short_total: f64 = short.iter().sum();
@@ -706,7 +759,8 @@ fn build_findings(
         } else if !app_site {
             !stall_durations.is_empty() && waiting
         } else {
-            !stall_durations.is_empty() || (!awaited_async_api && share >= opts.min_share_pct)
+            !stall_durations.is_empty()
+                || (!awaited_async_api && short.len() >= 2 && share >= opts.min_share_pct)
         };
         if !reported {
             continue;
@@ -946,6 +1000,7 @@ struct Measures {
     blocked_pct: f64,
     busy_pct: f64,
     gil_pct: f64,
+    starved_pct: f64,
     cpu_pct: f64,
     worst_ms: f64,
 }
@@ -960,6 +1015,7 @@ fn verdict(
         blocked_pct,
         busy_pct,
         gil_pct,
+        starved_pct,
         cpu_pct,
         worst_ms,
     } = m;
@@ -972,7 +1028,12 @@ fn verdict(
         (
             "healthy",
             format!(
-                "The event loop was never blocked for {threshold_ms:.0} ms or more; it was busy {busy_pct:.0}% of the time in short callbacks."
+                "The event loop was never blocked for {threshold_ms:.0} ms or more; it was busy {busy_pct:.0}% of the time in short callbacks{}.",
+                if starved_pct >= 5.0 {
+                    format!(", and waited for a CPU {starved_pct:.0}% of the time (the machine or its CPU limit was saturated)")
+                } else {
+                    String::new()
+                }
             ),
         )
     } else {
@@ -1034,6 +1095,7 @@ fn verdict(
         loop_blocked_pct: round1(blocked_pct),
         loop_busy_pct: round1(busy_pct),
         gil_wait_pct: round1(gil_pct),
+        cpu_starved_pct: round1(starved_pct),
         process_cpu_pct: cpu_pct,
         worst_stall_ms: round1(worst_ms),
     }
@@ -1279,6 +1341,47 @@ mod tests {
         }
         let d = diag(&b.finish(end(1_000_000, 100)));
         assert!(d.findings.is_empty(), "{:?}", d.findings);
+    }
+
+    #[test]
+    fn time_waiting_for_a_cpu_is_not_blocking_by_the_code() {
+        // 100 ms "on CPU" in a callback, but the thread was runnable without a CPU for 90 % of
+        // it (an overloaded machine): the code held the loop ~10 ms, no stall.
+        let build = |starved: f64| {
+            let mut b = RecordingBuilder::new(header(1, 100.0));
+            let mut wait_ns = 0u64;
+            for i in 0..30u64 {
+                let mut th = if (10..20).contains(&i) {
+                    thread(
+                        1,
+                        "MainThread",
+                        'R',
+                        "running",
+                        true,
+                        request(&[frame("render", "/srv/app/views.py", 9)], "page"),
+                    )
+                } else {
+                    thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                };
+                th.sched = Some([i * 1_000_000, wait_ns]);
+                if (10..20).contains(&i) {
+                    wait_ns += (10_000_000.0 * starved) as u64;
+                }
+                b.sample(1, i * 10_000, 0, &[th]);
+            }
+            diag(&b.finish(end(300_000, 30)))
+        };
+        let starved = build(0.9);
+        assert!(starved.findings.is_empty(), "{:?}", starved.findings);
+        assert!(
+            starved.verdict.cpu_starved_pct > 25.0,
+            "{}",
+            starved.verdict.cpu_starved_pct
+        );
+        let running = build(0.0);
+        assert_eq!(running.findings.len(), 1);
+        assert_eq!(running.findings[0].category, "cpu-bound");
+        assert!((running.findings[0].max_stall_ms - 100.0).abs() < 0.01);
     }
 
     #[test]

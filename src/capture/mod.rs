@@ -243,7 +243,7 @@ pub fn record(
             (m.pid, "name", Some(p.clone()))
         }
         TargetSpec::Command(cmd) => {
-            let c = target::spawn(cmd)?;
+            let c = target::Started::new(target::spawn(cmd)?);
             let pid = c.id();
             child = Some(c);
             (pid, "command", None)
@@ -254,7 +254,7 @@ pub fn record(
         if opts.keep_running {
             notes.push(format!("left the command running (pid {})", c.id()));
         } else {
-            target::terminate(&mut c, Duration::from_secs(5));
+            c.terminate(Duration::from_secs(5));
         }
     }
     result.map(|(path, end)| RecordOutcome {
@@ -272,7 +272,7 @@ fn record_tree(
     how: &str,
     pattern: Option<String>,
     stop: Arc<AtomicBool>,
-    child: &mut Option<std::process::Child>,
+    child: &mut Option<target::Started>,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<(PathBuf, End), CaptureError> {
     let start = Instant::now();
@@ -295,15 +295,17 @@ fn record_tree(
         let handle = std::thread::Builder::new()
             .name(format!("sampler-{pid}"))
             .spawn(move || {
-                let info = sampler::describe(pid);
                 match sampler::attach(pid, ctx.locking == sampler::Locking::None, patience) {
                     Ok(spy) => {
-                        let mut info = info;
+                        // Described after the attach: a started command may have exec'd
+                        // (a pyenv shim becomes python) while loopprof waited for it.
+                        let mut info = sampler::describe(pid);
                         info.python_version = spy.version.to_string();
                         let _ = ctx.tx.send(Msg::Attached(info));
                         ProcessSampler::new(pid, spy, ctx).run();
                     }
                     Err(error) => {
+                        let info = sampler::describe(pid);
                         let _ = ctx.tx.send(Msg::Skipped { info, error });
                     }
                 }
@@ -366,6 +368,9 @@ fn record_tree(
                     tracked.remove(&info.pid);
                     if info.pid == root {
                         root_error = Some(error);
+                    } else {
+                        // Recorded as a `skipped` process event once the header is written.
+                        pending.push(Msg::Skipped { info, error });
                     }
                 }
                 Ok(other) => pending.push(other),
@@ -530,11 +535,9 @@ fn record_tree(
             reason = "duration";
             break;
         }
-        if let Some(c) = child.as_mut() {
-            if let Ok(Some(_)) = c.try_wait() {
-                reason = "command-exited";
-                break;
-            }
+        if child.as_mut().is_some_and(|c| c.has_exited()) {
+            reason = "command-exited";
+            break;
         }
         let any_alive = tracked.values().any(|t| t.alive);
         if !any_alive && !procfs::is_alive(root) {

@@ -105,6 +105,16 @@ pub fn thread_syscall(pid: u32, tid: u32) -> Syscall {
     }
 }
 
+/// Cumulative (on-CPU ns, runnable-but-waiting-for-a-CPU ns) of a thread, from
+/// `/proc/<pid>/task/<tid>/schedstat`; `None` where the kernel does not provide it.
+pub fn thread_schedstat(pid: u32, tid: u32) -> Option<[u64; 2]> {
+    let mut buf = [0u8; 128];
+    let n = read_small(&format!("/proc/{pid}/task/{tid}/schedstat"), &mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let mut it = text.split_ascii_whitespace();
+    Some([it.next()?.parse().ok()?, it.next()?.parse().ok()?])
+}
+
 /// The command line of a process (empty for kernel threads and zombies).
 pub fn cmdline(pid: u32) -> std::io::Result<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline"))?;

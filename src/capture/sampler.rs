@@ -266,6 +266,14 @@ fn syscall_name(s: Syscall) -> Option<String> {
     }
 }
 
+/// What the OS says about a thread, read just before it is stopped.
+#[derive(Debug, Clone)]
+struct ThreadOs {
+    state: char,
+    syscall: Option<String>,
+    sched: Option<[u64; 2]>,
+}
+
 /// The per-process sampling loop. Runs until `ctx.stop` is set or the process goes away.
 pub struct ProcessSampler {
     pid: u32,
@@ -350,7 +358,7 @@ impl ProcessSampler {
         // Up to two attempts: a Python thread that appeared since the last tick was not stopped
         // during the first read, so that read is done again with it included.
         for attempt in 0..2 {
-            let before: HashMap<u32, (char, Option<String>)> = self
+            let before: HashMap<u32, ThreadOs> = self
                 .python_tids
                 .clone()
                 .into_iter()
@@ -415,10 +423,18 @@ impl ProcessSampler {
             }
             let mut threads = Vec::with_capacity(traces.len());
             for (t, tid) in traces.into_iter().zip(tids) {
-                let (state, syscall) = match before.get(&tid) {
+                let ThreadOs {
+                    state,
+                    syscall,
+                    sched,
+                } = match before.get(&tid) {
                     Some(s) => s.clone(),
                     None if tid != 0 => self.thread_state(tid),
-                    None => ('?', None),
+                    None => ThreadOs {
+                        state: '?',
+                        syscall: None,
+                        sched: None,
+                    },
                 };
                 threads.push(RawThread {
                     tid,
@@ -429,6 +445,7 @@ impl ProcessSampler {
                     gil: t.owns_gil,
                     state,
                     syscall,
+                    sched,
                     frames: t
                         .frames
                         .into_iter()
@@ -458,7 +475,7 @@ impl ProcessSampler {
     /// the kernel then resumes as `restart_syscall`; since every stop of this thread was
     /// preceded by a read of its syscall, the call being restarted is the last one read, and
     /// that is what gets recorded (or nothing, when no earlier read exists).
-    fn thread_state(&mut self, tid: u32) -> (char, Option<String>) {
+    fn thread_state(&mut self, tid: u32) -> ThreadOs {
         let state = procfs::thread_stat(self.pid, tid)
             .map(|s| s.state)
             .unwrap_or('?');
@@ -485,7 +502,11 @@ impl ProcessSampler {
             }
             None => {}
         }
-        (state, syscall)
+        ThreadOs {
+            state,
+            syscall,
+            sched: procfs::thread_schedstat(self.pid, tid),
+        }
     }
 
     /// Stops the threads as the locking mode says, reads every Python stack, resumes.

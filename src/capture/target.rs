@@ -127,28 +127,81 @@ pub fn spawn(command: &[String]) -> Result<Child, CaptureError> {
         })
 }
 
-/// Stops a started command: SIGTERM to its process group, then SIGKILL after `grace`.
-pub fn terminate(child: &mut Child, grace: std::time::Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
+/// A command loopprof started, watched for exit without interfering with ptrace.
+///
+/// The sampler threads ptrace-stop the command's threads, and a `waitpid` from *any* thread
+/// of loopprof could consume the stop notification a sampler is waiting for (leaving the
+/// target stopped and the sampler blocked). So exits are polled with `__WNOTHREAD`, which
+/// only reports children of the calling thread: the started command is a child of the thread
+/// that spawned it, and that thread traces nothing. Call these from the spawning thread.
+pub struct Started {
+    child: Child,
+    exited: bool,
+}
+
+impl Started {
+    /// Wraps a spawned child.
+    pub fn new(child: Child) -> Self {
+        Started {
+            child,
+            exited: false,
+        }
     }
-    let pgid = child.id() as i32;
-    // SAFETY: kill has no memory-safety preconditions; a negative pid names the group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
+
+    /// The pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
-    let deadline = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+
+    fn wait(&mut self, flags: i32) -> bool {
+        if self.exited {
+            return true;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let r = unsafe {
+            libc::waitpid(
+                self.child.id() as i32,
+                &mut status,
+                flags | libc::__WNOTHREAD,
+            )
+        };
+        let ended = r > 0 && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status));
+        let gone = r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        if ended || gone {
+            self.exited = true;
+        }
+        self.exited
+    }
+
+    /// True once the command has exited (reaps it).
+    pub fn has_exited(&mut self) -> bool {
+        self.wait(libc::WNOHANG)
+    }
+
+    /// Stops the command: SIGTERM to its process group, then SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        if self.has_exited() {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill has no memory-safety preconditions; a negative pid names the group.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if self.has_exited() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        self.wait(0);
     }
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-    let _ = child.wait();
 }
 
 #[cfg(test)]

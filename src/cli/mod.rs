@@ -167,7 +167,7 @@ impl RecordArgs {
         };
         if !(self.rate > 0.0 && self.rate <= 5000.0) {
             return Err(format!(
-                "--rate {} is out of range: use 1 to 5000 samples per second",
+                "--rate {} is out of range: use more than 0 and at most 5000 samples per second",
                 self.rate
             ));
         }

@@ -218,6 +218,10 @@ pub struct ThreadSample {
     pub syscall: Option<String>,
     /// Stack id.
     pub stack: u32,
+    /// Cumulative scheduler times of the thread in ns, `[on CPU, runnable but waiting for a
+    /// CPU]`, from `/proc/<pid>/task/<tid>/schedstat` (absent when unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<[u64; 2]>,
 }
 
 /// A failed tick.

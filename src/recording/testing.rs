@@ -52,6 +52,7 @@ pub fn thread(
         gil,
         state,
         syscall: Some(syscall.into()),
+        sched: None,
         frames,
     }
 }

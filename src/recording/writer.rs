@@ -42,6 +42,8 @@ pub struct RawThread {
     pub state: char,
     /// Current syscall name, `"running"`, or `None`.
     pub syscall: Option<String>,
+    /// Scheduler times `[run ns, run-queue wait ns]`, if known.
+    pub sched: Option<[u64; 2]>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
 }
@@ -250,6 +252,7 @@ impl RecordingWriter {
                 state: t.state,
                 syscall: t.syscall.clone(),
                 stack,
+                sched: t.sched,
             });
         }
         self.write(&Record::Sample(Sample {

@@ -95,10 +95,11 @@ pub fn diagnosis(d: &Diagnosis) -> String {
     let _ = writeln!(out, "{}", sanitize(&v.summary));
     let _ = writeln!(
         out,
-        "  loop blocked {:.1}% · busy {:.1}% · GIL wait {:.1}% · process CPU {:.1}% · worst stall {:.0} ms · {} loop thread{}",
+        "  loop blocked {:.1}% · busy {:.1}% · GIL wait {:.1}% · CPU-starved {:.1}% · process CPU {:.1}% · worst stall {:.0} ms · {} loop thread{}",
         v.loop_blocked_pct,
         v.loop_busy_pct,
         v.gil_wait_pct,
+        v.cpu_starved_pct,
         v.process_cpu_pct,
         v.worst_stall_ms,
         d.loops.len(),
