@@ -54,7 +54,7 @@ pub enum Msg {
         pid: u32,
         /// Microseconds since the recording started.
         t_us: u64,
-        /// `"lock"`, `"read"` or `"proc"`.
+        /// `"lock"` or `"read"`.
         kind: &'static str,
         /// The error.
         message: String,

@@ -129,14 +129,16 @@ pub fn spawn(command: &[String]) -> Result<Child, CaptureError> {
 
 /// A command loopprof started, watched for exit without interfering with ptrace.
 ///
-/// The sampler threads ptrace-stop the command's threads, and a `waitpid` from *any* thread
-/// of loopprof could consume the stop notification a sampler is waiting for (leaving the
-/// target stopped and the sampler blocked). So exits are polled with `__WNOTHREAD`, which
-/// only reports children of the calling thread: the started command is a child of the thread
-/// that spawned it, and that thread traces nothing. Call these from the spawning thread.
+/// The sampler threads ptrace-stop the command's threads and `waitpid` for each stop. The
+/// kernel reports a traced child's stops to *any* waiter in the tracer's thread group when the
+/// tracer and the real parent are in the same group (`ptrace_reparented()` is false), even
+/// with `__WNOTHREAD` — so a `waitpid` here could consume the stop a sampler waits for,
+/// leaving the target stopped and the sampler blocked. Exit is therefore read from `/proc`
+/// (the process turns zombie), and the child is reaped only once it is dead, when it can no
+/// longer be in a ptrace stop.
 pub struct Started {
     child: Child,
-    exited: bool,
+    reaped: bool,
 }
 
 impl Started {
@@ -144,7 +146,7 @@ impl Started {
     pub fn new(child: Child) -> Self {
         Started {
             child,
-            exited: false,
+            reaped: false,
         }
     }
 
@@ -153,30 +155,27 @@ impl Started {
         self.child.id()
     }
 
-    fn wait(&mut self, flags: i32) -> bool {
-        if self.exited {
+    /// True once the command has exited (a zombie, or gone). Never calls `waitpid` on a
+    /// live process.
+    pub fn has_exited(&mut self) -> bool {
+        if self.reaped || !super::procfs::is_alive(self.child.id()) {
+            self.reap();
             return true;
         }
-        let mut status = 0;
-        // SAFETY: waitpid writes only to `status`.
-        let r = unsafe {
-            libc::waitpid(
-                self.child.id() as i32,
-                &mut status,
-                flags | libc::__WNOTHREAD,
-            )
-        };
-        let ended = r > 0 && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status));
-        let gone = r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
-        if ended || gone {
-            self.exited = true;
-        }
-        self.exited
+        false
     }
 
-    /// True once the command has exited (reaps it).
-    pub fn has_exited(&mut self) -> bool {
-        self.wait(libc::WNOHANG)
+    /// Reaps the dead child (its zombie can not be ptrace-stopped, so this steals nothing).
+    fn reap(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`; the process is dead (zombie or gone).
+        let r = unsafe { libc::waitpid(self.child.id() as i32, &mut status, libc::WNOHANG) };
+        if r != 0 {
+            self.reaped = true;
+        }
     }
 
     /// Stops the command: SIGTERM to its process group, then SIGKILL after `grace`.
@@ -200,7 +199,12 @@ impl Started {
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
-        self.wait(0);
+        for _ in 0..100 {
+            if self.has_exited() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

@@ -231,7 +231,7 @@ pub struct SampleError {
     pub pid: u32,
     /// Microseconds since the start of the recording.
     pub t_us: u64,
-    /// Short machine-readable kind: `"lock"`, `"read"`, `"proc"`.
+    /// Short machine-readable kind: `"lock"` (stopping a thread failed) or `"read"` (reading the stacks failed).
     pub kind: String,
     /// The error in words.
     pub message: String,
