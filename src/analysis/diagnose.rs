@@ -13,7 +13,7 @@ use super::frames::{self, Origin};
 use super::loops::{self, Activity, LoopState, LoopThread};
 use crate::recording::{FrameDef, Recording, Sample};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Diagnosis options.
 #[derive(Debug, Clone)]
@@ -193,6 +193,9 @@ pub struct Diagnosis {
     pub threshold_ms: f64,
     /// The repeated-short-block share used, percent.
     pub min_share_pct: f64,
+    /// (pid, tid, t_us) of every loop-thread sample inside a reported stall.
+    #[serde(skip)]
+    pub stall_samples: HashSet<(u32, u32, u64)>,
 }
 
 /// Time per activity label of one thread: (name, is an event loop, label → weight, total).
@@ -206,6 +209,9 @@ struct Block {
     key: SiteKey,
     /// (stack id, anchor) of each sample.
     stacks: Vec<(u32, usize)>,
+    /// Loop thread id and the time of each sample.
+    tid: u32,
+    times: Vec<u64>,
     activities: Vec<(Activity, f64)>,
     /// GIL holders during GIL waits: (tid, name, stack).
     culprits: Vec<(u32, String, u32)>,
@@ -539,6 +545,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             match (key, current.as_mut()) {
                 (Some(k), Some(b)) if b.key == k => {
                     b.stacks.push((t.stack, anchor));
+                    b.times.push(s.t_us);
                     b.activities.push((activity.unwrap(), *w));
                     b.culprits.extend(culprit);
                     b.duration_ms += w;
@@ -553,6 +560,8 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                         thread: lt.name.clone(),
                         key: k,
                         stacks: vec![(t.stack, anchor)],
+                        tid: lt.tid,
+                        times: vec![s.t_us],
                         activities: vec![(activity.unwrap(), *w)],
                         culprits: culprit.into_iter().collect(),
                         duration_ms: *w,
@@ -599,7 +608,17 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         }
     }
 
-    let findings = build_findings(rec, catalog, opts, &blocks, window_ms);
+    let (findings, reported) = build_findings(rec, catalog, opts, &blocks, window_ms);
+    // The loop samples inside reported stalls (for the "event loop blocked" flame graph).
+    let stall_samples: HashSet<(u32, u32, u64)> = blocks
+        .iter()
+        .filter(|b| {
+            b.effective_ms >= opts.threshold_ms
+                && !matches!(b.key, SiteKey::Gil { .. })
+                && reported.contains(&b.key)
+        })
+        .flat_map(|b| b.times.iter().map(move |t| (b.pid, b.tid, *t)))
+        .collect();
     // Blocked share and worst stall count only what was reported as a finding.
     let blocking = findings.iter().filter(|f| f.category != "gil-contention");
     let stalled_ms: f64 = blocking.clone().map(|f| f.blocked_ms).sum::<f64>() + 0.0;
@@ -666,6 +685,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         window_s: window_ms / 1000.0,
         threshold_ms: opts.threshold_ms,
         min_share_pct: opts.min_share_pct,
+        stall_samples,
     }
 }
 
@@ -697,7 +717,8 @@ fn build_findings(
     opts: &Options,
     blocks: &[Block],
     window_ms: f64,
-) -> Vec<Finding> {
+) -> (Vec<Finding>, HashSet<SiteKey>) {
+    let mut reported_keys = HashSet::new();
     // Group blocks by call site key (across processes: workers run the same code).
     let mut groups: BTreeMap<&SiteKey, Vec<&Block>> = BTreeMap::new();
     for b in blocks {
@@ -845,6 +866,7 @@ fn build_findings(
             stall_durations.clone()
         };
         durations.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        reported_keys.insert(key.clone());
         out.push(Finding {
             category: entry.id.clone(),
             title: entry.title.clone(),
@@ -890,7 +912,7 @@ fn build_findings(
             .partial_cmp(&(a.blocked_ms + a.short_blocked_ms))
             .unwrap()
     });
-    out
+    (out, reported_keys)
 }
 
 struct Attribution<'c> {

@@ -364,7 +364,41 @@ fn write_report(
         .with_context(|| format!("writing {}", summary.display()))?;
     println!("{}", render::text::diagnosis(&d));
     println!("summary:   {}", summary.display());
+    for path in write_flamegraphs(&rec, &d, dir)? {
+        println!("flamegraph: {}", path.display());
+    }
     Ok(())
+}
+
+/// Writes every flame-graph view, merged over processes, and per process when the loop runs
+/// in several (workers). Views without samples (no stall: no loop-blocked graph) are skipped.
+fn write_flamegraphs(
+    rec: &recording::Recording,
+    d: &crate::analysis::diagnose::Diagnosis,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    use render::flamegraph::{svg, View};
+    let mut pids: Vec<u32> = d.loops.iter().map(|l| l.pid).collect();
+    pids.dedup();
+    let mut written = Vec::new();
+    for view in View::ALL {
+        let mut targets: Vec<(Option<u32>, String)> = vec![(None, view.stem().to_owned())];
+        if pids.len() > 1 {
+            targets.extend(
+                pids.iter()
+                    .map(|p| (Some(*p), format!("{}-{p}", view.stem()))),
+            );
+        }
+        for (pid, stem) in targets {
+            if let Some(svg) = svg(rec, d, view, pid) {
+                let path = dir.join(format!("{stem}.svg"));
+                std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                written.push(path);
+            }
+        }
+    }
+    Ok(written)
 }
 
 fn run_report(

@@ -1,0 +1,264 @@
+//! Interactive SVG flame graphs (inferno) of a recording, in four views.
+//!
+//! * `wall`: every sample of every Python thread, idle included, rooted at process and thread;
+//! * `cpu`: only samples running (holding the GIL, or native code in state R);
+//! * `off-cpu`: only samples waiting, with the reason (`[wait: socket]`...) as the leaf;
+//! * `loop-blocked`: only event-loop samples inside reported stalls — the culprits.
+//!
+//! Each graph says in its title and subtitle what was measured (wall vs CPU, which threads,
+//! window, rate). Frames read `qualname (dir/file.py:line)`; application code is drawn in warm
+//! colours, the standard library in yellow, third-party packages in aqua, and loopprof's own
+//! root frames in grey. Every name comes from the target and is untrusted: inferno escapes it
+//! in the SVG, and `;` (inferno's separator) is replaced.
+
+use crate::analysis::diagnose::Diagnosis;
+use crate::analysis::frames::{self, Origin};
+use crate::analysis::loops::{self, Activity};
+use crate::recording::Recording;
+use inferno::flamegraph::color::{Color, PaletteMap};
+use inferno::flamegraph::{self as fg, Options};
+use std::collections::BTreeMap;
+
+/// Which samples a flame graph shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Wall clock: every sample.
+    Wall,
+    /// On CPU: GIL held or native code running.
+    Cpu,
+    /// Off CPU: waiting, with the reason as the leaf.
+    OffCpu,
+    /// Event-loop samples inside stalls.
+    LoopBlocked,
+}
+
+impl View {
+    /// Every view, in report order.
+    pub const ALL: [View; 4] = [View::LoopBlocked, View::Wall, View::Cpu, View::OffCpu];
+
+    /// File-name stem: `flame-wall`, ...
+    pub fn stem(self) -> &'static str {
+        match self {
+            View::Wall => "flame-wall",
+            View::Cpu => "flame-cpu",
+            View::OffCpu => "flame-off-cpu",
+            View::LoopBlocked => "flame-loop-blocked",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            View::Wall => "Wall clock, all Python threads (idle included)",
+            View::Cpu => "On CPU: holding the GIL or running native code",
+            View::OffCpu => "Off CPU: waiting, by reason",
+            View::LoopBlocked => "Event loop blocked: loop-thread samples inside stalls",
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.replace([';', '\n', '\r'], ":")
+}
+
+fn label(rec: &Recording, f: &crate::recording::FrameDef) -> String {
+    sanitize(&format!(
+        "{} ({}:{})",
+        rec.str(f.name),
+        frames::short_file(rec.str(f.file)),
+        f.line
+    ))
+}
+
+/// The folded stacks (`root;...;leaf count`) of a view, for one process or all (`pid` None).
+pub fn folded(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let multi = rec.processes.len() > 1;
+    for s in &rec.samples {
+        if pid.is_some_and(|p| p != s.pid) {
+            continue;
+        }
+        for t in &s.threads {
+            let activity = loops::activity(rec, s, t);
+            let keep = match view {
+                View::Wall => true,
+                View::Cpu => matches!(activity, Activity::OnCpu | Activity::Native),
+                View::OffCpu => matches!(activity, Activity::Waiting(_) | Activity::GilWait),
+                View::LoopBlocked => d.stall_samples.contains(&(s.pid, t.tid, s.t_us)),
+            };
+            if !keep {
+                continue;
+            }
+            let mut parts: Vec<String> = Vec::new();
+            if multi || pid.is_none() {
+                parts.push(format!("process {}", s.pid));
+            }
+            parts.push(sanitize(&format!(
+                "thread {} ({})",
+                rec.thread_name(t).unwrap_or("?"),
+                t.tid
+            )));
+            let frames: Vec<_> = rec.stack(t.stack).collect();
+            parts.extend(frames.iter().rev().map(|f| label(rec, f)));
+            if view == View::OffCpu {
+                parts.push(match activity {
+                    Activity::Waiting(r) => format!("[wait: {}]", r.name()),
+                    _ => "[wait: GIL]".to_owned(),
+                });
+            }
+            *counts.entry(parts.join(";")).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect()
+}
+
+fn shade(base: (u8, u8, u8), name: &str) -> Color {
+    // A stable ±12% brightness variation so neighbouring frames stay distinguishable.
+    let h = name
+        .bytes()
+        .fold(5381u32, |h, b| h.wrapping_mul(33) ^ b as u32);
+    let f = 0.88 + (h % 25) as f32 / 100.0;
+    let c = |v: u8| ((v as f32 * f).min(255.0)) as u8;
+    Color {
+        r: c(base.0),
+        g: c(base.1),
+        b: c(base.2),
+    }
+}
+
+fn palette(rec: &Recording, lines: &[String]) -> PaletteMap {
+    let mut map = PaletteMap::default();
+    let mut origin_of: BTreeMap<String, Origin> = BTreeMap::new();
+    for f in &rec.frames {
+        origin_of.insert(label(rec, f), frames::origin(rec.str(f.file)));
+    }
+    for line in lines {
+        let stack = line.rsplit_once(' ').map(|(s, _)| s).unwrap_or(line);
+        for name in stack.split(';') {
+            if map.get(name).is_some() {
+                continue;
+            }
+            let base = match origin_of.get(name) {
+                Some(Origin::App) => (232, 112, 72),
+                Some(Origin::Library) => (86, 182, 204),
+                Some(Origin::Stdlib) => (222, 196, 84),
+                Some(Origin::Entry) => (170, 170, 170),
+                None if name.starts_with("[wait") => (120, 140, 230),
+                None => (150, 150, 150),
+            };
+            map.insert(name, shade(base, name));
+        }
+    }
+    map
+}
+
+/// Renders one view as an SVG document; `None` when the view has no samples.
+pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Option<String> {
+    let lines = folded(rec, d, view, pid);
+    if lines.is_empty() {
+        return None;
+    }
+    let samples: u64 = lines
+        .iter()
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+        .sum();
+    let mut map = palette(rec, &lines);
+    let mut opts = Options::default();
+    opts.title = view.title().to_owned();
+    opts.subtitle = Some(format!(
+        "{} · {} samples at {} Hz over {:.1} s · each sample counts 1 (≈ {:.0} ms)",
+        match pid {
+            Some(p) => format!("process {p}"),
+            None if rec.processes.len() > 1 => format!("all {} processes", rec.processes.len()),
+            None => "all processes".to_owned(),
+        },
+        samples,
+        rec.header.rate_hz,
+        rec.duration_us() as f64 / 1e6,
+        1000.0 / rec.header.rate_hz
+    ));
+    opts.count_name = "samples".to_owned();
+    opts.name_type = "Frame:".to_owned();
+    opts.deterministic = true;
+    opts.palette_map = Some(&mut map);
+    opts.min_width = 0.1;
+    let mut out = Vec::new();
+    fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::catalog::Catalog;
+    use crate::analysis::diagnose::{diagnose, Options as DOpts};
+    use crate::recording::testing::*;
+
+    #[test]
+    fn views_select_the_right_samples_and_escape_names() {
+        let evil = "<script>alert(1)</script>";
+        let base = vec![
+            frame("Runner.run", "/usr/lib/python3.11/asyncio/runners.py", 118),
+            frame(
+                "Server.run",
+                "/v/lib/python3.11/site-packages/uvicorn/server.py",
+                86,
+            ),
+        ];
+        let mut blocked = vec![frame(evil, "/srv/app/x;y.py", 3)];
+        blocked.extend(base.clone());
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        for i in 0..20u64 {
+            let main = if (5..15).contains(&i) {
+                thread(
+                    1,
+                    "Main\"Thread'",
+                    'S',
+                    "clock_nanosleep",
+                    false,
+                    blocked.clone(),
+                )
+            } else {
+                thread(1, "Main\"Thread'", 'S', "epoll_pwait", false, base.clone())
+            };
+            let worker = thread(
+                2,
+                "cruncher",
+                'R',
+                "running",
+                true,
+                vec![frame("crunch", "/srv/app/jobs.py", 5)],
+            );
+            b.sample(1, i * 10_000, 0, &[main, worker]);
+        }
+        let rec = b.finish(end(200_000, 20));
+        let d = diagnose(&rec, &Catalog::builtin(), &DOpts::default());
+        let blocked = folded(&rec, &d, View::LoopBlocked, None);
+        assert_eq!(blocked.len(), 1, "{blocked:?}");
+        assert!(blocked[0].ends_with(" 10"));
+        assert!(blocked[0].contains("x:y.py"), "`;` in names is replaced");
+        let cpu = folded(&rec, &d, View::Cpu, None);
+        assert!(cpu.iter().all(|l| l.contains("cruncher")));
+        let off = folded(&rec, &d, View::OffCpu, None);
+        assert!(
+            off.iter().any(|l| l.contains("[wait: sleep] 10")),
+            "{off:?}"
+        );
+        let wall = folded(&rec, &d, View::Wall, None);
+        assert_eq!(
+            wall.iter()
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum::<u64>(),
+            40
+        );
+        let svg = svg(&rec, &d, View::LoopBlocked, None).unwrap();
+        assert!(
+            !svg.contains(evil),
+            "untrusted names are escaped in the SVG"
+        );
+        assert!(svg.contains("&lt;script&gt;"));
+        assert!(svg.contains("Event loop blocked"));
+    }
+}
