@@ -182,6 +182,10 @@ fn line_of(function: &str, text: &str) -> i64 {
     (def + i + 1) as i64
 }
 
+fn out_dir_path(name: &str) -> std::path::PathBuf {
+    root().join("target/test-output").join(name)
+}
+
 fn summary(dir: &std::path::Path) -> Value {
     let text =
         std::fs::read_to_string(dir.join("summary.json")).expect("record writes summary.json");
@@ -322,6 +326,15 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
         }
         if top["endpoint"] != case.endpoint {
             problems.push(format!("endpoint {} != {}", top["endpoint"], case.endpoint));
+        }
+        // The first screen of report.html (the verdict banner) names the call site and fix.
+        let page = std::fs::read_to_string(out_dir_path(&name).join("report.html")).unwrap();
+        let banner = &page[page.find("id=\"verdict\"").unwrap()..];
+        let banner = &banner[..banner.find("</section>").unwrap()];
+        if !banner.contains(case.function.rsplit('.').next().unwrap())
+            || !banner.contains(case.category)
+        {
+            problems.push("report.html's verdict banner does not name the call site".into());
         }
         if !problems.is_empty() {
             failures.push(format!("{}: {problems:?}; {}", case.path, describe(&s)));

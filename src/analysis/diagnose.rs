@@ -419,7 +419,7 @@ fn starved_fractions(samples: &[&Sample], tid: u32) -> Vec<f64> {
 
 /// Midpoint-based durations: sample i covers from halfway to its predecessor to halfway to
 /// its successor (the ends extend by half the median spacing).
-fn coverage_ms(times: &[u64]) -> Vec<f64> {
+pub(crate) fn coverage_ms(times: &[u64]) -> Vec<f64> {
     let n = times.len();
     if n == 0 {
         return Vec::new();

@@ -466,8 +466,18 @@ fn record_tree(
                 let new_frames =
                     writer.write_sample(pid, t_us, read_us, late_us, cpu_us, &threads)?;
                 for f in new_frames {
-                    if let Some(text) = sources.line(pid, &f.file, f.line) {
-                        writer.write_source(&f.file, f.line, &text)?;
+                    // Application frames get a few lines of context for the report.
+                    let context = if crate::analysis::frames::origin(&f.file)
+                        == crate::analysis::frames::Origin::App
+                    {
+                        source::CONTEXT_LINES
+                    } else {
+                        0
+                    };
+                    for line in f.line - context..=f.line + context {
+                        if let Some(text) = sources.line_once(pid, &f.file, line) {
+                            writer.write_source(&f.file, line, &text)?;
+                        }
                     }
                 }
             }

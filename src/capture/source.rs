@@ -7,15 +7,27 @@
 use std::collections::HashMap;
 
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Lines recorded before and after the line of an application frame.
+pub const CONTEXT_LINES: i32 = 3;
 const MAX_LINE_CHARS: usize = 400;
 
 /// Caches the lines of every source file read so far.
 #[derive(Default)]
 pub struct SourceCache {
     files: HashMap<String, Option<Vec<String>>>,
+    given: std::collections::HashSet<(String, i32)>,
 }
 
 impl SourceCache {
+    /// Like [`SourceCache::line`], but each (file, line) is returned only the first time.
+    pub fn line_once(&mut self, pid: u32, file: &str, line: i32) -> Option<String> {
+        if !self.given.insert((file.to_owned(), line)) {
+            return None;
+        }
+        self.line(pid, file, line)
+    }
+
     /// The text of `line` (1-based) of `file` as process `pid` sees it, trimmed of its newline
     /// and capped in length; `None` when unreadable.
     pub fn line(&mut self, pid: u32, file: &str, line: i32) -> Option<String> {

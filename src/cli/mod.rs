@@ -332,7 +332,8 @@ fn run_record(opts: RecordOptions, analysis: (Catalog, DiagnoseOptions)) -> i32 
                 eprintln!("note: {}", render::text::sanitize(n));
             }
             println!("recording: {}", outcome.path.display());
-            match write_report(&outcome.path, &opts.output_dir, &analysis) {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            match write_report(&outcome.path, &opts.output_dir, &analysis, Some(command)) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: the recording is saved but could not be analysed: {e:#}");
@@ -352,6 +353,7 @@ fn write_report(
     recording_path: &Path,
     dir: &Path,
     (catalog, opts): &(Catalog, DiagnoseOptions),
+    command: Option<String>,
 ) -> anyhow::Result<()> {
     let rec = recording::load(recording_path)?;
     for w in &rec.warnings {
@@ -362,7 +364,22 @@ fn write_report(
     let summary = dir.join("summary.json");
     std::fs::write(&summary, render::json::to_string(&rec, &d))
         .with_context(|| format!("writing {}", summary.display()))?;
+    let html = dir.join("report.html");
+    let page = render::html::render(
+        &rec,
+        &d,
+        &render::html::HtmlOptions {
+            command: command.clone(),
+        },
+    )
+    .context("rendering report.html")?;
+    std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, render::markdown::render(&rec, &d, command.as_deref()))
+        .with_context(|| format!("writing {}", md.display()))?;
     println!("{}", render::text::diagnosis(&d));
+    println!("report:    {}", html.display());
+    println!("markdown:  {}", md.display());
     println!("summary:   {}", summary.display());
     for path in write_flamegraphs(&rec, &d, dir)? {
         println!("flamegraph: {}", path.display());
@@ -421,7 +438,7 @@ fn run_report(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
-    write_report(&resolved, &dir, &analysis)
+    write_report(&resolved, &dir, &analysis, None)
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {

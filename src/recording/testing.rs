@@ -106,6 +106,12 @@ impl RecordingBuilder {
         self
     }
 
+    /// Adds the text of a source line.
+    pub fn source(&mut self, file: &str, line: i32, text: &str) -> &mut Self {
+        self.writer.write_source(file, line, text).unwrap();
+        self
+    }
+
     /// Adds any record.
     pub fn record(&mut self, r: Record) -> &mut Self {
         self.writer.write(&r).unwrap();

@@ -46,6 +46,16 @@ impl View {
         }
     }
 
+    /// A short name for tabs and headings.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            View::Wall => "Wall clock",
+            View::Cpu => "On CPU",
+            View::OffCpu => "Off CPU",
+            View::LoopBlocked => "Event loop blocked",
+        }
+    }
+
     fn title(self) -> &'static str {
         match self {
             View::Wall => "Wall clock, all Python threads (idle included)",
@@ -183,7 +193,8 @@ pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Opti
     opts.name_type = "Frame:".to_owned();
     opts.deterministic = true;
     opts.palette_map = Some(&mut map);
-    opts.min_width = 0.1;
+    // Frames narrower than a pixel are invisible but cost bytes: drop them.
+    opts.min_width = 1.0;
     let mut out = Vec::new();
     fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
     String::from_utf8(out).ok()

@@ -1,0 +1,368 @@
+//! `report.html`: one self-contained page (no network request, restrictive CSP, printable)
+//! rendered with handlebars templates from `report-templates/` embedded in the binary.
+//!
+//! The templates get a view model built here. Every string from the target (function, file
+//! and thread names, source lines, command lines) goes through handlebars' HTML escaping
+//! (`{{...}}`); the only unescaped insert (`{{{timeline}}}`) is the timeline SVG loopprof draws
+//! from numbers. Flame graphs are embedded as `data:` URIs in iframes (inferno escapes names
+//! inside the SVG), so their own zoom/search scripts keep working inside the page.
+
+use crate::analysis::diagnose::{Diagnosis, Finding};
+use crate::analysis::frames::short_file;
+use crate::recording::Recording;
+use crate::render::flamegraph::{self, View};
+use crate::render::timeline;
+use base64::Engine;
+use handlebars::Handlebars;
+use serde::Serialize;
+
+const LAYOUT: &str = include_str!("../../report-templates/layout.hbs");
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "style",
+        include_str!("../../report-templates/partials/style.hbs"),
+    ),
+    (
+        "verdict",
+        include_str!("../../report-templates/partials/verdict.hbs"),
+    ),
+    (
+        "timeline",
+        include_str!("../../report-templates/partials/timeline.hbs"),
+    ),
+    (
+        "finding",
+        include_str!("../../report-templates/partials/finding.hbs"),
+    ),
+    (
+        "flamegraphs",
+        include_str!("../../report-templates/partials/flamegraphs.hbs"),
+    ),
+    (
+        "threads",
+        include_str!("../../report-templates/partials/threads.hbs"),
+    ),
+    (
+        "details",
+        include_str!("../../report-templates/partials/details.hbs"),
+    ),
+    (
+        "verify",
+        include_str!("../../report-templates/partials/verify.hbs"),
+    ),
+];
+
+/// The Content-Security-Policy of the page: nothing may be fetched; inline styles, and the
+/// inline scripts of the embedded flame graphs (in `data:` frames), are allowed.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; frame-src data:; base-uri 'none'; form-action 'none'";
+
+/// Options of the HTML report.
+#[derive(Debug, Clone, Default)]
+pub struct HtmlOptions {
+    /// The command line that produced the recording, shown in "verify the fix".
+    pub command: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Figure {
+    label: &'static str,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct SourceLineVm {
+    no: i32,
+    text: String,
+    hit: bool,
+}
+
+#[derive(Serialize)]
+struct MixVm {
+    label: String,
+    pct: String,
+    width: String,
+}
+
+#[derive(Serialize)]
+struct CardVm<'a> {
+    rank: usize,
+    f: &'a Finding,
+    site: String,
+    stats: String,
+    state: String,
+    mix: Vec<MixVm>,
+    source: Vec<SourceLineVm>,
+    culprit: Option<String>,
+    stack_len: usize,
+}
+
+#[derive(Serialize)]
+struct FlameVm {
+    id: String,
+    title: String,
+    uri: String,
+}
+
+#[derive(Serialize)]
+struct ThreadVm {
+    pid: u32,
+    tid: u32,
+    name: String,
+    event_loop: bool,
+    on_cpu: String,
+    native: String,
+    waiting: String,
+    gil: String,
+    idle: String,
+}
+
+#[derive(Serialize)]
+struct Kv {
+    k: &'static str,
+    v: String,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    csp: &'static str,
+    title: String,
+    verdict_kind: &'a str,
+    verdict_class: &'static str,
+    summary: &'a str,
+    figures: Vec<Figure>,
+    top: Option<CardVm<'a>>,
+    timeline: Option<String>,
+    legend: Vec<(&'static str, &'static str)>,
+    cards: Vec<CardVm<'a>>,
+    flames: Vec<FlameVm>,
+    threads: Vec<ThreadVm>,
+    details: Vec<Kv>,
+    processes: Vec<Kv>,
+    command: String,
+    warnings: &'a [String],
+}
+
+fn pct(x: f64) -> String {
+    if x == 0.0 {
+        "–".into()
+    } else {
+        format!("{x:.1}%")
+    }
+}
+
+fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
+    let site = f
+        .call_site
+        .as_ref()
+        .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
+        .unwrap_or_else(|| "(no application frame)".into());
+    let stats = if f.stalls > 0 {
+        format!(
+            "{} stall{} · {:.0} ms blocked · max {:.0} ms · p50 {:.0} ms · p95 {:.0} ms · {:.1}% of the loop's time",
+            f.stalls,
+            if f.stalls == 1 { "" } else { "s" },
+            f.blocked_ms,
+            f.max_stall_ms,
+            f.p50_stall_ms,
+            f.p95_stall_ms,
+            f.share_pct
+        )
+    } else {
+        format!(
+            "{} short blocks adding up to {:.0} ms · {:.1}% of the loop's time",
+            f.short_blocks, f.short_blocked_ms, f.share_pct
+        )
+    };
+    let state = match &f.wait_reason {
+        Some(r) => format!("{} ({r})", f.state),
+        None => f.state.clone(),
+    };
+    let mix = f
+        .state_mix
+        .iter()
+        .map(|(k, v)| MixVm {
+            label: k.clone(),
+            pct: format!("{v:.0}%"),
+            width: format!("{:.1}", v.clamp(0.0, 100.0)),
+        })
+        .collect();
+    // Source lines around the call site, from the recording.
+    let mut source = Vec::new();
+    if let Some(c) = &f.call_site {
+        if let Some(file_id) = rec.strings.iter().position(|s| *s == c.file) {
+            for no in c.line - 4..=c.line + 4 {
+                if let Some(text) = rec.sources.get(&(file_id as u32, no)) {
+                    source.push(SourceLineVm {
+                        no,
+                        text: text.clone(),
+                        hit: no == c.line,
+                    });
+                }
+            }
+        }
+    }
+    let culprit = f.culprit_thread.as_ref().map(|c| {
+        let at = c
+            .call_site
+            .as_ref()
+            .map(|s| format!(" in {} ({}:{})", s.function, short_file(&s.file), s.line))
+            .unwrap_or_default();
+        format!(
+            "thread \"{}\"{at} held the GIL in {:.0}% of the loop's GIL waits",
+            c.name, c.share_pct
+        )
+    });
+    CardVm {
+        rank,
+        f,
+        site,
+        stats,
+        state,
+        mix,
+        source,
+        culprit,
+        stack_len: f.stack.len(),
+    }
+}
+
+/// The flame graphs embedded in the report: every view merged over processes, and the
+/// loop-blocked view per process when several processes run a loop.
+fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
+    let mut out = Vec::new();
+    let mut pids: Vec<u32> = d.loops.iter().map(|l| l.pid).collect();
+    pids.dedup();
+    for view in View::ALL {
+        let mut targets = vec![None];
+        if view == View::LoopBlocked && pids.len() > 1 {
+            targets.extend(pids.iter().map(|p| Some(*p)));
+        }
+        for pid in targets {
+            if let Some(svg) = flamegraph::svg(rec, d, view, pid) {
+                let id = match pid {
+                    Some(p) => format!("{}-{p}", view.stem()),
+                    None => view.stem().to_owned(),
+                };
+                out.push(FlameVm {
+                    title: match pid {
+                        Some(p) => format!("{} — process {p}", view.short_title()),
+                        None => view.short_title().to_owned(),
+                    },
+                    id,
+                    uri: format!(
+                        "data:image/svg+xml;base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(svg)
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Renders the report page.
+pub fn render(
+    rec: &Recording,
+    d: &Diagnosis,
+    opts: &HtmlOptions,
+) -> Result<String, handlebars::RenderError> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    for (name, text) in PARTIALS {
+        hb.register_partial(name, *text)
+            .expect("embedded partial parses");
+    }
+    hb.register_template_string("layout", LAYOUT)
+        .expect("embedded layout parses");
+    let v = &d.verdict;
+    let verdict_class = match v.kind.as_str() {
+        "healthy" => "ok",
+        "no-event-loop" => "neutral",
+        _ => "bad",
+    };
+    let cards: Vec<CardVm> = d
+        .findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| card(rec, i + 1, f))
+        .collect();
+    let top = d.findings.first().map(|f| card(rec, 1, f));
+    let procs_line = |p: &crate::recording::ProcessInfo| {
+        let lp = d
+            .loops
+            .iter()
+            .find(|l| l.pid == p.pid)
+            .map(|l| format!("{:?} loop", l.kind).to_lowercase())
+            .unwrap_or_else(|| "no event loop".into());
+        format!(
+            "Python {} · {lp} · {}",
+            p.python_version,
+            p.cmdline.join(" ")
+        )
+    };
+    let end = rec.end.as_ref();
+    let page = Page {
+        csp: CSP,
+        title: format!("loopprof report — {}", v.kind),
+        verdict_kind: &v.kind,
+        verdict_class,
+        summary: &v.summary,
+        figures: vec![
+            Figure { label: "loop blocked", value: format!("{:.1}%", v.loop_blocked_pct) },
+            Figure { label: "worst stall", value: format!("{:.0} ms", v.worst_stall_ms) },
+            Figure { label: "process CPU", value: format!("{:.1}%", v.process_cpu_pct) },
+            Figure { label: "loop busy", value: format!("{:.1}%", v.loop_busy_pct) },
+            Figure { label: "GIL wait", value: format!("{:.1}%", v.gil_wait_pct) },
+            Figure { label: "CPU-starved", value: format!("{:.1}%", v.cpu_starved_pct) },
+        ],
+        top,
+        timeline: timeline::svg(rec, d),
+        legend: timeline::COLORS.to_vec(),
+        cards,
+        flames: flames(rec, d),
+        threads: d
+            .threads
+            .iter()
+            .map(|t| ThreadVm {
+                pid: t.pid,
+                tid: t.tid,
+                name: t.name.clone(),
+                event_loop: t.event_loop,
+                on_cpu: pct(t.on_cpu_pct),
+                native: pct(t.native_pct),
+                waiting: if t.waiting_pct.is_empty() {
+                    "–".into()
+                } else {
+                    t.waiting_pct
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v:.1}%"))
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                },
+                gil: pct(t.gil_wait_pct),
+                idle: if t.event_loop { pct(t.idle_pct) } else { "n/a".into() },
+            })
+            .collect(),
+        details: vec![
+            Kv { k: "target", v: format!("pid {} ({}): {}", rec.header.target.pid, rec.header.target.how, rec.header.target.cmdline.join(" ")) },
+            Kv { k: "started (UTC)", v: rec.header.started_at.clone() },
+            Kv { k: "duration", v: format!("{:.1} s", rec.duration_us() as f64 / 1e6) },
+            Kv { k: "rate", v: format!("{} Hz per process", rec.header.rate_hz) },
+            Kv { k: "samples", v: format!("{} ({} failed)", rec.samples.len(), rec.errors.len()) },
+            Kv { k: "ended", v: end.map(|e| e.reason.clone()).unwrap_or_else(|| "cut short".into()) },
+            Kv { k: "stopping", v: format!("{} (stack read while stopped)", rec.header.options.locking) },
+            Kv { k: "analysis", v: format!("stall ≥ {:.0} ms; repeated short blocks ≥ {:.1}% of the loop's time; {:.1} s of loop time", d.threshold_ms, d.min_share_pct, d.window_s) },
+            Kv { k: "host", v: rec.header.host.clone() },
+            Kv { k: "versions", v: format!("loopprof {} (recorded by {}), py-spy {}", crate::VERSION, rec.header.loopprof_version, rec.header.py_spy_version) },
+        ],
+        processes: rec
+            .processes
+            .iter()
+            .map(|p| Kv { k: "process", v: format!("{} — {}", p.pid, procs_line(p)) })
+            .collect(),
+        command: opts.command.clone().unwrap_or_else(|| {
+            format!("loopprof record --pid {} --duration 30", rec.header.target.pid)
+        }),
+        warnings: &rec.warnings,
+    };
+    hb.render("layout", &page)
+}

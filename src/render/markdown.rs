@@ -1,0 +1,154 @@
+//! `report.md`: a short Markdown summary to paste into a GitHub or Jira ticket: the verdict,
+//! the top findings with call site and fix, what was measured, and the command used.
+//!
+//! Strings from the target only appear inside code spans, with backticks and line breaks
+//! removed, so they cannot inject links, images or HTML into the ticket.
+
+use crate::analysis::diagnose::Diagnosis;
+use crate::analysis::frames::short_file;
+use crate::recording::Recording;
+use std::fmt::Write;
+
+/// Findings listed in full.
+const TOP: usize = 5;
+
+/// An untrusted string as an inline code span.
+fn code(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c == '`' {
+                '\''
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("`{}`", clean.trim())
+}
+
+/// Renders the Markdown summary. `command` is the loopprof command line used, if known.
+pub fn render(rec: &Recording, d: &Diagnosis, command: Option<&str>) -> String {
+    let v = &d.verdict;
+    let mut out = String::new();
+    let _ = writeln!(out, "## loopprof: {}\n", v.kind);
+    // The summary sentence names code from the target: keep it in a quote with code-safe text.
+    let _ = writeln!(
+        out,
+        "> {}\n",
+        v.summary.replace(['\n', '\r'], " ").replace('<', "&lt;")
+    );
+    let _ = writeln!(
+        out,
+        "| loop blocked | worst stall | process CPU | loop busy | GIL wait | CPU-starved |\n| --- | --- | --- | --- | --- | --- |\n| {:.1}% | {:.0} ms | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
+        v.loop_blocked_pct, v.worst_stall_ms, v.process_cpu_pct, v.loop_busy_pct, v.gil_wait_pct, v.cpu_starved_pct
+    );
+    if d.findings.is_empty() {
+        let _ = writeln!(out, "No call site blocked the event loop.\n");
+    }
+    for (i, f) in d.findings.iter().take(TOP).enumerate() {
+        let site = f
+            .call_site
+            .as_ref()
+            .map(|c| {
+                code(&format!(
+                    "{}:{} in {}",
+                    short_file(&c.file),
+                    c.line,
+                    c.function
+                ))
+            })
+            .unwrap_or_else(|| "(no application frame)".into());
+        let _ = writeln!(out, "### {}. {} (`{}`)\n", i + 1, f.title, f.category);
+        let _ = writeln!(out, "- **Where:** {site}");
+        if let Some(src) = f.call_site.as_ref().and_then(|c| c.source.as_deref()) {
+            let _ = writeln!(out, "- **Line:** {}", code(src));
+        }
+        if let Some(b) = &f.blocking_call {
+            let _ = writeln!(out, "- **Blocking call:** {}", code(b));
+        }
+        if let Some(e) = &f.endpoint {
+            let _ = writeln!(out, "- **Endpoint:** {}", code(e));
+        }
+        if let Some(c) = &f.culprit_thread {
+            let _ = writeln!(
+                out,
+                "- **GIL held by:** {} ({:.0}% of the waits)",
+                code(&c.name),
+                c.share_pct
+            );
+        }
+        let impact = if f.stalls > 0 {
+            format!(
+                "{} stalls, {:.0} ms blocked (max {:.0} ms, p95 {:.0} ms)",
+                f.stalls, f.blocked_ms, f.max_stall_ms, f.p95_stall_ms
+            )
+        } else {
+            format!(
+                "{} short blocks, {:.0} ms in total",
+                f.short_blocks, f.short_blocked_ms
+            )
+        };
+        let state = match &f.wait_reason {
+            Some(r) => format!("{} ({r})", f.state),
+            None => f.state.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "- **Impact:** {impact}; {:.1}% of the loop's time; loop was {state}",
+            f.share_pct
+        );
+        let _ = writeln!(out, "- **Fix:** {}\n", f.fix.summary);
+    }
+    if d.findings.len() > TOP {
+        let _ = writeln!(
+            out,
+            "...and {} more findings in `summary.json` / `report.html`.\n",
+            d.findings.len() - TOP
+        );
+    }
+    let _ = writeln!(out, "<details><summary>What was measured</summary>\n");
+    let _ =
+        writeln!(
+        out,
+        "- Recorded {:.1} s at {} Hz per process from {} (UTC); {} samples, {} failed; ended: {}.",
+        rec.duration_us() as f64 / 1e6,
+        rec.header.rate_hz,
+        rec.header.started_at,
+        rec.samples.len(),
+        rec.errors.len(),
+        rec.end.as_ref().map(|e| e.reason.as_str()).unwrap_or("cut short")
+    );
+    for p in &rec.processes {
+        let lp = d
+            .loops
+            .iter()
+            .find(|l| l.pid == p.pid)
+            .map(|l| format!("{:?}", l.kind).to_lowercase())
+            .unwrap_or_else(|| "no loop".into());
+        let _ = writeln!(
+            out,
+            "- Process {} (Python {}, {lp}): {}",
+            p.pid,
+            p.python_version,
+            code(&p.cmdline.join(" "))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- A stall is ≥ {:.0} ms of the event loop busy at one call site (CPU-starved time excluded); repeated short blocks count from {:.1}% of the loop's time.",
+        d.threshold_ms, d.min_share_pct
+    );
+    if let Some(c) = command {
+        let _ = writeln!(out, "- Command: {}", code(c));
+    }
+    let _ = writeln!(
+        out,
+        "- loopprof {}, py-spy {}.\n\n</details>",
+        crate::VERSION,
+        rec.header.py_spy_version
+    );
+    out
+}

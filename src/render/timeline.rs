@@ -1,0 +1,155 @@
+//! The timeline drawn as inline SVG at render time (no chart library): per time bin, what the
+//! event loop was doing (stacked: idle, on-CPU, native, waiting, GIL wait), the loop
+//! processes' CPU as a line, and a red mark over bins that are inside a stall.
+//!
+//! Everything in the SVG is produced here from numbers; no string from the target is used.
+
+use crate::analysis::diagnose::{coverage_ms, Diagnosis};
+use crate::analysis::loops::{self, Activity, LoopState};
+use crate::recording::{Recording, Sample};
+use std::fmt::Write;
+
+const WIDTH: f64 = 960.0;
+const HEIGHT: f64 = 170.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 22.0;
+const MAX_BINS: usize = 240;
+
+/// Colours of the loop states, shared with the report's legend.
+pub const COLORS: [(&str, &str); 5] = [
+    ("idle", "#d9dee7"),
+    ("on-CPU", "#e8704a"),
+    ("native", "#d9a441"),
+    ("waiting", "#5b7fd6"),
+    ("GIL wait", "#9b59b6"),
+];
+
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    parts: [f64; 5],
+    stall: bool,
+    cpu_us: f64,
+    cpu_span_us: f64,
+}
+
+/// Renders the timeline SVG, or `None` when no event loop was found.
+pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
+    if d.loops.is_empty() {
+        return None;
+    }
+    let duration_us = rec.duration_us().max(1) as f64;
+    let n = MAX_BINS.min(((duration_us / 100_000.0).ceil() as usize).max(10));
+    let bin_us = duration_us / n as f64;
+    let mut bins = vec![Bin::default(); n];
+    let idx = |t: u64| ((t as f64 / bin_us) as usize).min(n - 1);
+    for lt in &d.loops {
+        let samples: Vec<&Sample> = rec
+            .samples
+            .iter()
+            .filter(|s| s.pid == lt.pid && s.threads.iter().any(|t| t.tid == lt.tid))
+            .collect();
+        let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
+        for (s, w) in samples.iter().zip(coverage_ms(&times)) {
+            let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
+            let slot = match loops::classify(rec, lt, s, t) {
+                LoopState::Idle | LoopState::Overhead => 0,
+                LoopState::GilWait => 4,
+                LoopState::NotLoop => continue,
+                LoopState::Busy { activity, .. } => match activity {
+                    Activity::OnCpu => 1,
+                    Activity::Native => 2,
+                    Activity::Waiting(_) => 3,
+                    Activity::GilWait => 4,
+                },
+            };
+            let b = &mut bins[idx(s.t_us)];
+            b.parts[slot] += w;
+            if d.stall_samples.contains(&(s.pid, lt.tid, s.t_us)) {
+                b.stall = true;
+            }
+        }
+        for pair in samples.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let bin = &mut bins[idx(b.t_us)];
+            bin.cpu_us += b.cpu_us.saturating_sub(a.cpu_us) as f64;
+            bin.cpu_span_us += b.t_us.saturating_sub(a.t_us) as f64;
+        }
+    }
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let bw = WIDTH / n as f64;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="timeline" role="img" aria-label="Event loop timeline">"#
+    );
+    for (i, b) in bins.iter().enumerate() {
+        let total: f64 = b.parts.iter().sum();
+        let x = i as f64 * bw;
+        if total <= 0.0 {
+            continue;
+        }
+        let mut y = TOP + plot_h;
+        for (slot, part) in b.parts.iter().enumerate() {
+            if *part <= 0.0 {
+                continue;
+            }
+            let h = plot_h * part / total;
+            y -= h;
+            let _ = write!(
+                out,
+                r#"<rect x="{x:.2}" y="{y:.2}" width="{:.2}" height="{h:.2}" fill="{}"/>"#,
+                bw + 0.3,
+                COLORS[slot].1
+            );
+        }
+        if b.stall {
+            let _ = write!(
+                out,
+                r##"<rect x="{x:.2}" y="2" width="{:.2}" height="8" fill="#d62d20"><title>stall</title></rect>"##,
+                bw + 0.3
+            );
+        }
+    }
+    // Process CPU line (% of one core, averaged over loop processes).
+    // CPU and span are summed over the loop processes, so the ratio is their average.
+    let mut points = String::new();
+    for (i, b) in bins.iter().enumerate() {
+        if b.cpu_span_us > 0.0 {
+            let frac = (b.cpu_us / b.cpu_span_us).min(1.0);
+            let _ = write!(
+                points,
+                "{:.1},{:.1} ",
+                (i as f64 + 0.5) * bw,
+                TOP + plot_h * (1.0 - frac)
+            );
+        }
+    }
+    if !points.is_empty() {
+        let _ = write!(
+            out,
+            r##"<polyline points="{}" fill="none" stroke="#1b1f24" stroke-width="1.5"><title>process CPU (% of one core)</title></polyline>"##,
+            points.trim_end()
+        );
+    }
+    // Axis: seconds.
+    let secs = duration_us / 1e6;
+    let step = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
+        .into_iter()
+        .find(|s| secs / s <= 12.0)
+        .unwrap_or(1800.0);
+    let mut t = 0.0;
+    while t <= secs + 1e-9 {
+        let x = WIDTH * t / secs;
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#8a94a3"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#4a5361">{t}s</text>"##,
+            TOP + plot_h,
+            TOP + plot_h + 4.0,
+            (x + 2.0).min(WIDTH - 24.0),
+            HEIGHT - 6.0
+        );
+        t += step;
+    }
+    out.push_str("</svg>");
+    Some(out)
+}
