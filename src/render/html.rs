@@ -56,6 +56,26 @@ const PARTIALS: &[(&str, &str)] = &[
 /// inline scripts of the embedded flame graphs (in `data:` frames), are allowed.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; frame-src data:; base-uri 'none'; form-action 'none'";
 
+/// Turns `` `spans` `` of `text` into `<code>` elements, HTML-escaping every piece of text,
+/// so the result is safe whatever the text holds (target names appear in the verdict).
+pub fn escape_with_code(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut open = false;
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push_str(if open { "</code>" } else { "<code>" });
+            open = !open;
+        }
+        out.push_str(&handlebars::html_escape(part));
+    }
+    if open {
+        out.push_str("</code>");
+    }
+    out
+}
+
+handlebars::handlebars_helper!(code_helper: |text: str| escape_with_code(text));
+
 /// Options of the HTML report.
 #[derive(Debug, Clone, Default)]
 pub struct HtmlOptions {
@@ -259,6 +279,20 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
     out
 }
 
+#[cfg(test)]
+mod tests {
+    use super::escape_with_code;
+
+    #[test]
+    fn code_spans_are_escaped_text() {
+        assert_eq!(
+            escape_with_code("in `<b>x</b>` at a<b"),
+            "in <code>&lt;b&gt;x&lt;/b&gt;</code> at a&lt;b"
+        );
+        assert_eq!(escape_with_code("odd `open"), "odd <code>open</code>");
+    }
+}
+
 /// Renders the report page.
 pub fn render(
     rec: &Recording,
@@ -267,6 +301,7 @@ pub fn render(
 ) -> Result<String, handlebars::RenderError> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
+    hb.register_helper("code", Box::new(code_helper));
     for (name, text) in PARTIALS {
         hb.register_partial(name, *text)
             .expect("embedded partial parses");
