@@ -279,20 +279,6 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::escape_with_code;
-
-    #[test]
-    fn code_spans_are_escaped_text() {
-        assert_eq!(
-            escape_with_code("in `<b>x</b>` at a<b"),
-            "in <code>&lt;b&gt;x&lt;/b&gt;</code> at a&lt;b"
-        );
-        assert_eq!(escape_with_code("odd `open"), "odd <code>open</code>");
-    }
-}
-
 /// Renders the report page.
 pub fn render(
     rec: &Recording,
@@ -400,4 +386,18 @@ pub fn render(
         warnings: &rec.warnings,
     };
     hb.render("layout", &page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_with_code;
+
+    #[test]
+    fn code_spans_are_escaped_text() {
+        assert_eq!(
+            escape_with_code("in `<b>x</b>` at a<b"),
+            "in <code>&lt;b&gt;x&lt;/b&gt;</code> at a&lt;b"
+        );
+        assert_eq!(escape_with_code("odd `open"), "odd <code>open</code>");
+    }
 }
