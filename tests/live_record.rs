@@ -291,6 +291,41 @@ fn gunicorn_workers_and_restarts_are_followed() {
     assert_eq!(rec.end.as_ref().unwrap().reason, "duration");
 }
 
+/// `--probe` GETs the health URL during the recording: a loop blocked 300 ms at a time shows
+/// in the probe latencies, which land in the recording and summary.json.
+#[test]
+fn probe_measures_what_users_see_while_the_loop_is_blocked() {
+    let app = start_app(Server::UvicornUvloop, "3.11", None);
+    let _load = start_load(&app, &["/sleep?ms=300"], 1, 8.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = out_dir("probe");
+    let url = format!("http://127.0.0.1:{}/health", app.port);
+    let rec = record_pid(
+        app.proc.pid(),
+        3.0,
+        &dir,
+        &["--probe", &url, "--probe-timeout", "2"],
+    );
+    assert!(rec.probes.len() >= 5, "{} probes", rec.probes.len());
+    assert!(rec.probes.iter().all(|p| p.url == url));
+    let slow = rec.probes.iter().filter(|p| p.latency_ms > 100.0).count();
+    assert!(
+        slow * 2 >= rec.probes.len(),
+        "most probes wait for the blocked loop: {:?}",
+        rec.probes
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["probes"][0]["url"], url);
+    assert!(summary["probes"][0]["p50_ms"].as_f64().unwrap() > 100.0);
+    // Bad probe URLs are usage errors before anything is sampled.
+    let out = run_loopprof(
+        &["record", "--pid", "1", "--probe", "https://x/"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
 /// Ctrl-C (SIGINT) ends the recording cleanly and keeps everything collected.
 #[test]
 fn ctrl_c_ends_the_recording_cleanly() {

@@ -11,3 +11,4 @@ pub mod diagnose;
 pub mod frames;
 pub mod loops;
 pub mod overview;
+pub mod probes;

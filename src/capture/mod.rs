@@ -6,6 +6,7 @@
 //! with the source line of every new frame ([`source`]). It ends on the requested duration,
 //! on the stop flag (Ctrl-C), or when the target exits, and always writes the end record.
 
+pub mod probe;
 pub mod procfs;
 pub mod sampler;
 pub mod source;
@@ -149,6 +150,10 @@ pub struct RecordOptions {
     pub keep_running: bool,
     /// gzip the recording.
     pub compress: bool,
+    /// URLs to GET every 200 ms while recording (`--probe`).
+    pub probes: Vec<probe::ProbeUrl>,
+    /// Timeout of each probe request.
+    pub probe_timeout: Duration,
 }
 
 /// How a recording went, for the caller to report.
@@ -444,6 +449,19 @@ fn record_tree(
     }))?;
     writer.flush()?;
 
+    // Probes start once the header is written; they stop with the samplers.
+    let (probe_tx, probe_rx) = mpsc::channel();
+    let probe_threads: Vec<_> = opts
+        .probes
+        .iter()
+        .map(|u| {
+            let (u, tx, stop) = (u.clone(), probe_tx.clone(), sampler_stop.clone());
+            let timeout = opts.probe_timeout;
+            std::thread::spawn(move || probe::run(u, timeout, start, stop, tx))
+        })
+        .collect();
+    drop(probe_tx);
+
     let mut sources = source::SourceCache::default();
     let mut processes_seen: HashSet<u32> = initial.iter().map(|p| p.pid).collect();
     let mut last_scan = Instant::now();
@@ -531,6 +549,9 @@ fn record_tree(
         handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?;
     }
     loop {
+        while let Ok(p) = probe_rx.try_recv() {
+            writer.write(&Record::Probe(p))?;
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(msg) => handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -582,6 +603,12 @@ fn record_tree(
     let handles: Vec<_> = tracked.drain().map(|(_, t)| t.handle).collect();
     for h in handles {
         let _ = h.join();
+    }
+    for t in probe_threads {
+        let _ = t.join();
+    }
+    while let Ok(p) = probe_rx.try_recv() {
+        writer.write(&Record::Probe(p))?;
     }
     let mut no_tracked = HashMap::new();
     while let Ok(msg) = rx.try_recv() {

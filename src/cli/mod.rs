@@ -140,6 +140,13 @@ struct RecordArgs {
     /// Write the recording as plain JSON Lines instead of gzip.
     #[arg(long)]
     uncompressed: bool,
+    /// While recording, GET this http:// URL every 200 ms (like `curl -m 5 .../health`);
+    /// latencies and timeouts go into the recording and the report. Repeatable.
+    #[arg(long, value_name = "URL")]
+    probe: Vec<String>,
+    /// Timeout of each probe request, seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    probe_timeout: f64,
     /// Start this command and record it (`loopprof record -- uvicorn app:app`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -183,6 +190,17 @@ impl RecordArgs {
         if self.keep_running && !matches!(target, TargetSpec::Command(_)) {
             return Err("--keep-running only applies to `-- COMMAND`".into());
         }
+        let probes = self
+            .probe
+            .iter()
+            .map(|u| crate::capture::probe::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(self.probe_timeout > 0.0 && self.probe_timeout <= 600.0) {
+            return Err(format!(
+                "--probe-timeout {} must be more than 0 and at most 600 seconds",
+                self.probe_timeout
+            ));
+        }
         let output_dir = self.output.unwrap_or_else(|| {
             PathBuf::from(format!(
                 "loopprof-{}",
@@ -204,6 +222,8 @@ impl RecordArgs {
             subprocesses: !self.no_subprocesses,
             keep_running: self.keep_running,
             compress: !self.uncompressed,
+            probes,
+            probe_timeout: Duration::from_secs_f64(self.probe_timeout),
         })
     }
 }

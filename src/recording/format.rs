@@ -34,6 +34,8 @@ pub enum Record {
     Sample(Sample),
     /// A sampling tick that failed (the failure is counted, never dropped silently).
     SampleError(SampleError),
+    /// One GET of a `--probe` URL made while recording.
+    Probe(ProbeResult),
     /// Always the last record of a complete recording.
     End(End),
 }
@@ -235,6 +237,23 @@ pub struct SampleError {
     pub kind: String,
     /// The error in words.
     pub message: String,
+}
+
+/// One probe request made while recording (`record --probe URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// Microseconds since the start of the recording when the request was sent.
+    pub t_us: u64,
+    /// The URL probed.
+    pub url: String,
+    /// Milliseconds until the response (or until the timeout or error).
+    pub latency_ms: f64,
+    /// HTTP status, absent on timeout or error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What went wrong: `timeout`, or the connection error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The last record: how the recording went.

@@ -166,6 +166,7 @@ const KNOWN_TYPES: &[&str] = &[
     "process",
     "sample",
     "sample_error",
+    "probe",
     "end",
 ];
 
@@ -190,6 +191,8 @@ pub struct Recording {
     pub samples: Vec<Sample>,
     /// Failed ticks.
     pub errors: Vec<SampleError>,
+    /// Probe requests (`record --probe`), in time order.
+    pub probes: Vec<ProbeResult>,
     /// The end record; `None` when the file was cut short.
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
@@ -286,6 +289,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         process_events: Vec::new(),
         samples: Vec::new(),
         errors: Vec::new(),
+        probes: Vec::new(),
         end: None,
         warnings: Vec::new(),
     };
@@ -344,6 +348,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
                 rec.samples.push(s);
             }
             Record::SampleError(e) => rec.errors.push(e),
+            Record::Probe(p) => rec.probes.push(p),
             Record::End(e) => rec.end = Some(e),
         }
     }

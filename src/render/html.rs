@@ -152,6 +152,7 @@ struct Page<'a> {
     figures: Vec<Figure>,
     top: Option<CardVm<'a>>,
     timeline: Option<String>,
+    has_probes: bool,
     legend: Vec<(&'static str, &'static str)>,
     cards: Vec<CardVm<'a>>,
     flames: Vec<FlameVm>,
@@ -337,6 +338,7 @@ pub fn render(
         ],
         top,
         timeline: timeline::svg(rec, d),
+        has_probes: !rec.probes.is_empty(),
         legend: timeline::COLORS.to_vec(),
         cards,
         flames: flames(rec, d),
@@ -379,6 +381,13 @@ pub fn render(
             .processes
             .iter()
             .map(|p| Kv { k: "process", v: format!("{} — {}", p.pid, procs_line(p)) })
+            .chain(crate::analysis::probes::summarize(rec).into_iter().map(|p| Kv {
+                k: "probe",
+                v: format!(
+                    "{} — {} requests, {} answered (p50 {:.0} ms, p99 {:.0} ms), {} timeouts, {} errors, max {:.0} ms",
+                    p.url, p.requests, p.answered, p.p50_ms, p.p99_ms, p.timeouts, p.errors, p.max_ms
+                ),
+            }))
             .collect(),
         command: opts.command.clone().unwrap_or_else(|| {
             format!("loopprof record --pid {} --duration 30", rec.header.target.pid)

@@ -26,6 +26,8 @@ pub struct Summary<'a> {
     pub findings: &'a [Finding],
     /// Every thread's time split.
     pub threads: &'a [ThreadShares],
+    /// `--probe` results per URL (empty when not probed).
+    pub probes: Vec<crate::analysis::probes::ProbeSummary>,
     /// Analysis settings.
     pub analysis: AnalysisInfo,
 }
@@ -106,6 +108,7 @@ pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis) -> Summary<'a> {
         verdict: &d.verdict,
         findings: &d.findings,
         threads: &d.threads,
+        probes: crate::analysis::probes::summarize(rec),
         analysis: AnalysisInfo {
             threshold_ms: d.threshold_ms,
             min_share_pct: d.min_share_pct,

@@ -141,6 +141,13 @@ pub fn render(rec: &Recording, d: &Diagnosis, command: Option<&str>) -> String {
         "- A stall is ≥ {:.0} ms of the event loop busy at one call site (CPU-starved time excluded); repeated short blocks count from {:.1}% of the loop's time.",
         d.threshold_ms, d.min_share_pct
     );
+    for p in crate::analysis::probes::summarize(rec) {
+        let _ = writeln!(
+            out,
+            "- Probe {}: {} requests, {} answered (p50 {:.0} ms, p99 {:.0} ms), {} timed out, {} failed.",
+            code(&p.url), p.requests, p.answered, p.p50_ms, p.p99_ms, p.timeouts, p.errors
+        );
+    }
     if let Some(c) = command {
         let _ = writeln!(out, "- Command: {}", code(c));
     }

@@ -131,6 +131,34 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
             points.trim_end()
         );
     }
+    // Probe requests: a dot per request, height = latency (scaled to the slowest, at least
+    // 100 ms); red at the top for timeouts and errors.
+    let max_lat = rec
+        .probes
+        .iter()
+        .filter(|p| p.status.is_some())
+        .map(|p| p.latency_ms)
+        .fold(100.0, f64::max);
+    for p in &rec.probes {
+        let x = WIDTH * (p.t_us as f64 / duration_us).min(1.0);
+        let (y, color) = match p.status {
+            Some(_) => (
+                TOP + plot_h * (1.0 - (p.latency_ms / max_lat).min(1.0)),
+                "#1e8449",
+            ),
+            None => (TOP + 2.0, "#d62d20"),
+        };
+        let _ = write!(
+            out,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="2.6" fill="{color}" stroke="#fff" stroke-width="0.6"><title>probe {:.0} ms{}</title></circle>"##,
+            p.latency_ms,
+            if p.status.is_none() {
+                " (no answer)"
+            } else {
+                ""
+            }
+        );
+    }
     // Axis: seconds.
     let secs = duration_us / 1e6;
     let step = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
