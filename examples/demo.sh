@@ -115,9 +115,10 @@ PIDS+=($!)
 log "load running for ${LOAD_SECS}s (2x /news/stream with disconnect, 2x /health)"
 
 # (e) record
-log "recording: ${LOOPPROF_CMD[*]} record --pid $APP_PID --duration $DURATION -o $OUT"
+log "recording: ${LOOPPROF_CMD[*]} record --pid $APP_PID --duration $DURATION -o $OUT --probe http://127.0.0.1:$APP_PORT/health"
 # Run it in the background and `wait`, so Ctrl-C/TERM reach the cleanup trap at once.
-"${LOOPPROF_CMD[@]}" record --pid "$APP_PID" --duration "$DURATION" -o "$OUT" &
+"${LOOPPROF_CMD[@]}" record --pid "$APP_PID" --duration "$DURATION" -o "$OUT" \
+    --probe "http://127.0.0.1:$APP_PORT/health" &
 LOOPPROF_PID=$!
 PIDS+=("$LOOPPROF_PID")
 LOOPPROF_RC=0
@@ -131,6 +132,6 @@ if ((LOOPPROF_RC != 0)); then
 fi
 
 # (g) where the results are
-log "done. loopprof output: $OUT"
+log "done. open $OUT/report.html (or read $OUT/report.md)"
 log "server/load logs: $LOGDIR"
 echo "$OUT"
