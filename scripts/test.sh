@@ -7,7 +7,8 @@
 #    when missing and when running as root or with sudo);
 # 2. creates or reuses the pinned Python venvs for 3.11 (required) and 3.12/3.13 (when that
 #    interpreter exists under pyenv or on PATH; the live matrix tests fail, not skip, if one
-#    they use is missing);
+#    they use is missing), and installs the browser check's pinned playwright-core
+#    (tests/browser, `npm ci`; it drives Debian's Chromium, no browser download);
 # 3. checks formatting and lints, then runs every unit and live test with cargo-nextest
 #    (cargo test when nextest is not installed).
 set -euo pipefail
@@ -19,6 +20,7 @@ log() { printf '\033[1mtest.sh:\033[0m %s\n' "$*" >&2; }
 need=()
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)  # tests/browser/check_report.mjs
 if ((${#need[@]})); then
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     log "installing Debian packages: ${need[*]}"
@@ -33,6 +35,12 @@ for v in 3.11 3.12 3.13; do
         scripts/venv.sh "$v" >/dev/null
     fi
 done
+
+# --- browser check (node) ---------------------------------------------------------------
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+    log "npm ci in tests/browser"
+    npm ci --no-audit --no-fund --prefix tests/browser
+fi
 
 # --- Rust ------------------------------------------------------------------------------
 log "cargo fmt --check"

@@ -197,7 +197,21 @@ pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Opti
     opts.min_width = 1.0;
     let mut out = Vec::new();
     fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
-    String::from_utf8(out).ok()
+    // inferno's script records zoom/search state in the URL with history.replaceState, which
+    // throws in a document with an opaque origin (the report embeds the SVG as a data: URI):
+    // guard it so zoom and search complete there too.
+    Some(String::from_utf8(out).ok()?.replace(
+        "history.replaceState(null, null, parse_params(params));",
+        "try { history.replaceState(null, null, parse_params(params)); } catch (e) {}",
+    ))
+}
+
+/// The height in pixels an SVG declares (`height="..."` on the root element).
+pub fn svg_height(svg: &str) -> Option<f64> {
+    let root = &svg[svg.find("<svg")?..];
+    let root = &root[..root.find('>')?];
+    let h = &root[root.find(" height=\"")? + 9..];
+    h[..h.find('"')?].trim_end_matches("px").parse().ok()
 }
 
 #[cfg(test)]
@@ -265,6 +279,12 @@ mod tests {
             40
         );
         let svg = svg(&rec, &d, View::LoopBlocked, None).unwrap();
+        assert!(
+            !svg.contains("\n        history.replaceState"),
+            "replaceState is guarded"
+        );
+        assert!(svg.contains("try { history.replaceState"));
+        assert!(svg_height(&svg).unwrap() > 50.0);
         assert!(
             !svg.contains(evil),
             "untrusted names are escaped in the SVG"

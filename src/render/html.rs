@@ -121,6 +121,7 @@ struct FlameVm {
     id: String,
     title: String,
     uri: String,
+    height: String,
 }
 
 #[derive(Serialize)]
@@ -160,6 +161,7 @@ struct Page<'a> {
     details: Vec<Kv>,
     processes: Vec<Kv>,
     command: String,
+    health_url: String,
     warnings: &'a [String],
 }
 
@@ -263,7 +265,9 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
                     Some(p) => format!("{}-{p}", view.stem()),
                     None => view.stem().to_owned(),
                 };
+                let height = flamegraph::svg_height(&svg).unwrap_or(560.0) + 8.0;
                 out.push(FlameVm {
+                    height: format!("{:.0}", height.min(1400.0)),
                     title: match pid {
                         Some(p) => format!("{} — process {p}", view.short_title()),
                         None => view.short_title().to_owned(),
@@ -392,6 +396,11 @@ pub fn render(
         command: opts.command.clone().unwrap_or_else(|| {
             format!("loopprof record --pid {} --duration 30", rec.header.target.pid)
         }),
+        health_url: rec
+            .probes
+            .first()
+            .map(|p| p.url.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:PORT/health".into()),
         warnings: &rec.warnings,
     };
     hb.render("layout", &page)

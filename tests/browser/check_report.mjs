@@ -103,6 +103,22 @@ async function expectNoNewErrors(page, name, mark, what) {
   if (fresh.length) fail(name, `${what} raised ${fresh.length} error(s):\n${fresh.map((e) => `  ${e}`).join('\n')}`);
 }
 
+// Full page. The flame graphs are cross-origin (data:) frames, rendered out of process, and
+// Chromium paints them blank in a capture beyond the viewport: make the viewport as tall as the
+// page first, so that every frame is on screen and painted.
+async function takeScreenshot(page) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  const [width, height] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]);
+  await page.setViewportSize({ width: VIEWPORT.width, height: Math.min(height, 16_384) });
+  for (const f of page.frames()) {
+    await f.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))).catch(() => {});
+  }
+  await page.screenshot({ path: shotPath, fullPage: true, animations: 'disabled' });
+  await page.setViewportSize(VIEWPORT);
+  return `${shotPath} (${width}x${height}px, ${(statSync(shotPath).size / 1024).toFixed(0)} KiB)`;
+}
+
+let page;
 async function main() {
   userDataDir = mkdtempSync(join(tmpdir(), 'loopprof-chromium-'));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -133,7 +149,7 @@ async function main() {
   });
   await context.route(/^(?!(file|data|about|blob):)/i, (route) => route.abort('blockedbyclient'));
 
-  const page = context.pages()[0] ?? (await context.newPage());
+  page = context.pages()[0] ?? (await context.newPage());
   // Console messages and uncaught exceptions of child frames (the flame-graph iframes, which may
   // run out of process) are reported on the page too.
   page.on('console', (msg) => {
@@ -280,14 +296,9 @@ async function main() {
   }
 
   // --- zoom (click a frame that is not the root), then Reset Zoom, in the first flame graph
-  const first = iframes.first();
-  await first.scrollIntoViewIfNeeded();
-  const fg = first.contentFrame();
-  {
-    const name = 'flame graph zoom';
-    // The widest frame narrower than the whole graph: big enough to click, and zooming into it
-    // must widen it to 100%.
-    const pick = await fg.locator('#frames').evaluate((frames) => {
+  // that has a frame narrower than the whole graph (a loop blocked at a single call site
+  // gives one full-width chain: nothing to zoom into there).
+  const pickIn = (frames) => {
       const total = parseInt(frames.getAttribute('total_samples'), 10);
       let best = -1;
       let bestW = 0;
@@ -304,8 +315,18 @@ async function main() {
         width: g.querySelector('rect').getAttribute('width'),
         title: g.querySelector('title').textContent,
       };
-    });
-    if (!pick) fail(name, 'every frame spans the whole graph: nothing to zoom into');
+  };
+  let fg = null;
+  let pick = null;
+  for (let i = 0; i < nFlames && !pick; i++) {
+    const frameEl = iframes.nth(i);
+    await frameEl.scrollIntoViewIfNeeded();
+    fg = frameEl.contentFrame();
+    pick = await fg.locator('#frames').evaluate(pickIn);
+  }
+  {
+    const name = 'flame graph zoom';
+    if (!pick) fail(name, 'in every flame graph, every frame spans the whole graph: nothing to zoom into');
     const unzoom = fg.locator('#unzoom');
     if (!(await unzoom.evaluate((e) => e.classList.contains('hide')))) fail(name, '"Reset Zoom" is shown before any zoom');
     const target = fg.locator('#frames > g').nth(pick.index);
@@ -410,19 +431,34 @@ async function main() {
   // scripts, and a lazy iframe only loads once scrolled to).
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.waitForTimeout(200);
+  if (networkRequests.length) {
+    fail('no network requests', `${networkRequests.length} request(s) off file:/data:/about:\n${networkRequests.map((r) => `  ${r}`).join('\n')}`);
+  }
+  ok('no network requests', 'only file:/data:/about: URLs');
   if (consoleErrors.length || pageErrors.length) {
     const n = consoleErrors.length + pageErrors.length;
     fail('no console or page errors', `${n} error(s):\n${collectedProblems().filter((l) => !l.includes('network request')).join('\n')}`);
   }
   ok('no console or page errors', `in the page and its ${page.frames().length - 1} frame(s)`);
-  if (networkRequests.length) {
-    fail('no network requests', `${networkRequests.length} request(s) off file:/data:/about::\n${networkRequests.map((r) => `  ${r}`).join('\n')}`);
-  }
-  ok('no network requests', 'only file:/data:/about: URLs');
 
-  await page.screenshot({ path: shotPath, fullPage: true, animations: 'disabled' });
-  const dims = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]);
-  ok('screenshot', `${shotPath} (${dims[0]}x${dims[1]}px, ${(statSync(shotPath).size / 1024).toFixed(0)} KiB)`);
+  // Not a check, a note: content wider than the viewport means a horizontal scrollbar.
+  const overflow = await page.evaluate(() => {
+    const limit = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll('body *')]
+      .filter((el) => el.getBoundingClientRect().right > limit + 1 && !(el.parentElement && el.parentElement.getBoundingClientRect().right > limit + 1))
+      .map((el) => {
+        const sec = el.closest('section[id]');
+        const name = (e) => `${e.localName}${e.className ? `.${String(e.className).split(' ')[0]}` : ''}`;
+        const parent = el.parentElement ? `${name(el.parentElement)} > ` : '';
+        return `${sec ? `#${sec.id} ` : ''}${parent}${name(el)} (right edge ${el.getBoundingClientRect().right.toFixed(0)}px)`;
+      });
+    return { scrollWidth: document.documentElement.scrollWidth, limit, wide: wide.slice(0, 5) };
+  });
+  if (overflow.scrollWidth > overflow.limit) {
+    console.log(`warn page wider than the ${overflow.limit}px viewport (${overflow.scrollWidth}px): ${overflow.wide.join(', ')}`);
+  }
+
+  ok('screenshot', await takeScreenshot(page));
 }
 
 let code = 0;
@@ -440,6 +476,14 @@ try {
   if (extra.length) {
     console.error('collected so far:');
     for (const l of extra) console.error(l);
+  }
+  // The page as the failure left it, for whoever reads the CI log.
+  if (page && !page.isClosed()) {
+    try {
+      console.error(`screenshot after the failure: ${await takeScreenshot(page)}`);
+    } catch (e) {
+      console.error(`(no screenshot: ${String(e && e.message).split('\n')[0]})`);
+    }
   }
 } finally {
   if (context) await context.close().catch(() => {});
