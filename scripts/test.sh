@@ -20,6 +20,7 @@ log() { printf '\033[1mtest.sh:\033[0m %s\n' "$*" >&2; }
 need=()
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # live sync-redis case
 [[ -x /usr/bin/chromium ]] || need+=(chromium)  # tests/browser/check_report.mjs
 if ((${#need[@]})); then
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"

@@ -143,6 +143,15 @@ const CASES: &[Case] = &[
         think_ms: 100,
     },
     Case {
+        path: "/redis?ms=150",
+        category: "sync-redis",
+        endpoint: "redis_job",
+        function: "next_job",
+        line: Some("_redis.blpop("),
+        concurrency: 1,
+        think_ms: 100,
+    },
+    Case {
         path: "/client-per-request",
         category: "client-per-request",
         endpoint: "client_per_request",
@@ -248,7 +257,13 @@ fn app_mean_ms(app: &App, route: &str) -> f64 {
 
 fn run_suite(kind: Server, python: &str, expect_loop: &str) {
     let (_upstream, up_port) = start_upstream(python);
-    let app = start_app(kind, python, Some(up_port));
+    let (_redis, redis_port) = start_redis();
+    let app = start_app_with(
+        kind,
+        python,
+        Some(up_port),
+        &[("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/0"))],
+    );
     let root_pid = app.proc.pid();
     // Stall durations agree with the app's own timing (within one interval + 10 %). This runs
     // first, so every worker's stats hold only these requests.

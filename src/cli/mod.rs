@@ -97,9 +97,12 @@ impl AnalysisArgs {
 struct ReportArgs {
     /// A recording file, or an output directory of `loopprof record`.
     recording: PathBuf,
-    /// Where to write summary.json (default: the recording's directory).
+    /// Where to write the report files (default: the recording's directory).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Open report.html in a browser (xdg-open, sensible-browser or $BROWSER) when there is one.
+    #[arg(long)]
+    open: bool,
     #[command(flatten)]
     analysis: AnalysisArgs,
 }
@@ -277,7 +280,12 @@ pub fn main() -> i32 {
                 }
             };
             match run_report(&args.recording, args.output.as_deref(), analysis) {
-                Ok(()) => exit::OK,
+                Ok(dir) => {
+                    if args.open {
+                        open_in_browser(&dir.join("report.html"));
+                    }
+                    exit::OK
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     exit::IO
@@ -438,11 +446,35 @@ fn write_flamegraphs(
     Ok(written)
 }
 
+/// Opens a file with the desktop's browser; says so (and how to open it) when there is none.
+fn open_in_browser(path: &Path) {
+    let mut candidates: Vec<String> = std::env::var("BROWSER")
+        .map(|b| b.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    candidates.extend(["xdg-open", "sensible-browser", "open"].map(String::from));
+    for c in candidates.iter().filter(|c| !c.is_empty()) {
+        let spawned = std::process::Command::new(c)
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if spawned.is_ok() {
+            eprintln!("opened {} with {c}", path.display());
+            return;
+        }
+    }
+    eprintln!(
+        "note: no browser found to open the report (tried $BROWSER, xdg-open, sensible-browser); open {} yourself",
+        path.display()
+    );
+}
+
 fn run_report(
     recording_path: &Path,
     output: Option<&Path>,
     analysis: (Catalog, DiagnoseOptions),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PathBuf> {
     let resolved = recording::reader::resolve_path(recording_path);
     let dir = match output {
         Some(d) => d.to_path_buf(),
@@ -458,7 +490,8 @@ fn run_report(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
-    write_report(&resolved, &dir, &analysis, None)
+    write_report(&resolved, &dir, &analysis, None)?;
+    Ok(dir)
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {

@@ -204,6 +204,16 @@ pub fn server_command(kind: Server, venv: &Path, port: u16) -> Vec<String> {
 
 /// Starts the fixture app and waits until it is healthy.
 pub fn start_app(kind: Server, python: &str, upstream_port: Option<u16>) -> App {
+    start_app_with(kind, python, upstream_port, &[])
+}
+
+/// Like [`start_app`], with extra environment variables for the app.
+pub fn start_app_with(
+    kind: Server,
+    python: &str,
+    upstream_port: Option<u16>,
+    env: &[(&str, String)],
+) -> App {
     let venv = venv(python);
     let port = free_port();
     let cmd = server_command(kind, &venv, port);
@@ -214,6 +224,9 @@ pub fn start_app(kind: Server, python: &str, upstream_port: Option<u16>) -> App 
         .stderr(Stdio::null());
     if let Some(up) = upstream_port {
         c.env("UPSTREAM_URL", format!("http://127.0.0.1:{up}"));
+    }
+    for (k, v) in env {
+        c.env(k, v);
     }
     let proc = Proc::spawn("server", &mut c);
     wait_healthy(port, Duration::from_secs(30));
@@ -242,6 +255,41 @@ pub fn start_upstream(python: &str) -> (Proc, u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port)
+}
+
+/// Starts a throwaway Redis server (Debian's redis-server) on loopback; returns it and its
+/// port. No persistence, no config file.
+pub fn start_redis() -> (Proc, u16) {
+    assert!(
+        Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "redis-server is missing: run scripts/test.sh (it installs Debian's redis-server)"
+    );
+    let port = free_port();
+    let proc = Proc::spawn(
+        "redis",
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     (proc, port)

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from time import sleep
 
 import httpx
+import redis
 import requests
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
@@ -114,6 +115,9 @@ report_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="report")
 
 # Sync httpx client reused across requests (so /httpx-sync is pure network wait).
 _sync_http = httpx.Client(timeout=UPSTREAM_TIMEOUT)
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+_redis = redis.Redis.from_url(REDIS_URL, socket_timeout=UPSTREAM_TIMEOUT)
 
 shared_client: httpx.AsyncClient = None  # created in lifespan, used by /ctl/shared-client
 
@@ -412,6 +416,18 @@ async def log_endpoint(ms: float = 200):
     with stats.measure("/log"):
         audit_log.info("order %s viewed", 1234, extra={"collector_latency_ms": clamp_ms(ms)})
     return {"logged": True}
+
+
+def next_job(wait_ms: float):
+    """Wait for a job on a Redis list with the synchronous client (BLPOP blocks server-side)."""
+    return _redis.blpop(["jobs:pending"], timeout=wait_ms / 1000.0)
+
+
+@app.get("/redis")
+async def redis_job(ms: float = 200):
+    with stats.measure("/redis"):
+        job = next_job(clamp_ms(ms))
+    return {"job": job}
 
 
 @app.get("/dns")
