@@ -210,6 +210,11 @@ fn record_case(
     think: u32,
 ) -> Value {
     http_get(app.port, "/health", Duration::from_secs(5)).unwrap();
+    // Warm up: the first request of an endpoint can pay one-off costs on the loop (lazy
+    // imports, a client's first connection pool); the cases measure steady state.
+    for p in paths {
+        let _ = http_get(app.port, p, Duration::from_secs(10));
+    }
     let _load = start_load_think(app, paths, conc, 8.0, think);
     std::thread::sleep(Duration::from_millis(400));
     let dir = out_dir(name);

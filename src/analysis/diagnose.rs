@@ -251,6 +251,10 @@ fn package(rec: &Recording, f: &FrameDef) -> String {
     module.split('.').next().unwrap_or(&module).to_owned()
 }
 
+/// A short block must hold the loop at least this long (CPU-starvation discounted) to count
+/// towards a repeated-short-blocks finding.
+pub const MIN_SHORT_BLOCK_MS: f64 = 15.0;
+
 /// Packages whose coroutines the application awaits: blocking inside them is the cost of
 /// the correct async API, not something the application can turn async.
 const ASYNC_FRAMEWORKS: &[&str] = &[
@@ -733,11 +737,17 @@ fn build_findings(
             .filter(|b| b.effective_ms >= opts.threshold_ms)
             .map(|b| b.duration_ms)
             .collect();
-        // A short block counts only when it spans two or more consecutive samples: one busy
-        // sample is what any short callback of a loaded, healthy server looks like.
+        // A short block counts only when it spans two or more consecutive samples (one busy
+        // sample is what any short callback of a loaded, healthy server looks like) and held
+        // the loop for at least MIN_SHORT_BLOCK_MS itself: a few ms of ordinary async work
+        // stretched over two samples is sampling noise, not a block.
         let short: Vec<f64> = group
             .iter()
-            .filter(|b| b.effective_ms < opts.threshold_ms && b.stacks.len() >= 2)
+            .filter(|b| {
+                b.effective_ms < opts.threshold_ms
+                    && b.effective_ms >= MIN_SHORT_BLOCK_MS
+                    && b.stacks.len() >= 2
+            })
             .map(|b| b.effective_ms)
             .collect();
         let blocked: f64 = stall_durations.iter().sum();
@@ -779,9 +789,13 @@ fn build_findings(
             share >= opts.min_share_pct
         } else if !app_site {
             !stall_durations.is_empty() && waiting
+        } else if awaited_async_api {
+            // The application awaited the async API (asyncio.create_subprocess_exec forking,
+            // an anyio primitive): what blocks is the library's own cost, and the catalog's
+            // advice (use the async API) is already followed.
+            false
         } else {
-            !stall_durations.is_empty()
-                || (!awaited_async_api && short.len() >= 2 && share >= opts.min_share_pct)
+            !stall_durations.is_empty() || (short.len() >= 2 && share >= opts.min_share_pct)
         };
         if !reported {
             continue;
