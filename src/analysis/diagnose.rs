@@ -392,7 +392,7 @@ fn user_or_leaf(rec: &Recording, stack: u32) -> Option<CallSite> {
 /// Per sample of a thread, the share of the time to the next sample (or from the previous,
 /// for the last) that the thread was runnable but waiting for a CPU, from its scheduler
 /// counters; 0 when they were not recorded.
-fn starved_fractions(samples: &[&Sample], tid: u32) -> Vec<f64> {
+fn sched_fractions(samples: &[&Sample], tid: u32) -> Vec<SchedShare> {
     let sched: Vec<Option<[u64; 2]>> = samples
         .iter()
         .map(|s| {
@@ -402,10 +402,13 @@ fn starved_fractions(samples: &[&Sample], tid: u32) -> Vec<f64> {
                 .and_then(|t| t.sched)
         })
         .collect();
-    let frac = |i: usize, j: usize| -> Option<f64> {
+    let frac = |i: usize, j: usize| -> Option<SchedShare> {
         let (a, b) = (sched[i]?, sched[j]?);
         let dt_ns = (samples[j].t_us.checked_sub(samples[i].t_us)? as f64) * 1000.0;
-        (dt_ns > 0.0).then(|| (b[1].saturating_sub(a[1]) as f64 / dt_ns).clamp(0.0, 1.0))
+        (dt_ns > 0.0).then(|| SchedShare {
+            running: (b[0].saturating_sub(a[0]) as f64 / dt_ns).clamp(0.0, 1.0),
+            starved: (b[1].saturating_sub(a[1]) as f64 / dt_ns).clamp(0.0, 1.0),
+        })
     };
     (0..samples.len())
         .map(|i| {
@@ -416,9 +419,19 @@ fn starved_fractions(samples: &[&Sample], tid: u32) -> Vec<f64> {
             } else {
                 None
             }
-            .unwrap_or(0.0)
+            .unwrap_or(SchedShare {
+                running: 1.0,
+                starved: 0.0,
+            })
         })
         .collect()
+}
+
+/// Shares of a sample interval a thread spent running on a CPU and runnable without one.
+#[derive(Debug, Clone, Copy)]
+struct SchedShare {
+    running: f64,
+    starved: f64,
 }
 
 /// Midpoint-based durations: sample i covers from halfway to its predecessor to halfway to
@@ -481,9 +494,9 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             .collect();
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         let cover = coverage_ms(&times);
-        let starved = starved_fractions(&samples, lt.tid);
+        let sched = sched_fractions(&samples, lt.tid);
         let mut current: Option<Block> = None;
-        for ((s, w), starved) in samples.iter().zip(&cover).zip(&starved) {
+        for ((s, w), sched) in samples.iter().zip(&cover).zip(&sched) {
             let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
             let state = loops::classify(rec, lt, s, t);
             let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
@@ -534,9 +547,12 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             *entry.2.entry(label).or_default() += w;
             // Running (or runnable) code: discount the time it waited for a CPU.
             let effective = match activity {
+                // Code running holds the loop only while the thread is on a CPU: time runnable
+                // without a CPU, and time stopped by loopprof's own ptrace stop (longer when
+                // the sampler itself is short of CPU), are not the code's.
                 Some(Activity::OnCpu) | Some(Activity::Native) => {
-                    starved_ms += w * starved;
-                    w * (1.0 - starved)
+                    starved_ms += w * sched.starved;
+                    w * sched.running
                 }
                 _ => *w,
             };
@@ -1386,6 +1402,7 @@ mod tests {
         let build = |starved: f64| {
             let mut b = RecordingBuilder::new(header(1, 100.0));
             let mut wait_ns = 0u64;
+            let mut run_ns = 0u64;
             for i in 0..30u64 {
                 let mut th = if (10..20).contains(&i) {
                     thread(
@@ -1399,9 +1416,12 @@ mod tests {
                 } else {
                     thread(1, "MainThread", 'S', "epoll_pwait", false, base())
                 };
-                th.sched = Some([i * 1_000_000, wait_ns]);
+                th.sched = Some([run_ns, wait_ns]);
                 if (10..20).contains(&i) {
                     wait_ns += (10_000_000.0 * starved) as u64;
+                    run_ns += (10_000_000.0 * (1.0 - starved)) as u64;
+                } else {
+                    run_ns += 100_000;
                 }
                 b.sample(1, i * 10_000, 0, &[th]);
             }
