@@ -487,11 +487,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     let mut shares: BTreeMap<(u32, u32), ShareAcc> = BTreeMap::new();
 
     for lt in &loops_found {
-        let samples: Vec<&Sample> = rec
-            .samples
-            .iter()
-            .filter(|s| s.pid == lt.pid && s.threads.iter().any(|t| t.tid == lt.tid))
-            .collect();
+        let samples = loops::samples_of(rec, lt);
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         let cover = coverage_ms(&times);
         let sched = sched_fractions(&samples, lt.tid);

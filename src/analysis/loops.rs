@@ -325,6 +325,14 @@ pub fn classify(rec: &Recording, lt: &LoopThread, sample: &Sample, t: &ThreadSam
     }
 }
 
+/// The samples of a loop thread (its process's ticks in which the thread appears), in order.
+pub fn samples_of<'r>(rec: &'r Recording, lt: &LoopThread) -> Vec<&'r Sample> {
+    rec.samples
+        .iter()
+        .filter(|s| s.pid == lt.pid && s.threads.iter().any(|t| t.tid == lt.tid))
+        .collect()
+}
+
 /// Index of the innermost application frame below `anchor`, if any.
 pub fn app_frame(rec: &Recording, stack: &[&FrameDef], anchor: usize) -> Option<usize> {
     (0..anchor).find(|&i| frames::origin(rec.str(stack[i].file)) == Origin::App)

@@ -5,6 +5,7 @@
 //! target was stopped per sample, process CPU, and per thread the share of samples in each OS
 //! state, in each syscall, holding the GIL, and the most frequent innermost frames.
 
+use super::frames::short_file;
 use crate::recording::Recording;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -91,15 +92,6 @@ fn top(counts: HashMap<String, usize>, total: usize, n: usize) -> Vec<(String, f
         .take(n)
         .map(|(k, c)| (k, pct(c, total)))
         .collect()
-}
-
-fn short_file(path: &str) -> &str {
-    let mut it = path.rsplitn(3, '/');
-    let last = it.next().unwrap_or(path);
-    match it.next() {
-        Some(dir) => &path[path.len() - last.len() - dir.len() - 1..],
-        None => last,
-    }
 }
 
 /// Summarises a recording.

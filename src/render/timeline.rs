@@ -6,7 +6,7 @@
 
 use crate::analysis::diagnose::{coverage_ms, Diagnosis};
 use crate::analysis::loops::{self, Activity, LoopState};
-use crate::recording::{Recording, Sample};
+use crate::recording::Recording;
 use std::fmt::Write;
 
 const WIDTH: f64 = 960.0;
@@ -43,11 +43,7 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
     let mut bins = vec![Bin::default(); n];
     let idx = |t: u64| ((t as f64 / bin_us) as usize).min(n - 1);
     for lt in &d.loops {
-        let samples: Vec<&Sample> = rec
-            .samples
-            .iter()
-            .filter(|s| s.pid == lt.pid && s.threads.iter().any(|t| t.tid == lt.tid))
-            .collect();
+        let samples = loops::samples_of(rec, lt);
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         for (s, w) in samples.iter().zip(coverage_ms(&times)) {
             let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
