@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod diagnose;
+pub mod dump;
 pub mod frames;
 pub mod loops;
 pub mod overview;

@@ -358,9 +358,14 @@ impl ProcessSampler {
         // Up to two attempts: a Python thread that appeared since the last tick was not stopped
         // during the first read, so that read is done again with it included.
         for attempt in 0..2 {
-            let before: HashMap<u32, ThreadOs> = self
-                .python_tids
-                .clone()
+            // Before the first stop the Python threads are not known yet: read every thread,
+            // so that no state or syscall is ever read after one of our stops.
+            let to_read = if self.python_tids.is_empty() {
+                procfs::thread_ids(pid).unwrap_or_default()
+            } else {
+                self.python_tids.clone()
+            };
+            let before: HashMap<u32, ThreadOs> = to_read
                 .into_iter()
                 .map(|tid| (tid, self.thread_state(tid)))
                 .collect();

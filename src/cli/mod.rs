@@ -34,6 +34,8 @@ pub mod exit {
     pub const PERMISSION: i32 = 4;
     /// Output cannot be written, or an input recording cannot be read.
     pub const IO: i32 = 5;
+    /// `dump`: the event loop is blocked.
+    pub const LOOP_BLOCKED: i32 = 6;
 }
 
 /// loopprof: find what blocks the asyncio event loop of a running uvicorn/gunicorn server.
@@ -50,6 +52,9 @@ enum Command {
     Record(RecordArgs),
     /// Diagnose a saved recording offline: write summary.json and print the findings.
     Report(ReportArgs),
+    /// Snapshot a (possibly hung) server for a second: every thread's stack and state, and
+    /// what blocks the event loop. Exit 6 when it is blocked, 0 when not.
+    Dump(DumpArgs),
     /// Summarise a recording: processes, threads, states, syscalls, hottest frames.
     Inspect(InspectArgs),
 }
@@ -155,6 +160,29 @@ struct RecordArgs {
     command: Vec<String>,
     #[command(flatten)]
     analysis: AnalysisArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").args(["pid", "name"]).required(true))]
+struct DumpArgs {
+    /// Pid of the uvicorn/gunicorn process (its Python child processes are dumped too).
+    #[arg(long, short = 'p')]
+    pid: Option<u32>,
+    /// Regular expression matched against full command lines, like `pgrep -f`.
+    #[arg(long, short = 'n', value_name = "PATTERN")]
+    name: Option<String>,
+    /// Snapshots to take.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    snapshots: u32,
+    /// Seconds the snapshots are spread over.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    window: f64,
+    /// Only the given process, not its Python child processes.
+    #[arg(long)]
+    no_subprocesses: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +320,7 @@ pub fn main() -> i32 {
                 }
             }
         }
+        Command::Dump(args) => run_dump(args),
         Command::Inspect(args) => match run_inspect(args) {
             Ok(()) => exit::OK,
             Err(e) => {
@@ -492,6 +521,81 @@ fn run_report(
     };
     write_report(&resolved, &dir, &analysis, None)?;
     Ok(dir)
+}
+
+fn run_dump(args: DumpArgs) -> i32 {
+    if args.snapshots < 2 || args.snapshots > 1000 || !(args.window > 0.0 && args.window <= 60.0) {
+        eprintln!("error: --snapshots must be 2-1000 and --window more than 0 and at most 60 s");
+        return exit::USAGE;
+    }
+    let target = match (args.pid, args.name) {
+        (Some(p), None) => TargetSpec::Pid(p),
+        (None, Some(n)) => TargetSpec::Name(n),
+        _ => {
+            eprintln!("error: choose the target once: --pid or --name");
+            return exit::USAGE;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "loopprof-dump-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ));
+    let rate = args.snapshots as f64 / args.window;
+    let opts = RecordOptions {
+        target,
+        // The window plus a little, so the last snapshot is taken.
+        duration: Some(Duration::from_secs_f64(args.window + 0.5 / rate)),
+        rate_hz: rate,
+        output_dir: dir.clone(),
+        locking: Locking::PythonThreads,
+        subprocesses: !args.no_subprocesses,
+        keep_running: false,
+        compress: false,
+        probes: Vec::new(),
+        probe_timeout: Duration::from_secs(5),
+    };
+    let result = capture::record(&opts, install_stop_handler(), |_| {});
+    let code = match result {
+        Ok(outcome) => match recording::load(&outcome.path) {
+            Ok(rec) => {
+                // A stall must span several snapshots: one busy snapshot is any short callback.
+                let interval_ms = 1000.0 / rate;
+                let dopts = DiagnoseOptions {
+                    threshold_ms: (2.5 * interval_ms).max(50.0),
+                    min_share_pct: 100.0,
+                };
+                let d = diagnose(&rec, &Catalog::builtin(), &dopts);
+                let dump = crate::analysis::dump::dump(&rec, &d);
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&dump).expect("dump serialises")
+                    );
+                } else {
+                    print!("{}", render::text::dump(&dump));
+                    if let Some(f) = d.findings.first() {
+                        println!("fix ({}): {}", f.category, f.fix.summary);
+                    }
+                }
+                if dump.loop_blocked {
+                    exit::LOOP_BLOCKED
+                } else {
+                    exit::OK
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::IO
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            capture_exit_code(&e)
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    code
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {

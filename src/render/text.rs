@@ -170,6 +170,51 @@ pub fn diagnosis(d: &Diagnosis) -> String {
     out
 }
 
+/// Renders a `dump`: every thread's stack and state, then the verdict.
+pub fn dump(d: &crate::analysis::dump::Dump) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} snapshots over {:.1} s\n", d.snapshots, d.window_s);
+    for t in &d.threads {
+        let state = match &t.wait_reason {
+            Some(r) => format!("{} ({r})", t.state),
+            None => t.state.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "Process {} thread {} {:?}{}: {state} in {}/{} snapshots",
+            t.pid,
+            t.tid,
+            sanitize(&t.name),
+            if t.event_loop { " (event loop)" } else { "" },
+            t.snapshots,
+            t.of
+        );
+        for f in &t.stack {
+            let _ = writeln!(out, "    {}", sanitize(f));
+        }
+        if let Some(src) = &t.source {
+            let _ = writeln!(out, "    > {}", sanitize(src));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "{}", sanitize(&d.verdict));
+    if !d.waited_for.is_empty() {
+        let _ = writeln!(out, "The loop is probably waiting for:");
+        for w in &d.waited_for {
+            let _ = writeln!(
+                out,
+                "  thread {:?} ({}) at {}, {} in {}",
+                sanitize(&w.name),
+                w.tid,
+                sanitize(&w.at),
+                w.state,
+                sanitize(&w.leaf)
+            );
+        }
+    }
+    out
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()

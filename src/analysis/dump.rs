@@ -1,0 +1,199 @@
+//! `loopprof dump`: what every Python thread is doing *now*, from a short burst of snapshots.
+//!
+//! For each thread, the stack it was in most often, with its activity (on-CPU, native,
+//! waiting and why, GIL wait, idle for event loops) and in how many of the snapshots it stayed
+//! there. The verdict comes from the regular diagnosis of the same snapshots; when the loop
+//! waits on a lock, join or future (`executor-shutdown-wait`, `thread-sync-wait`), the threads
+//! of that process busy in application code are named as the ones it is probably waiting for.
+
+use super::diagnose::Diagnosis;
+use super::frames::{self, short_file, Origin};
+use super::loops::{self, Activity, LoopState};
+use crate::recording::Recording;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One thread in the dump.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadDump {
+    /// Process id.
+    pub pid: u32,
+    /// OS thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub name: String,
+    /// True for the application's event-loop threads.
+    pub event_loop: bool,
+    /// `idle`, `on-cpu`, `native`, `waiting`, `gil-wait`.
+    pub state: String,
+    /// The wait reason, when waiting.
+    pub wait_reason: Option<String>,
+    /// Snapshots in which the thread was in this stack.
+    pub snapshots: usize,
+    /// Snapshots of the thread in total.
+    pub of: usize,
+    /// The stack, innermost first: `function (dir/file.py:line)`.
+    pub stack: Vec<String>,
+    /// Source text of the innermost application frame, when recorded.
+    pub source: Option<String>,
+}
+
+/// A thread the blocked loop is probably waiting for.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitedFor {
+    /// Thread name.
+    pub name: String,
+    /// OS thread id.
+    pub tid: u32,
+    /// Its innermost application frame, `function (dir/file.py:line)`.
+    pub at: String,
+    /// Its innermost frame (what it is stuck in).
+    pub leaf: String,
+    /// Its activity.
+    pub state: String,
+}
+
+/// The whole dump.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dump {
+    /// Window covered, seconds.
+    pub window_s: f64,
+    /// Snapshots per process.
+    pub snapshots: usize,
+    /// Every thread, event loops first.
+    pub threads: Vec<ThreadDump>,
+    /// True when the diagnosis found the loop blocked (any finding).
+    pub loop_blocked: bool,
+    /// The diagnosis verdict sentence.
+    pub verdict: String,
+    /// For lock/join/future waits: threads of the same process busy in application code.
+    pub waited_for: Vec<WaitedFor>,
+}
+
+fn label(rec: &Recording, f: &crate::recording::FrameDef) -> String {
+    format!(
+        "{} ({}:{})",
+        rec.str(f.name),
+        short_file(rec.str(f.file)),
+        f.line
+    )
+}
+
+fn state_of(a: Option<Activity>) -> (String, Option<String>) {
+    match a {
+        None => ("idle".into(), None),
+        Some(Activity::Waiting(r)) => ("waiting".into(), Some(r.name().into())),
+        Some(a) => (a.name().into(), None),
+    }
+}
+
+/// Builds the dump from a short recording and its diagnosis.
+pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
+    // (pid, tid) -> (stack id, activity) -> count
+    type Key = (u32, Option<Activity>);
+    let mut seen: BTreeMap<(u32, u32), (String, BTreeMap<Key, usize>, usize)> = BTreeMap::new();
+    for s in &rec.samples {
+        for t in &s.threads {
+            let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == t.tid);
+            let activity = match lt {
+                Some(lt) => match loops::classify(rec, lt, s, t) {
+                    LoopState::Idle | LoopState::Overhead => None,
+                    LoopState::GilWait => Some(Activity::GilWait),
+                    LoopState::Busy { activity, .. } => Some(activity),
+                    LoopState::NotLoop => Some(loops::activity(rec, s, t)),
+                },
+                None => Some(loops::activity(rec, s, t)),
+            };
+            let e = seen
+                .entry((s.pid, t.tid))
+                .or_insert_with(|| (String::new(), BTreeMap::new(), 0));
+            if let Some(n) = rec.thread_name(t) {
+                e.0 = n.to_owned();
+            }
+            *e.1.entry((t.stack, activity)).or_default() += 1;
+            e.2 += 1;
+        }
+    }
+    let mut threads: Vec<ThreadDump> = seen
+        .into_iter()
+        .map(|((pid, tid), (name, stacks, total))| {
+            let ((stack, activity), count) = stacks
+                .into_iter()
+                .max_by_key(|(k, c)| (*c, std::cmp::Reverse(k.0)))
+                .unwrap();
+            let frames: Vec<_> = rec.stack(stack).collect();
+            let (state, wait_reason) = state_of(activity);
+            ThreadDump {
+                pid,
+                tid,
+                name,
+                event_loop: d.loops.iter().any(|l| l.pid == pid && l.tid == tid),
+                state,
+                wait_reason,
+                snapshots: count,
+                of: total,
+                source: frames
+                    .iter()
+                    .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
+                    .and_then(|f| rec.source_line(f))
+                    .map(|s| s.trim().to_owned()),
+                stack: frames.iter().map(|f| label(rec, f)).collect(),
+            }
+        })
+        .collect();
+    threads.sort_by_key(|t| (!t.event_loop, t.pid, t.tid));
+
+    // What a loop blocked on a lock/join/future waits for: the other threads of its process
+    // that are busy in application code.
+    let mut waited_for = Vec::new();
+    if let Some(top) = d.findings.first() {
+        if matches!(
+            top.category.as_str(),
+            "executor-shutdown-wait" | "thread-sync-wait"
+        ) {
+            for s in rec
+                .samples
+                .iter()
+                .rev()
+                .filter(|s| s.pid == top.pid)
+                .take(1)
+            {
+                for t in &s.threads {
+                    if d.loops.iter().any(|l| l.pid == s.pid && l.tid == t.tid) {
+                        continue;
+                    }
+                    let frames: Vec<_> = rec.stack(t.stack).collect();
+                    if let Some(app) = frames
+                        .iter()
+                        .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
+                    {
+                        let (state, reason) = state_of(Some(loops::activity(rec, s, t)));
+                        waited_for.push(WaitedFor {
+                            name: rec.thread_name(t).unwrap_or("?").to_owned(),
+                            tid: t.tid,
+                            at: label(rec, app),
+                            leaf: frames.first().map(|f| label(rec, f)).unwrap_or_default(),
+                            state: match reason {
+                                Some(r) => format!("{state} ({r})"),
+                                None => state,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let snapshots = rec
+        .processes
+        .first()
+        .map(|p| rec.samples.iter().filter(|s| s.pid == p.pid).count())
+        .unwrap_or(0);
+    Dump {
+        window_s: rec.duration_us() as f64 / 1e6,
+        snapshots,
+        threads,
+        loop_blocked: !d.findings.is_empty(),
+        verdict: d.verdict.summary.clone(),
+        waited_for,
+    }
+}

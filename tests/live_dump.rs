@@ -1,0 +1,64 @@
+//! Live tests of `loopprof dump` on a completely hung server: the seed's news-stream bug
+//! (leaving `with ThreadPoolExecutor` waits for a worker stuck on a slow upstream), on the
+//! asyncio loop and on uvloop; and a healthy server.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn hung_server_is_diagnosed(kind: Server) {
+    let (_upstream, up_port) = start_upstream("3.11");
+    let app = start_app(kind, "3.11", Some(up_port));
+    let pid = app.proc.pid().to_string();
+
+    let out = run_loopprof(&["dump", "--pid", &pid], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "healthy server: {}", text(&out));
+
+    // One stream request hangs the loop for 8 s in Executor.__exit__.
+    let port = app.port;
+    let _client = std::thread::spawn(move || {
+        let _ = http_get(port, "/executor-shutdown?ms=8000", Duration::from_secs(20));
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        http_get(app.port, "/health", Duration::from_millis(500)).is_err(),
+        "the server is hung"
+    );
+    let started = Instant::now();
+    let out = run_loopprof(&["dump", "--pid", &pid], Duration::from_secs(20));
+    let took = started.elapsed();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(took < Duration::from_secs(4), "dump took {took:?}");
+    for needed in [
+        "executor-shutdown-wait",
+        "Executor.__exit__",
+        "executor_shutdown.<locals>.event_generator",
+        "(event loop): waiting (lock)",
+        "The loop is probably waiting for:",
+        "at fetch_upstream",
+        "waiting (socket)",
+    ] {
+        assert!(t.contains(needed), "{needed:?} missing:\n{t}");
+    }
+    let out = run_loopprof(&["dump", "--pid", &pid, "--json"], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(v["loop_blocked"], true);
+    assert_eq!(v["threads"][0]["event_loop"], true);
+    assert!(v["waited_for"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("ThreadPoolExecutor-"));
+}
+
+#[test]
+fn dump_names_the_hang_on_asyncio() {
+    hung_server_is_diagnosed(Server::UvicornAsyncio);
+}
+
+#[test]
+fn dump_names_the_hang_on_uvloop() {
+    hung_server_is_diagnosed(Server::UvicornUvloop);
+}
