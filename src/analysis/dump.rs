@@ -87,11 +87,13 @@ fn state_of(a: Option<Activity>) -> (String, Option<String>) {
     }
 }
 
+/// Per thread: its name, how often each (stack id, activity) was seen, and its sample count.
+type Seen = (String, BTreeMap<(u32, Option<Activity>), usize>, usize);
+
 /// Builds the dump from a short recording and its diagnosis.
 pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
-    // (pid, tid) -> (stack id, activity) -> count
-    type Key = (u32, Option<Activity>);
-    let mut seen: BTreeMap<(u32, u32), (String, BTreeMap<Key, usize>, usize)> = BTreeMap::new();
+    // (pid, tid) -> (name, (stack id, activity) -> count, total)
+    let mut seen: BTreeMap<(u32, u32), Seen> = BTreeMap::new();
     for s in &rec.samples {
         for t in &s.threads {
             let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == t.tid);
