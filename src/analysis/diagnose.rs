@@ -484,6 +484,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     let mut busy_ms = 0.0;
     let mut gil_ms = 0.0;
     let mut starved_ms = 0.0;
+    let mut window_by_pid: HashMap<u32, f64> = HashMap::new();
     let mut shares: BTreeMap<(u32, u32), ShareAcc> = BTreeMap::new();
 
     for lt in &loops_found {
@@ -531,6 +532,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                 }
             };
             window_ms += w;
+            *window_by_pid.entry(lt.pid).or_default() += w;
             let entry = shares
                 .entry((lt.pid, lt.tid))
                 .or_insert_with(|| (lt.name.clone(), true, HashMap::new(), 0.0));
@@ -624,7 +626,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         }
     }
 
-    let (findings, reported) = build_findings(rec, catalog, opts, &blocks, window_ms);
+    let (findings, reported) = build_findings(rec, catalog, opts, &blocks, &window_by_pid);
     // The loop samples inside reported stalls (for the "event loop blocked" flame graph).
     let stall_samples: HashSet<(u32, u32, u64)> = blocks
         .iter()
@@ -732,7 +734,7 @@ fn build_findings(
     catalog: &Catalog,
     opts: &Options,
     blocks: &[Block],
-    window_ms: f64,
+    window_by_pid: &HashMap<u32, f64>,
 ) -> (Vec<Finding>, HashSet<SiteKey>) {
     let mut reported_keys = HashSet::new();
     // Group blocks by call site key (across processes: workers run the same code).
@@ -764,6 +766,12 @@ fn build_findings(
             .collect();
         let blocked: f64 = stall_durations.iter().sum();
         let short_total: f64 = short.iter().sum();
+        // The share is of the loop time of the processes where it happened: one worker of
+        // several can be badly blocked while the others are fine.
+        let mut pids: Vec<u32> = group.iter().map(|b| b.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let window_ms: f64 = pids.iter().filter_map(|p| window_by_pid.get(p)).sum();
         let share = if window_ms > 0.0 {
             100.0 * (blocked + short_total) / window_ms
         } else {
