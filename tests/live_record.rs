@@ -230,18 +230,15 @@ fn gunicorn_workers_and_restarts_are_followed() {
     let master = app.proc.pid();
     let _load = start_load(&app, &["/health"], 1, 8.0);
     let dir = out_dir("gunicorn-restart");
-    let mut rec_proc = Proc::spawn(
-        "loopprof",
-        Command::new(loopprof()).args([
-            "record",
-            "--name",
-            &format!("gunicorn.*127.0.0.1:{}", app.port),
-            "--duration",
-            "5",
-            "-o",
-            dir.to_str().unwrap(),
-        ]),
-    );
+    let mut rec_proc = spawn_loopprof(&[
+        "record",
+        "--name",
+        &format!("gunicorn.*127.0.0.1:{}", app.port),
+        "--duration",
+        "5",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     let parents = loopprof::capture::procfs::process_parents();
     let before = loopprof::capture::procfs::descendants(master, &parents);
@@ -331,16 +328,13 @@ fn probe_measures_what_users_see_while_the_loop_is_blocked() {
 fn ctrl_c_ends_the_recording_cleanly() {
     let app = start_app(Server::UvicornAsyncio, "3.11", None);
     let dir = out_dir("ctrl-c");
-    let mut p = Proc::spawn(
-        "loopprof",
-        Command::new(loopprof()).args([
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "-o",
-            dir.to_str().unwrap(),
-        ]),
-    );
+    let mut p = spawn_loopprof(&[
+        "record",
+        "--pid",
+        &app.proc.pid().to_string(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_secs(2));
     p.signal(libc::SIGINT);
     let st = p
@@ -359,16 +353,13 @@ fn ctrl_c_ends_the_recording_cleanly() {
 fn target_exit_ends_the_recording_cleanly() {
     let app = start_app(Server::UvicornUvloop, "3.11", None);
     let dir = out_dir("target-exit");
-    let mut p = Proc::spawn(
-        "loopprof",
-        Command::new(loopprof()).args([
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "-o",
-            dir.to_str().unwrap(),
-        ]),
-    );
+    let mut p = spawn_loopprof(&[
+        "record",
+        "--pid",
+        &app.proc.pid().to_string(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
     std::thread::sleep(Duration::from_millis(1500));
     app.proc.signal(libc::SIGTERM);
     let st = p
@@ -492,21 +483,15 @@ fn sigkill_of_loopprof_never_leaves_the_target_stopped() {
     let mut last_dir = None;
     for i in 0..8u64 {
         let dir = out_dir(&format!("sigkill-{i}"));
-        let mut p = Proc::spawn(
-            "loopprof",
-            Command::new(loopprof())
-                .args([
-                    "record",
-                    "--pid",
-                    &pid.to_string(),
-                    "--rate",
-                    "1000",
-                    "-o",
-                    dir.to_str().unwrap(),
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        );
+        let mut p = spawn_loopprof(&[
+            "record",
+            "--pid",
+            &pid.to_string(),
+            "--rate",
+            "1000",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
         std::thread::sleep(Duration::from_millis(700 + i * 97));
         p.signal(libc::SIGKILL);
         p.wait_timeout(Duration::from_secs(5)).expect("killed");

@@ -981,32 +981,40 @@ fn attribute<'c>(
 ) -> Attribution<'c> {
     let is_app = |i: usize| frames::origin(rec.str(stack[i].file)) == Origin::App;
     let outermost_app = (0..anchor).rev().find(|&i| is_app(i));
-    let mut outside_app: Option<usize> = None;
-    for i in (0..outermost_app.map_or(anchor, |o| o + 1)).rev() {
-        if is_app(i) {
-            outside_app = Some(i);
-            continue;
-        }
-        let module = frames::module(rec.str(stack[i].file));
-        if let Some(entry) = catalog.match_frame(&module, rec.str(stack[i].name)) {
-            return Attribution {
-                entry,
-                matched_by: MatchedBy::Frame(i),
-                call_site: Some(call_site(rec, stack[outside_app.unwrap_or(i)])),
-                blocking_call: Some(api_name(rec, stack[i])),
-            };
-        }
-    }
+    // Library frames from the outermost application frame inwards, by stack index.
+    let libs: Vec<usize> = (0..outermost_app.map_or(anchor, |o| o + 1))
+        .rev()
+        .filter(|&i| !is_app(i))
+        .collect();
     let user = loops::app_frame(rec, stack, anchor);
     let site_frame = user.map(|u| stack[u]).or(stack.first().copied());
     let source = site_frame.and_then(|f| rec.source_line(f));
     let facts = SiteFacts {
-        callees: Vec::new(),
+        callees: libs
+            .iter()
+            .map(|&i| {
+                (
+                    frames::module(rec.str(stack[i].file)),
+                    rec.str(stack[i].name),
+                )
+            })
+            .collect(),
         source,
         activity: activity.name(),
         wait_reason: activity.wait_reason().map(|r| r.name()),
     };
     let (entry, matched_by) = catalog.classify(&facts);
+    if let MatchedBy::Frame(k) = matched_by {
+        // The API the application called; the call site is the application frame calling it.
+        let i = libs[k];
+        let caller = (i + 1..anchor).find(|&j| is_app(j)).unwrap_or(i);
+        return Attribution {
+            entry,
+            matched_by,
+            call_site: Some(call_site(rec, stack[caller])),
+            blocking_call: Some(api_name(rec, stack[i])),
+        };
+    }
     let blocking_call = match user {
         Some(u) if u > 0 => Some(api_name(rec, stack[u - 1])),
         Some(_) => source.and_then(called_on_line),

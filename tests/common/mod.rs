@@ -338,6 +338,17 @@ pub fn out_dir(test: &str) -> PathBuf {
     d
 }
 
+/// Starts loopprof in the background (output discarded); the caller signals or waits for it.
+pub fn spawn_loopprof(args: &[&str]) -> Proc {
+    Proc::spawn(
+        "loopprof",
+        Command::new(loopprof())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// Runs loopprof to completion with a time limit.
 pub fn run_loopprof(args: &[&str], limit: Duration) -> Output {
     let mut p = Proc::spawn(
