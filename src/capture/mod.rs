@@ -10,6 +10,7 @@ pub mod probe;
 pub mod procfs;
 pub mod sampler;
 pub mod source;
+pub mod stop;
 pub mod syscalls;
 pub mod target;
 

@@ -11,6 +11,7 @@
 use super::procfs::{self, Syscall};
 use super::syscalls;
 use super::CaptureError;
+use crate::capture::stop::StoppedThread;
 use crate::recording::{ProcessInfo, RawFrame, RawThread};
 use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
@@ -243,17 +244,28 @@ impl TidMapper {
     }
 }
 
-/// Stops the given threads with ptrace; they resume when the returned guards drop.
-/// Threads that exited meanwhile are skipped.
-fn lock_threads(tids: &[u32]) -> Result<Vec<remoteprocess::ThreadLock>, String> {
-    let mut locks = Vec::with_capacity(tids.len());
-    for &tid in tids {
-        let thread = remoteprocess::Thread::new(tid as i32).map_err(|e| e.to_string())?;
-        match thread.lock() {
-            Ok(l) => locks.push(l),
-            Err(remoteprocess::Error::NixError(nix::errno::Errno::ESRCH)) => continue,
-            Err(e) => return Err(format!("cannot stop thread {tid}: {e}")),
+/// Stops the given threads with ptrace ([`StoppedThread::stop_all`]); they resume when the
+/// returned guards drop. Threads that exited meanwhile are skipped.
+fn lock_threads(tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
+    crate::capture::stop::release_left_seized(false);
+    StoppedThread::stop_all(tids)
+}
+
+/// Stops every thread of `pid`, again until no new thread appeared meanwhile.
+fn lock_all_threads(pid: u32) -> Result<Vec<StoppedThread>, String> {
+    let mut locks: Vec<StoppedThread> = Vec::new();
+    let mut done: HashSet<u32> = HashSet::new();
+    for _ in 0..10 {
+        let tids: Vec<u32> = procfs::thread_ids(pid)
+            .map_err(|e| format!("listing threads of {pid}: {e}"))?
+            .into_iter()
+            .filter(|t| !done.contains(t))
+            .collect();
+        if tids.is_empty() {
+            return Ok(locks);
         }
+        done.extend(tids.iter().copied());
+        locks.extend(lock_threads(&tids)?);
     }
     Ok(locks)
 }
@@ -309,7 +321,13 @@ impl ProcessSampler {
     }
 
     /// Samples until told to stop or the process exits.
-    pub fn run(mut self) {
+    pub fn run(self) {
+        self.sample_until_stopped();
+        // Threads that did not stop in time are still seized: let them go before leaving.
+        crate::capture::stop::release_left_seized(true);
+    }
+
+    fn sample_until_stopped(mut self) {
         let period = self.ctx.period;
         let mut next = Instant::now();
         loop {
@@ -516,17 +534,21 @@ impl ProcessSampler {
 
     /// Stops the threads as the locking mode says, reads every Python stack, resumes.
     fn read_stacks(&mut self) -> Result<Vec<py_spy::StackTrace>, (&'static str, String)> {
-        let own_lock = self.locking == Locking::PythonThreads && !self.python_tids.is_empty();
-        self.spy.config.blocking = match self.locking {
-            Locking::None => LockingStrategy::NonBlocking,
-            _ if own_lock => LockingStrategy::AlreadyLocked,
+        // Every stop is our own (`StoppedThread`); py-spy only reads.
+        let _locks = match self.locking {
+            Locking::None => {
+                self.spy.config.blocking = LockingStrategy::NonBlocking;
+                None
+            }
+            Locking::PythonThreads if !self.python_tids.is_empty() => {
+                self.spy.config.blocking = LockingStrategy::AlreadyLocked;
+                Some(lock_threads(&self.python_tids).map_err(|e| ("lock", e))?)
+            }
             // First tick (Python threads not known yet) or unknown OS ids: stop everything.
-            _ => LockingStrategy::Lock,
-        };
-        let _locks = if own_lock {
-            Some(lock_threads(&self.python_tids).map_err(|e| ("lock", e))?)
-        } else {
-            None
+            _ => {
+                self.spy.config.blocking = LockingStrategy::AlreadyLocked;
+                Some(lock_all_threads(self.pid).map_err(|e| ("lock", e))?)
+            }
         };
         self.spy
             .get_stack_traces()
