@@ -1,11 +1,14 @@
 //! Golden and escaping tests of the rendered outputs (report.html, report.md, SVG flame
-//! graph, summary.json) on small hand-made recordings, rendered deterministically.
+//! graph, summary.json; diff.html, diff.md, diff.json) on small hand-made recordings,
+//! rendered deterministically.
 //!
 //! `BLESS=1 cargo nextest run --test report_golden` rewrites the files in `tests/golden/`
 //! after an intended change; review the diff before committing it.
 
 use loopprof::analysis::catalog::Catalog;
 use loopprof::analysis::diagnose::{diagnose, Diagnosis, Options};
+use loopprof::analysis::diff::{self, Status, Thresholds};
+use loopprof::analysis::gates::{self, Scope};
 use loopprof::recording::testing::*;
 use loopprof::recording::{RawFrame, Recording};
 use loopprof::render::{flamegraph, html, json, markdown};
@@ -43,6 +46,28 @@ fn request(top: Vec<RawFrame>, endpoint: &str, file: &str) -> Vec<RawFrame> {
 /// A uvloop server whose `quote` endpoint calls `requests.get` twice for ~200 ms, with a
 /// cheap endpoint in between: deterministic times, CPU and stacks.
 fn blocked_recording(endpoint: &str, thread_name: &str, file: &str) -> Recording {
+    shaped_recording(
+        endpoint,
+        thread_name,
+        file,
+        100.0,
+        100,
+        12,
+        &[(10, 30), (50, 70)],
+    )
+}
+
+/// The same server at `rate` Hz for `n` samples, blocked in `requests.get` at `line` of
+/// `fetch_quote` during the given sample ranges.
+fn shaped_recording(
+    endpoint: &str,
+    thread_name: &str,
+    file: &str,
+    rate: f64,
+    n: u64,
+    line: i32,
+    blocked_ranges: &[(u64, u64)],
+) -> Recording {
     let blocking = request(
         vec![
             frame("SocketIO.readinto", &format!("{ST}/socket.py"), 706),
@@ -53,12 +78,12 @@ fn blocked_recording(endpoint: &str, thread_name: &str, file: &str) -> Recording
             ),
             frame("request", &format!("{SP}/requests/api.py"), 59),
             frame("get", &format!("{SP}/requests/api.py"), 73),
-            frame("fetch_quote", file, 12),
+            frame("fetch_quote", file, line),
         ],
         endpoint,
         file,
     );
-    let mut b = RecordingBuilder::new(header(4242, 100.0));
+    let mut b = RecordingBuilder::new(header(4242, rate));
     for line in 9..=15 {
         b.source(
             file,
@@ -71,16 +96,17 @@ fn blocked_recording(endpoint: &str, thread_name: &str, file: &str) -> Recording
         12,
         "    r = requests.get(PARTNER_URL, timeout=10)  # </pre><script>alert(2)</script>",
     );
-    for i in 0..100u64 {
-        let blocked = (10..30).contains(&i) || (50..70).contains(&i);
+    let step = (1e6 / rate) as u64;
+    for i in 0..n {
+        let blocked = blocked_ranges.iter().any(|(a, b)| (*a..*b).contains(&i));
         let th = if blocked {
             thread(4242, thread_name, 'S', "poll", false, blocking.clone())
         } else {
             thread(4242, thread_name, 'S', "epoll_pwait", false, base())
         };
-        b.sample(4242, i * 10_000, i * 300, &[th]);
+        b.sample(4242, i * step, i * 300, &[th]);
     }
-    b.finish(end(1_000_000, 100))
+    b.finish(end(n * step, n))
 }
 
 fn diag(rec: &Recording) -> Diagnosis {
@@ -120,15 +146,28 @@ fn golden_outputs() {
     let d = diag(&rec);
     assert_eq!(d.findings.len(), 1);
     assert_eq!(d.findings[0].category, "sync-http-client");
+    let ids: Vec<String> = Catalog::builtin().entries().map(|e| e.id.clone()).collect();
+    let gates = gates::parse_all(
+        &[
+            "loop_blocked_pct > 5".to_owned(),
+            "category == executor-shutdown-wait".to_owned(),
+        ],
+        Scope::Report,
+        &ids,
+    )
+    .unwrap();
+    let results = gates::evaluate(&gates, &gates::facts_of(&d, &[]));
+    assert!(results[0].failed && !results[1].failed, "{results:?}");
     let opts = html::HtmlOptions {
         command: Some("loopprof record --pid 4242 --duration 1".into()),
+        gates: results.clone(),
     };
     golden("report.html", &html::render(&rec, &d, &opts).unwrap());
     golden(
         "report.md",
-        &markdown::render(&rec, &d, opts.command.as_deref()),
+        &markdown::render(&rec, &d, opts.command.as_deref(), &results),
     );
-    golden("summary.json", &json::to_string(&rec, &d));
+    golden("summary.json", &json::to_string(&rec, &d, &results));
     golden(
         "flame-loop-blocked.svg",
         &flamegraph::svg(&rec, &d, flamegraph::View::LoopBlocked, None).unwrap(),
@@ -174,7 +213,7 @@ fn untrusted_names_render_as_text() {
     assert!(!svg.contains(evil_fn) && svg.contains("&lt;script&gt;"));
     // Markdown keeps target strings inside code spans: outside them, no `<` at all (the
     // report's own `<details>` wrapper aside).
-    let md = markdown::render(&rec, &d, None);
+    let md = markdown::render(&rec, &d, None, &[]);
     for line in md.lines().filter(|l| !l.contains("details>")) {
         let mut in_code = false;
         for c in line.chars() {
@@ -247,4 +286,226 @@ fn a_one_minute_recording_gives_a_report_under_two_megabytes() {
         "report.html is {} bytes",
         page.len()
     );
+}
+
+#[test]
+fn diff_of_a_fix_golden() {
+    // BEFORE: 1 s at 100 Hz, two 200 ms stalls in requests.get. AFTER: the same code moved
+    // by two lines, 4 s at 50 Hz, healthy. A second AFTER keeps one stall per second.
+    let before = shaped_recording(
+        "get_quote",
+        "MainThread",
+        "/srv/app/quotes.py",
+        100.0,
+        100,
+        12,
+        &[(10, 30), (50, 70)],
+    );
+    let fixed = shaped_recording(
+        "get_quote",
+        "MainThread",
+        "/srv/app/quotes.py",
+        50.0,
+        200,
+        14,
+        &[],
+    );
+    let (bd, ad) = (diag(&before), diag(&fixed));
+    let d = diff::diff(
+        ("before", &before, &bd),
+        ("after", &fixed, &ad),
+        &Thresholds::default(),
+    );
+    assert!(!d.regression, "{:?}", d.regression_reasons);
+    assert_eq!(d.findings.len(), 1);
+    assert_eq!(d.findings[0].status, Status::Fixed);
+    assert_eq!(d.after.verdict, "healthy");
+    assert!((d.before.duration_s - 1.0).abs() < 1e-9 && (d.after.duration_s - 4.0).abs() < 1e-9);
+
+    let ids: Vec<String> = Catalog::builtin().entries().map(|e| e.id.clone()).collect();
+    let g = gates::parse_all(
+        &["regression".to_owned(), "fixed_findings < 1".to_owned()],
+        Scope::Diff,
+        &ids,
+    )
+    .unwrap();
+    let results = gates::evaluate(&g, &diff::facts(&d, &ad, &[]));
+    assert!(results.iter().all(|r| !r.failed), "{results:?}");
+    golden(
+        "diff.json",
+        &json::diff_to_string(
+            &d,
+            json::DiffAnalysis {
+                threshold_ms: 50.0,
+                min_share_pct: 2.0,
+            },
+            &results,
+        ),
+    );
+    golden("diff.md", &markdown::diff(&d, &results));
+    let page = html::render_diff(
+        &html::DiffInput {
+            before: (&before, &bd),
+            after: (&fixed, &ad),
+        },
+        &d,
+        &results,
+    )
+    .unwrap();
+    golden("diff.html", &page);
+    assert!(page.contains("diff-flame-loop-blocked-before"));
+    assert!(
+        !page.contains("diff-flame-loop-blocked-after"),
+        "nothing blocks the loop in AFTER: no AFTER-shaped loop-blocked graph"
+    );
+    let svg = flamegraph::diff_svg(
+        (&before, &bd),
+        (&fixed, &ad),
+        flamegraph::View::LoopBlocked,
+        flamegraph::DiffShape::Before,
+    )
+    .unwrap();
+    golden("diff-loop-blocked.svg", &svg);
+}
+
+#[test]
+fn diff_is_fair_across_rate_and_length_and_matches_moved_lines() {
+    // The same blocking (20% of the time, 200 ms stalls) recorded at 100 Hz for 2 s and at
+    // 50 Hz for 6 s, the line moved: unchanged, not a regression.
+    let before = shaped_recording(
+        "get_quote",
+        "MainThread",
+        "/srv/app/quotes.py",
+        100.0,
+        200,
+        12,
+        &[(10, 30), (110, 130)],
+    );
+    let ranges: Vec<(u64, u64)> = (0..6).map(|k| (k * 50 + 5, k * 50 + 15)).collect();
+    let after = shaped_recording(
+        "get_quote",
+        "MainThread",
+        "/srv/app/quotes.py",
+        50.0,
+        300,
+        17,
+        &ranges,
+    );
+    let (bd, ad) = (diag(&before), diag(&after));
+    let d = diff::diff(
+        ("b", &before, &bd),
+        ("a", &after, &ad),
+        &Thresholds::default(),
+    );
+    assert_eq!(d.findings.len(), 1, "{:?}", d.findings);
+    let f = &d.findings[0];
+    assert_eq!(f.status, Status::Unchanged, "{}", f.why);
+    assert_eq!(f.before_call_site.as_ref().map(|c| c.line), Some(12));
+    assert_eq!(f.call_site.as_ref().map(|c| c.line), Some(17));
+    assert!(!d.regression);
+    let (b, a) = (f.before.unwrap(), f.after.unwrap());
+    assert!(
+        (b.stalls_per_min - a.stalls_per_min).abs() < 1.0,
+        "{b:?} {a:?}"
+    );
+    // The differential graph normalises per second: the blocked frames have the same width.
+    let rows =
+        flamegraph::diff_folded((&before, &bd), (&after, &ad), flamegraph::View::LoopBlocked);
+    let sum = |f: fn(&(String, u64, u64)) -> u64| rows.iter().map(f).sum::<u64>();
+    let (sb, sa) = (sum(|r| r.1), sum(|r| r.2));
+    assert!(
+        sb > 0 && (sb as f64 - sa as f64).abs() / (sb as f64) < 0.05,
+        "{sb} vs {sa}"
+    );
+
+    // Three times the blocking is a regression that the gate catches.
+    let worse_ranges: Vec<(u64, u64)> = (0..6).map(|k| (k * 50 + 5, k * 50 + 35)).collect();
+    let worse = shaped_recording(
+        "get_quote",
+        "MainThread",
+        "/srv/app/quotes.py",
+        50.0,
+        300,
+        17,
+        &worse_ranges,
+    );
+    let wd = diag(&worse);
+    let d2 = diff::diff(
+        ("b", &before, &bd),
+        ("w", &worse, &wd),
+        &Thresholds::default(),
+    );
+    assert_eq!(
+        d2.findings[0].status,
+        Status::Worse,
+        "{}",
+        d2.findings[0].why
+    );
+    assert!(d2.regression);
+    let ids: Vec<String> = Catalog::builtin().entries().map(|e| e.id.clone()).collect();
+    let g = gates::parse_all(
+        &[
+            "regression".to_owned(),
+            "new_category == sync-http-client".to_owned(),
+        ],
+        Scope::Diff,
+        &ids,
+    )
+    .unwrap();
+    let r = gates::evaluate(&g, &diff::facts(&d2, &wd, &[]));
+    assert!(r.iter().all(|r| r.failed), "{r:?}");
+}
+
+#[test]
+fn diff_html_escapes_target_strings() {
+    let evil_fn = "<script>alert(1)</script>";
+    let before = shaped_recording(
+        evil_fn,
+        "T\"<b>",
+        "/srv/app/<i>q</i>.py",
+        100.0,
+        100,
+        12,
+        &[(10, 30)],
+    );
+    let after = shaped_recording(
+        evil_fn,
+        "T\"<b>",
+        "/srv/app/<i>q</i>.py",
+        100.0,
+        100,
+        12,
+        &[],
+    );
+    let (bd, ad) = (diag(&before), diag(&after));
+    let d = diff::diff(
+        ("<b>before</b>", &before, &bd),
+        ("after", &after, &ad),
+        &Thresholds::default(),
+    );
+    let page = html::render_diff(
+        &html::DiffInput {
+            before: (&before, &bd),
+            after: (&after, &ad),
+        },
+        &d,
+        &[],
+    )
+    .unwrap();
+    for raw in ["<script>alert", "<i>q</i>", "<b>before</b>", "<b>\""] {
+        assert!(!page.contains(raw), "raw {raw:?} in diff.html");
+    }
+    assert!(!page.contains("<script"));
+    assert!(page.contains("default-src 'none'"));
+    let md = markdown::diff(&d, &[]);
+    for line in md.lines() {
+        let mut in_code = false;
+        for c in line.chars() {
+            match c {
+                '`' => in_code = !in_code,
+                '<' => assert!(in_code, "`<` outside a code span in diff.md: {line}"),
+                _ => {}
+            }
+        }
+    }
 }

@@ -4,12 +4,15 @@
 //! event-loop threads and classifies their samples ([`loops`]), names code by module and origin
 //! ([`frames`]), groups busy samples into stalls and findings and gives the verdict
 //! ([`diagnose`]), and maps each call site to a fix with the [`catalog`] (data in
-//! `catalog.json`).
+//! `catalog.json`). [`diff`] compares two diagnoses, and [`gates`] evaluates `--fail-on`
+//! expressions on either.
 
 pub mod catalog;
 pub mod diagnose;
+pub mod diff;
 pub mod dump;
 pub mod frames;
+pub mod gates;
 pub mod loops;
 pub mod overview;
 pub mod probes;

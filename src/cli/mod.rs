@@ -6,6 +6,7 @@
 
 use crate::analysis::catalog::Catalog;
 use crate::analysis::diagnose::{diagnose, Options as DiagnoseOptions};
+use crate::analysis::gates::{self, Gate, Scope};
 use crate::analysis::overview::overview;
 use crate::capture::sampler::Locking;
 use crate::capture::{self, CaptureError, RecordOptions, TargetSpec};
@@ -36,6 +37,8 @@ pub mod exit {
     pub const IO: i32 = 5;
     /// `dump`: the event loop is blocked.
     pub const LOOP_BLOCKED: i32 = 6;
+    /// A `--fail-on` gate failed (every output was still written).
+    pub const GATE_FAILED: i32 = 7;
 }
 
 /// loopprof: find what blocks the asyncio event loop of a running uvicorn/gunicorn server.
@@ -55,6 +58,8 @@ enum Command {
     /// Snapshot a (possibly hung) server for a second: every thread's stack and state, and
     /// what blocks the event loop. Exit 6 when it is blocked, 0 when not.
     Dump(DumpArgs),
+    /// Compare two recordings (before/after a fix): write diff.html, diff.md and diff.json.
+    Diff(DiffArgs),
     /// Summarise a recording: processes, threads, states, syscalls, hottest frames.
     Inspect(InspectArgs),
 }
@@ -71,10 +76,22 @@ struct AnalysisArgs {
     /// Extra catalog entries (JSON, see docs/detection.md), for in-house wrappers; repeatable.
     #[arg(long, value_name = "FILE")]
     catalog: Vec<PathBuf>,
+    /// Exit 7 when this holds, e.g. 'loop_blocked_pct > 5', 'max_stall_ms > 200',
+    /// 'category == executor-shutdown-wait' (`diff`: also 'regression'); repeatable, any
+    /// failing gate fails. Every output is still written. Metrics: docs/cli.md.
+    #[arg(long, value_name = "EXPR")]
+    fail_on: Vec<String>,
+}
+
+/// Everything the analysis needs, checked before any work starts.
+struct Analysis {
+    catalog: Catalog,
+    options: DiagnoseOptions,
+    gates: Vec<Gate>,
 }
 
 impl AnalysisArgs {
-    fn load(&self) -> Result<(Catalog, DiagnoseOptions), String> {
+    fn load(&self, scope: Scope) -> Result<Analysis, String> {
         if !(self.threshold_ms > 0.0 && self.threshold_ms.is_finite()) {
             return Err(format!(
                 "--threshold-ms {} must be a positive number",
@@ -88,14 +105,30 @@ impl AnalysisArgs {
             ));
         }
         let catalog = Catalog::load(&self.catalog).map_err(|e| e.to_string())?;
-        Ok((
+        let ids: Vec<String> = catalog.entries().map(|e| e.id.clone()).collect();
+        let gates = gates::parse_all(&self.fail_on, scope, &ids).map_err(|e| e.to_string())?;
+        Ok(Analysis {
             catalog,
-            DiagnoseOptions {
+            options: DiagnoseOptions {
                 threshold_ms: self.threshold_ms,
                 min_share_pct: self.min_share,
             },
-        ))
+            gates,
+        })
     }
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The BEFORE recording (file or output directory of `loopprof record`).
+    before: PathBuf,
+    /// The AFTER recording.
+    after: PathBuf,
+    /// Where to write diff.html, diff.md, diff.json (default: the AFTER recording's directory).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
 }
 
 #[derive(Debug, Args)]
@@ -284,7 +317,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Record(args) => {
-            let analysis = match args.analysis.load() {
+            let analysis = match args.analysis.load(Scope::Report) {
                 Ok(a) => a,
                 Err(msg) => {
                     eprintln!("error: {msg}");
@@ -300,7 +333,7 @@ pub fn main() -> i32 {
             }
         }
         Command::Report(args) => {
-            let analysis = match args.analysis.load() {
+            let analysis = match args.analysis.load(Scope::Report) {
                 Ok(a) => a,
                 Err(msg) => {
                     eprintln!("error: {msg}");
@@ -308,11 +341,15 @@ pub fn main() -> i32 {
                 }
             };
             match run_report(&args.recording, args.output.as_deref(), analysis) {
-                Ok(dir) => {
+                Ok((dir, passed)) => {
                     if args.open {
                         open_in_browser(&dir.join("report.html"));
                     }
-                    exit::OK
+                    if passed {
+                        exit::OK
+                    } else {
+                        exit::GATE_FAILED
+                    }
                 }
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -321,6 +358,23 @@ pub fn main() -> i32 {
             }
         }
         Command::Dump(args) => run_dump(args),
+        Command::Diff(args) => {
+            let analysis = match args.analysis.load(Scope::Diff) {
+                Ok(a) => a,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return exit::USAGE;
+                }
+            };
+            match run_diff(&args, &analysis) {
+                Ok(true) => exit::OK,
+                Ok(false) => exit::GATE_FAILED,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::IO
+                }
+            }
+        }
         Command::Inspect(args) => match run_inspect(args) {
             Ok(()) => exit::OK,
             Err(e) => {
@@ -348,7 +402,7 @@ fn install_stop_handler() -> Arc<AtomicBool> {
     stop
 }
 
-fn run_record(opts: RecordOptions, analysis: (Catalog, DiagnoseOptions)) -> i32 {
+fn run_record(opts: RecordOptions, analysis: Analysis) -> i32 {
     let stop = install_stop_handler();
     let bar = indicatif::ProgressBar::with_draw_target(
         None,
@@ -391,7 +445,8 @@ fn run_record(opts: RecordOptions, analysis: (Catalog, DiagnoseOptions)) -> i32 
             println!("recording: {}", outcome.path.display());
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             match write_report(&outcome.path, &opts.output_dir, &analysis, Some(command)) {
-                Ok(()) => exit::OK,
+                Ok(true) => exit::OK,
+                Ok(false) => exit::GATE_FAILED,
                 Err(e) => {
                     eprintln!("error: the recording is saved but could not be analysed: {e:#}");
                     exit::IO
@@ -405,21 +460,26 @@ fn run_record(opts: RecordOptions, analysis: (Catalog, DiagnoseOptions)) -> i32 
     }
 }
 
-/// Loads a recording, diagnoses it, writes `summary.json` into `dir` and prints the result.
+/// Loads a recording, diagnoses it, writes every output into `dir` and prints the result.
+/// Returns whether every `--fail-on` gate passed.
 fn write_report(
     recording_path: &Path,
     dir: &Path,
-    (catalog, opts): &(Catalog, DiagnoseOptions),
+    analysis: &Analysis,
     command: Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let rec = recording::load(recording_path)?;
     for w in &rec.warnings {
         eprintln!("warning: {}", render::text::sanitize(w));
     }
-    let d = diagnose(&rec, catalog, opts);
+    let d = diagnose(&rec, &analysis.catalog, &analysis.options);
+    let results = gates::evaluate(
+        &analysis.gates,
+        &gates::facts_of(&d, &crate::analysis::probes::summarize(&rec)),
+    );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let summary = dir.join("summary.json");
-    std::fs::write(&summary, render::json::to_string(&rec, &d))
+    std::fs::write(&summary, render::json::to_string(&rec, &d, &results))
         .with_context(|| format!("writing {}", summary.display()))?;
     let html = dir.join("report.html");
     let page = render::html::render(
@@ -427,13 +487,17 @@ fn write_report(
         &d,
         &render::html::HtmlOptions {
             command: command.clone(),
+            gates: results.clone(),
         },
     )
     .context("rendering report.html")?;
     std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
     let md = dir.join("report.md");
-    std::fs::write(&md, render::markdown::render(&rec, &d, command.as_deref()))
-        .with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(
+        &md,
+        render::markdown::render(&rec, &d, command.as_deref(), &results),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
     println!("{}", render::text::diagnosis(&d));
     println!("report:    {}", html.display());
     println!("markdown:  {}", md.display());
@@ -441,7 +505,96 @@ fn write_report(
     for path in write_flamegraphs(&rec, &d, dir)? {
         println!("flamegraph: {}", path.display());
     }
-    Ok(())
+    Ok(report_gates(&results))
+}
+
+/// Prints the gates' outcome (failures on stderr) and says whether all passed.
+fn report_gates(results: &[gates::GateResult]) -> bool {
+    let text = render::text::gates(results);
+    if gates::any_failed(results) {
+        eprint!("{text}");
+        let failed = results.iter().filter(|r| r.failed).count();
+        eprintln!(
+            "error: {failed} of {} --fail-on gate{} failed (exit {})",
+            results.len(),
+            if results.len() == 1 { "" } else { "s" },
+            exit::GATE_FAILED
+        );
+        false
+    } else {
+        print!("{text}");
+        true
+    }
+}
+
+/// The directory a recording path lives in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// `loopprof diff`: diagnoses both recordings with the same settings, compares them, writes
+/// diff.html, diff.md and diff.json. Returns whether every gate passed.
+fn run_diff(args: &DiffArgs, analysis: &Analysis) -> anyhow::Result<bool> {
+    let bpath = recording::reader::resolve_path(&args.before);
+    let apath = recording::reader::resolve_path(&args.after);
+    let load = |label: &str, p: &Path| -> anyhow::Result<recording::Recording> {
+        let rec =
+            recording::load(p).with_context(|| format!("loading {label} ({})", p.display()))?;
+        for w in &rec.warnings {
+            eprintln!("warning ({label}): {}", render::text::sanitize(w));
+        }
+        Ok(rec)
+    };
+    let brec = load("BEFORE", &bpath)?;
+    let arec = load("AFTER", &apath)?;
+    let bd = diagnose(&brec, &analysis.catalog, &analysis.options);
+    let ad = diagnose(&arec, &analysis.catalog, &analysis.options);
+    let diff = crate::analysis::diff::diff(
+        (&args.before.display().to_string(), &brec, &bd),
+        (&args.after.display().to_string(), &arec, &ad),
+        &crate::analysis::diff::Thresholds::default(),
+    );
+    let results = gates::evaluate(
+        &analysis.gates,
+        &crate::analysis::diff::facts(&diff, &ad, &crate::analysis::probes::summarize(&arec)),
+    );
+    let dir = args.output.clone().unwrap_or_else(|| parent_dir(&apath));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("diff.json");
+    std::fs::write(
+        &json,
+        render::json::diff_to_string(
+            &diff,
+            render::json::DiffAnalysis {
+                threshold_ms: analysis.options.threshold_ms,
+                min_share_pct: analysis.options.min_share_pct,
+            },
+            &results,
+        ),
+    )
+    .with_context(|| format!("writing {}", json.display()))?;
+    let html = dir.join("diff.html");
+    let page = render::html::render_diff(
+        &render::html::DiffInput {
+            before: (&brec, &bd),
+            after: (&arec, &ad),
+        },
+        &diff,
+        &results,
+    )
+    .context("rendering diff.html")?;
+    std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
+    let md = dir.join("diff.md");
+    std::fs::write(&md, render::markdown::diff(&diff, &results))
+        .with_context(|| format!("writing {}", md.display()))?;
+    println!("{}", render::text::diff(&diff));
+    println!("diff:      {}", html.display());
+    println!("markdown:  {}", md.display());
+    println!("json:      {}", json.display());
+    Ok(report_gates(&results))
 }
 
 /// Writes every flame-graph view, merged over processes, and per process when the loop runs
@@ -499,28 +652,19 @@ fn open_in_browser(path: &Path) {
     );
 }
 
+/// `loopprof report`: returns the output directory and whether every gate passed.
 fn run_report(
     recording_path: &Path,
     output: Option<&Path>,
-    analysis: (Catalog, DiagnoseOptions),
-) -> anyhow::Result<PathBuf> {
+    analysis: Analysis,
+) -> anyhow::Result<(PathBuf, bool)> {
     let resolved = recording::reader::resolve_path(recording_path);
     let dir = match output {
         Some(d) => d.to_path_buf(),
-        None => resolved
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
+        None => parent_dir(&resolved),
     };
-    write_report(&resolved, &dir, &analysis, None)?;
-    Ok(dir)
+    let passed = write_report(&resolved, &dir, &analysis, None)?;
+    Ok((dir, passed))
 }
 
 fn run_dump(args: DumpArgs) -> i32 {

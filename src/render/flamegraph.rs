@@ -5,6 +5,9 @@
 //! * `off-cpu`: only samples waiting, with the reason (`[wait: socket]`...) as the leaf;
 //! * `loop-blocked`: only event-loop samples inside reported stalls — the culprits.
 //!
+//! [`diff_svg`] draws two recordings of one view as a differential flame graph (inferno's
+//! differential mode) for `loopprof diff`.
+//!
 //! Each graph says in its title and subtitle what was measured (wall vs CPU, which threads,
 //! window, rate). Frames read `qualname (dir/file.py:line)`; application code is drawn in warm
 //! colours, the standard library in yellow, third-party packages in aqua, and loopprof's own
@@ -79,8 +82,22 @@ fn label(rec: &Recording, f: &crate::recording::FrameDef) -> String {
     ))
 }
 
-/// The folded stacks (`root;...;leaf count`) of a view, for one process or all (`pid` None).
-pub fn folded(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Vec<String> {
+/// How stacks are rooted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roots {
+    /// `process PID;thread NAME (TID)` (process level only when it tells something).
+    Exact,
+    /// `thread NAME` only: pids and tids differ between two recordings, names do not.
+    ByName,
+}
+
+fn counts(
+    rec: &Recording,
+    d: &Diagnosis,
+    view: View,
+    pid: Option<u32>,
+    roots: Roots,
+) -> BTreeMap<String, u64> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let multi = rec.processes.len() > 1;
     for s in &rec.samples {
@@ -99,14 +116,16 @@ pub fn folded(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> V
                 continue;
             }
             let mut parts: Vec<String> = Vec::new();
-            if multi || pid.is_none() {
-                parts.push(format!("process {}", s.pid));
+            let name = rec.thread_name(t).unwrap_or("?");
+            match roots {
+                Roots::Exact => {
+                    if multi || pid.is_none() {
+                        parts.push(format!("process {}", s.pid));
+                    }
+                    parts.push(sanitize(&format!("thread {name} ({})", t.tid)));
+                }
+                Roots::ByName => parts.push(sanitize(&format!("thread {name}"))),
             }
-            parts.push(sanitize(&format!(
-                "thread {} ({})",
-                rec.thread_name(t).unwrap_or("?"),
-                t.tid
-            )));
             let frames: Vec<_> = rec.stack(t.stack).collect();
             parts.extend(frames.iter().rev().map(|f| label(rec, f)));
             if view == View::OffCpu {
@@ -119,9 +138,113 @@ pub fn folded(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> V
         }
     }
     counts
+}
+
+/// The folded stacks (`root;...;leaf count`) of a view, for one process or all (`pid` None).
+pub fn folded(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Vec<String> {
+    counts(rec, d, view, pid, Roots::Exact)
         .into_iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect()
+}
+
+/// Which recording gives a differential flame graph its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffShape {
+    /// Frames sized as in AFTER: what is there now; growth in red.
+    After,
+    /// Frames sized as in BEFORE: what was there; what shrank or went away in blue.
+    Before,
+}
+
+/// Differential folded lines (`stack before after`) of a view, both sides merged over
+/// processes and rooted at thread names, with counts in microseconds per second of recording
+/// (each sample weighs its interval, divided by the recording's length), so recordings of
+/// different rate and length compare. Sorted by stack.
+pub fn diff_folded(
+    before: (&Recording, &Diagnosis),
+    after: (&Recording, &Diagnosis),
+    view: View,
+) -> Vec<(String, u64, u64)> {
+    let weigh = |rec: &Recording, d: &Diagnosis| -> BTreeMap<String, u64> {
+        let secs = (rec.duration_us() as f64 / 1e6).max(1e-3);
+        let per_sample_us = 1e6 / rec.header.rate_hz.max(1e-3);
+        counts(rec, d, view, None, Roots::ByName)
+            .into_iter()
+            .map(|(k, n)| (k, (n as f64 * per_sample_us / secs).round() as u64))
+            .collect()
+    };
+    let b = weigh(before.0, before.1);
+    let a = weigh(after.0, after.1);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            (
+                k.clone(),
+                b.get(k).copied().unwrap_or(0),
+                a.get(k).copied().unwrap_or(0),
+            )
+        })
+        .filter(|(_, x, y)| *x > 0 || *y > 0)
+        .collect()
+}
+
+/// Renders a differential flame graph (inferno's differential mode) of a view: frames sized
+/// by one side ([`DiffShape`]), coloured by the change from BEFORE to AFTER (red: more time
+/// in AFTER, blue: less). `None` when the shaping side has no samples in the view.
+pub fn diff_svg(
+    before: (&Recording, &Diagnosis),
+    after: (&Recording, &Diagnosis),
+    view: View,
+    shape: DiffShape,
+) -> Option<String> {
+    let rows = diff_folded(before, after, view);
+    // inferno sizes frames by the second count and colours by second minus first;
+    // `negate_differentials` flips the colour for the BEFORE-shaped graph, whose columns
+    // are swapped.
+    let lines: Vec<String> = rows
+        .iter()
+        .filter_map(|(k, b, a)| {
+            let (first, second) = match shape {
+                DiffShape::After => (*b, *a),
+                DiffShape::Before => (*a, *b),
+            };
+            (second > 0).then(|| format!("{k} {first} {second}"))
+        })
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let mut opts = Options::default();
+    opts.title = format!(
+        "{}: {}",
+        view.short_title(),
+        match shape {
+            DiffShape::After => "AFTER, coloured by change from BEFORE",
+            DiffShape::Before => "BEFORE, coloured by change to AFTER",
+        }
+    );
+    opts.subtitle = Some(format!(
+        "width: {} · red: more time in AFTER, blue: less · µs of thread time per second of recording ({} Hz, {:.1} s → {} Hz, {:.1} s)",
+        match shape {
+            DiffShape::After => "time in AFTER",
+            DiffShape::Before => "time in BEFORE",
+        },
+        before.0.header.rate_hz,
+        before.0.duration_us() as f64 / 1e6,
+        after.0.header.rate_hz,
+        after.0.duration_us() as f64 / 1e6,
+    ));
+    opts.count_name = "µs/s".to_owned();
+    opts.name_type = "Frame:".to_owned();
+    opts.deterministic = true;
+    opts.negate_differentials = shape == DiffShape::Before;
+    opts.min_width = 1.0;
+    let mut out = Vec::new();
+    fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
+    Some(guard_replace_state(String::from_utf8(out).ok()?))
 }
 
 fn shade(base: (u8, u8, u8), name: &str) -> Color {
@@ -197,13 +320,17 @@ pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Opti
     opts.min_width = 1.0;
     let mut out = Vec::new();
     fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
-    // inferno's script records zoom/search state in the URL with history.replaceState, which
-    // throws in a document with an opaque origin (the report embeds the SVG as a data: URI):
-    // guard it so zoom and search complete there too.
-    Some(String::from_utf8(out).ok()?.replace(
+    Some(guard_replace_state(String::from_utf8(out).ok()?))
+}
+
+/// inferno's script records zoom/search state in the URL with history.replaceState, which
+/// throws in a document with an opaque origin (the report embeds the SVG as a data: URI):
+/// guard it so zoom and search complete there too.
+fn guard_replace_state(svg: String) -> String {
+    svg.replace(
         "history.replaceState(null, null, parse_params(params));",
         "try { history.replaceState(null, null, parse_params(params)); } catch (e) {}",
-    ))
+    )
 }
 
 /// The height in pixels an SVG declares (`height="..."` on the root element).

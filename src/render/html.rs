@@ -8,7 +8,9 @@
 //! inside the SVG), so their own zoom/search scripts keep working inside the page.
 
 use crate::analysis::diagnose::{Diagnosis, Finding};
+use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::frames::short_file;
+use crate::analysis::gates::GateResult;
 use crate::recording::Recording;
 use crate::render::flamegraph::{self, View};
 use crate::render::timeline;
@@ -50,7 +52,13 @@ const PARTIALS: &[(&str, &str)] = &[
         "verify",
         include_str!("../../report-templates/partials/verify.hbs"),
     ),
+    (
+        "gates",
+        include_str!("../../report-templates/partials/gates.hbs"),
+    ),
 ];
+
+const DIFF_LAYOUT: &str = include_str!("../../report-templates/diff.hbs");
 
 /// The Content-Security-Policy of the page: nothing may be fetched; inline styles, and the
 /// inline scripts of the embedded flame graphs (in `data:` frames), are allowed.
@@ -81,6 +89,8 @@ handlebars::handlebars_helper!(code_helper: |text: str| escape_with_code(text));
 pub struct HtmlOptions {
     /// The command line that produced the recording, shown in "verify the fix".
     pub command: Option<String>,
+    /// `--fail-on` outcomes, shown under the verdict.
+    pub gates: Vec<GateResult>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +173,7 @@ struct Page<'a> {
     command: String,
     health_url: String,
     warnings: &'a [String],
+    gates: &'a [GateResult],
 }
 
 fn pct(x: f64) -> String {
@@ -273,10 +284,7 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
                         None => view.short_title().to_owned(),
                     },
                     id,
-                    uri: format!(
-                        "data:image/svg+xml;base64,{}",
-                        base64::engine::general_purpose::STANDARD.encode(svg)
-                    ),
+                    uri: data_uri(&svg),
                 });
             }
         }
@@ -284,12 +292,7 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
     out
 }
 
-/// Renders the report page.
-pub fn render(
-    rec: &Recording,
-    d: &Diagnosis,
-    opts: &HtmlOptions,
-) -> Result<String, handlebars::RenderError> {
+fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_helper("code", Box::new(code_helper));
@@ -299,6 +302,25 @@ pub fn render(
     }
     hb.register_template_string("layout", LAYOUT)
         .expect("embedded layout parses");
+    hb.register_template_string("diff", DIFF_LAYOUT)
+        .expect("embedded diff layout parses");
+    hb
+}
+
+fn data_uri(svg: &str) -> String {
+    format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    )
+}
+
+/// Renders the report page.
+pub fn render(
+    rec: &Recording,
+    d: &Diagnosis,
+    opts: &HtmlOptions,
+) -> Result<String, handlebars::RenderError> {
+    let hb = registry();
     let v = &d.verdict;
     let verdict_class = match v.kind.as_str() {
         "healthy" => "ok",
@@ -402,8 +424,229 @@ pub fn render(
             .map(|p| p.url.clone())
             .unwrap_or_else(|| "http://127.0.0.1:PORT/health".into()),
         warnings: &rec.warnings,
+        gates: &opts.gates,
     };
     hb.render("layout", &page)
+}
+
+#[derive(Serialize)]
+struct RowVm {
+    label: &'static str,
+    before: String,
+    after: String,
+    change: String,
+    class: &'static str,
+}
+
+#[derive(Serialize)]
+struct DiffFindingVm<'a> {
+    status: &'static str,
+    title: &'a str,
+    category: &'a str,
+    site: String,
+    was: Option<String>,
+    endpoint: Option<&'a str>,
+    before: String,
+    after: String,
+    why: &'a str,
+    fix: &'a str,
+}
+
+#[derive(Serialize)]
+struct DiffPage<'a> {
+    csp: &'static str,
+    title: String,
+    verdict_class: &'static str,
+    before: &'a crate::analysis::diff::Side,
+    after: &'a crate::analysis::diff::Side,
+    summary: &'a str,
+    reasons: &'a [String],
+    gates: &'a [GateResult],
+    rows: Vec<RowVm>,
+    findings: Vec<DiffFindingVm<'a>>,
+    flames: Vec<FlameVm>,
+    details: Vec<Kv>,
+}
+
+fn figures_text(f: &Option<Figures>) -> String {
+    match f {
+        Some(f) if f.max_stall_ms > 0.0 => format!(
+            "{:.1}% of the loop's time ({:.0} ms per minute) · {:.1} stalls/min · longest {:.0} ms · p95 {:.0} ms",
+            f.share_pct, f.blocked_ms_per_min, f.stalls_per_min, f.max_stall_ms, f.p95_stall_ms
+        ),
+        Some(f) => format!(
+            "{:.1}% of the loop's time ({:.0} ms per minute) in short blocks",
+            f.share_pct, f.blocked_ms_per_min
+        ),
+        None => "not found".into(),
+    }
+}
+
+/// One "before / after / change" row; `lower_is_better` colours the change.
+fn row(label: &'static str, b: f64, a: f64, unit: &str, lower_is_better: Option<bool>) -> RowVm {
+    let fmt = |x: f64| {
+        if unit == " ms" || unit.is_empty() && x.fract() == 0.0 {
+            format!("{x:.0}{unit}")
+        } else {
+            format!("{x:.1}{unit}")
+        }
+    };
+    let delta = a - b;
+    let class = match lower_is_better {
+        Some(true) if delta < 0.0 => "st-better",
+        Some(true) if delta > 0.0 => "st-worse",
+        _ => "",
+    };
+    RowVm {
+        label,
+        before: fmt(b),
+        after: fmt(a),
+        change: if delta == 0.0 {
+            "=".into()
+        } else {
+            format!(
+                "{}{}",
+                if delta > 0.0 { "+" } else { "−" },
+                fmt(delta.abs())
+            )
+        },
+        class,
+    }
+}
+
+/// The recordings `diff.html` compares.
+pub struct DiffInput<'a> {
+    /// BEFORE.
+    pub before: (&'a Recording, &'a Diagnosis),
+    /// AFTER.
+    pub after: (&'a Recording, &'a Diagnosis),
+}
+
+/// Renders `diff.html`: the verdicts, figures and findings before and after, and
+/// differential flame graphs of the loop-blocked and wall views.
+pub fn render_diff(
+    input: &DiffInput,
+    diff: &Diff,
+    gates: &[GateResult],
+) -> Result<String, handlebars::RenderError> {
+    let hb = registry();
+    let (b, a) = (&diff.before, &diff.after);
+    let site = |c: &Option<crate::analysis::diagnose::CallSite>| {
+        c.as_ref()
+            .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
+    };
+    let mut flames = Vec::new();
+    for view in [View::LoopBlocked, View::Wall] {
+        for shape in [flamegraph::DiffShape::Before, flamegraph::DiffShape::After] {
+            if let Some(svg) = flamegraph::diff_svg(input.before, input.after, view, shape) {
+                let which = match shape {
+                    flamegraph::DiffShape::Before => "before",
+                    flamegraph::DiffShape::After => "after",
+                };
+                let height = flamegraph::svg_height(&svg).unwrap_or(560.0) + 8.0;
+                flames.push(FlameVm {
+                    id: format!("diff-{}-{which}", view.stem()),
+                    title: format!("{}, sized as {}", view.short_title(), which.to_uppercase()),
+                    uri: data_uri(&svg),
+                    height: format!("{:.0}", height.min(1400.0)),
+                });
+            }
+        }
+    }
+    let side_details = |label: &'static str, s: &crate::analysis::diff::Side| Kv {
+        k: label,
+        v: format!(
+            "{} — started {} (UTC), {:.1} s at {} Hz, {:.1} s of event-loop time",
+            s.recording, s.started_at, s.duration_s, s.rate_hz, s.window_s
+        ),
+    };
+    let page = DiffPage {
+        csp: CSP,
+        title: format!("loopprof diff — {} → {}", b.verdict, a.verdict),
+        verdict_class: if diff.regression {
+            "bad"
+        } else if a.verdict == "healthy" {
+            "ok"
+        } else {
+            "neutral"
+        },
+        before: b,
+        after: a,
+        summary: &diff.summary,
+        reasons: &diff.regression_reasons,
+        gates,
+        rows: vec![
+            row(
+                "loop blocked",
+                b.loop_blocked_pct,
+                a.loop_blocked_pct,
+                "%",
+                Some(true),
+            ),
+            row(
+                "longest stall",
+                b.max_stall_ms,
+                a.max_stall_ms,
+                " ms",
+                Some(true),
+            ),
+            row(
+                "stalls per minute",
+                b.stalls_per_min,
+                a.stalls_per_min,
+                "",
+                Some(true),
+            ),
+            row(
+                "loop busy",
+                b.loop_busy_pct,
+                a.loop_busy_pct,
+                "%",
+                Some(true),
+            ),
+            row("GIL wait", b.gil_wait_pct, a.gil_wait_pct, "%", Some(true)),
+            row(
+                "process CPU",
+                b.process_cpu_pct,
+                a.process_cpu_pct,
+                "%",
+                None,
+            ),
+            row(
+                "findings",
+                b.findings as f64,
+                a.findings as f64,
+                "",
+                Some(true),
+            ),
+        ],
+        findings: diff
+            .findings
+            .iter()
+            .map(|f| DiffFindingVm {
+                status: f.status.name(),
+                title: &f.title,
+                category: &f.category,
+                site: site(&f.call_site).unwrap_or_else(|| "(no application frame)".into()),
+                was: site(&f.before_call_site),
+                endpoint: f.endpoint.as_deref(),
+                before: figures_text(&f.before),
+                after: figures_text(&f.after),
+                why: &f.why,
+                fix: &f.fix,
+            })
+            .collect(),
+        flames,
+        details: vec![
+            side_details("before", b),
+            side_details("after", a),
+            Kv {
+                k: "versions",
+                v: format!("loopprof {}", crate::VERSION),
+            },
+        ],
+    };
+    hb.render("diff", &page)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! changes meaning or disappears (adding fields does not need a bump).
 
 use crate::analysis::diagnose::{Diagnosis, Finding, ThreadShares, Verdict};
+use crate::analysis::diff::Diff;
+use crate::analysis::gates::GateResult;
 use crate::analysis::loops::LoopKind;
 use crate::recording::Recording;
 use serde::Serialize;
@@ -30,6 +32,8 @@ pub struct Summary<'a> {
     pub probes: Vec<crate::analysis::probes::ProbeSummary>,
     /// Analysis settings.
     pub analysis: AnalysisInfo,
+    /// `--fail-on` gates and their outcome (empty when none were given).
+    pub gates: &'a [GateResult],
 }
 
 /// Recording facts.
@@ -81,7 +85,7 @@ pub struct AnalysisInfo {
 }
 
 /// Builds the summary.
-pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis) -> Summary<'a> {
+pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis, gates: &'a [GateResult]) -> Summary<'a> {
     Summary {
         schema_version: SCHEMA_VERSION,
         loopprof_version: crate::VERSION,
@@ -114,10 +118,54 @@ pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis) -> Summary<'a> {
             min_share_pct: d.min_share_pct,
             window_s: d.window_s,
         },
+        gates,
     }
 }
 
 /// The summary as pretty JSON.
-pub fn to_string(rec: &Recording, d: &Diagnosis) -> String {
-    serde_json::to_string_pretty(&summary(rec, d)).expect("summary serialises")
+pub fn to_string(rec: &Recording, d: &Diagnosis, gates: &[GateResult]) -> String {
+    serde_json::to_string_pretty(&summary(rec, d, gates)).expect("summary serialises")
+}
+
+/// The version of the `diff.json` schema.
+pub const DIFF_SCHEMA_VERSION: u32 = 1;
+
+/// `diff.json`: the comparison of two recordings (`docs/json-summary.md`).
+#[derive(Debug, Serialize)]
+pub struct DiffDoc<'a> {
+    /// Schema version of `diff.json`.
+    pub schema_version: u32,
+    /// Always `"diff"` (tells it from `summary.json`).
+    pub kind: &'static str,
+    /// loopprof version that wrote it.
+    pub loopprof_version: &'static str,
+    /// The comparison.
+    #[serde(flatten)]
+    pub diff: &'a Diff,
+    /// Analysis settings used for both recordings.
+    pub analysis: DiffAnalysis,
+    /// `--fail-on` gates and their outcome.
+    pub gates: &'a [GateResult],
+}
+
+/// Settings of a diff.
+#[derive(Debug, Serialize)]
+pub struct DiffAnalysis {
+    /// Stall threshold, ms.
+    pub threshold_ms: f64,
+    /// Share for repeated short blocks, percent.
+    pub min_share_pct: f64,
+}
+
+/// `diff.json` as pretty JSON.
+pub fn diff_to_string(diff: &Diff, analysis: DiffAnalysis, gates: &[GateResult]) -> String {
+    serde_json::to_string_pretty(&DiffDoc {
+        schema_version: DIFF_SCHEMA_VERSION,
+        kind: "diff",
+        loopprof_version: crate::VERSION,
+        diff,
+        analysis,
+        gates,
+    })
+    .expect("diff serialises")
 }

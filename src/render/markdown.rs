@@ -1,11 +1,14 @@
 //! `report.md`: a short Markdown summary to paste into a GitHub or Jira ticket: the verdict,
-//! the top findings with call site and fix, what was measured, and the command used.
+//! the top findings with call site and fix, what was measured, and the command used; and
+//! `diff.md`, the before/after comparison of `loopprof diff`.
 //!
 //! Strings from the target only appear inside code spans, with backticks and line breaks
 //! removed, so they cannot inject links, images or HTML into the ticket.
 
 use crate::analysis::diagnose::Diagnosis;
+use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::frames::short_file;
+use crate::analysis::gates::GateResult;
 use crate::recording::Recording;
 use std::fmt::Write;
 
@@ -30,7 +33,12 @@ fn code(s: &str) -> String {
 }
 
 /// Renders the Markdown summary. `command` is the loopprof command line used, if known.
-pub fn render(rec: &Recording, d: &Diagnosis, command: Option<&str>) -> String {
+pub fn render(
+    rec: &Recording,
+    d: &Diagnosis,
+    command: Option<&str>,
+    gates: &[GateResult],
+) -> String {
     let v = &d.verdict;
     let mut out = String::new();
     let _ = writeln!(out, "## loopprof: {}\n", v.kind);
@@ -45,6 +53,7 @@ pub fn render(rec: &Recording, d: &Diagnosis, command: Option<&str>) -> String {
         "| loop blocked | worst stall | process CPU | loop busy | GIL wait | CPU-starved |\n| --- | --- | --- | --- | --- | --- |\n| {:.1}% | {:.0} ms | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
         v.loop_blocked_pct, v.worst_stall_ms, v.process_cpu_pct, v.loop_busy_pct, v.gil_wait_pct, v.cpu_starved_pct
     );
+    write_gates(&mut out, gates);
     if d.findings.is_empty() {
         let _ = writeln!(out, "No call site blocked the event loop.\n");
     }
@@ -156,6 +165,154 @@ pub fn render(rec: &Recording, d: &Diagnosis, command: Option<&str>) -> String {
         "- loopprof {}, py-spy {}.\n\n</details>",
         crate::VERSION,
         rec.header.py_spy_version
+    );
+    out
+}
+
+fn write_gates(out: &mut String, gates: &[GateResult]) {
+    if gates.is_empty() {
+        return;
+    }
+    let failed = gates.iter().filter(|g| g.failed).count();
+    let _ = writeln!(out, "**Gates:** {} of {} failed\n", failed, gates.len());
+    for g in gates {
+        let _ = writeln!(
+            out,
+            "- {} {} — {}",
+            if g.failed { "❌ failed" } else { "✅ passed" },
+            code(&g.gate),
+            code(&g.because)
+        );
+    }
+    out.push('\n');
+}
+
+fn fig(f: &Option<Figures>) -> String {
+    match f {
+        Some(f) if f.max_stall_ms > 0.0 => format!(
+            "{:.1}% · {:.1} stalls/min · max {:.0} ms · p95 {:.0} ms",
+            f.share_pct, f.stalls_per_min, f.max_stall_ms, f.p95_stall_ms
+        ),
+        Some(f) => format!("{:.1}% (short blocks)", f.share_pct),
+        None => "–".into(),
+    }
+}
+
+/// Renders `diff.md`: the verdicts, the loop figures before and after, and every finding
+/// with its status.
+pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
+    let mut out = String::new();
+    let (b, a) = (&d.before, &d.after);
+    let _ = writeln!(
+        out,
+        "## loopprof diff: {} → {}{}\n",
+        b.verdict,
+        a.verdict,
+        if d.regression { " (regression)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "> {}\n",
+        d.summary.replace(['\n', '\r'], " ").replace('<', "&lt;")
+    );
+    write_gates(&mut out, gates);
+    let _ = writeln!(out, "| | before | after |\n| --- | --- | --- |");
+    for (k, x, y) in [
+        ("verdict", b.verdict.clone(), a.verdict.clone()),
+        (
+            "loop blocked",
+            format!("{:.1}%", b.loop_blocked_pct),
+            format!("{:.1}%", a.loop_blocked_pct),
+        ),
+        (
+            "longest stall",
+            format!("{:.0} ms", b.max_stall_ms),
+            format!("{:.0} ms", a.max_stall_ms),
+        ),
+        (
+            "stalls per minute",
+            format!("{:.1}", b.stalls_per_min),
+            format!("{:.1}", a.stalls_per_min),
+        ),
+        (
+            "loop busy",
+            format!("{:.1}%", b.loop_busy_pct),
+            format!("{:.1}%", a.loop_busy_pct),
+        ),
+        (
+            "GIL wait",
+            format!("{:.1}%", b.gil_wait_pct),
+            format!("{:.1}%", a.gil_wait_pct),
+        ),
+        (
+            "process CPU",
+            format!("{:.1}%", b.process_cpu_pct),
+            format!("{:.1}%", a.process_cpu_pct),
+        ),
+        ("findings", b.findings.to_string(), a.findings.to_string()),
+        (
+            "recorded",
+            format!("{:.1} s at {} Hz", b.duration_s, b.rate_hz),
+            format!("{:.1} s at {} Hz", a.duration_s, a.rate_hz),
+        ),
+    ] {
+        let _ = writeln!(out, "| {k} | {x} | {y} |");
+    }
+    for (label, side) in [("before", b), ("after", a)] {
+        for p in &side.probes {
+            let _ = writeln!(
+                out,
+                "| probe {label} {} | p50 {:.0} ms, p99 {:.0} ms | {} timeouts of {} |",
+                code(&p.url),
+                p.p50_ms,
+                p.p99_ms,
+                p.timeouts,
+                p.requests
+            );
+        }
+    }
+    out.push('\n');
+    if d.findings.is_empty() {
+        let _ = writeln!(out, "No finding in either recording.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "| status | category | call site | before | after |\n| --- | --- | --- | --- | --- |"
+        );
+        for f in &d.findings {
+            let site = f
+                .call_site
+                .as_ref()
+                .map(|c| {
+                    code(&format!(
+                        "{}:{} in {}",
+                        short_file(&c.file),
+                        c.line,
+                        c.function
+                    ))
+                })
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                out,
+                "| **{}** | `{}` | {} | {} | {} |",
+                f.status.name(),
+                f.category,
+                site,
+                fig(&f.before),
+                fig(&f.after)
+            );
+        }
+        out.push('\n');
+    }
+    for r in &d.regression_reasons {
+        let _ = writeln!(out, "- Regression: {}", code(r));
+    }
+    let _ = writeln!(
+        out,
+        "\nBEFORE: {} · AFTER: {} · loopprof {}. Shares are of the event loop's time, rates per minute of loop time, so recordings of different length and rate compare.",
+        code(&b.recording),
+        code(&a.recording),
+        crate::VERSION
     );
     out
 }

@@ -1,4 +1,5 @@
-//! Plain-text rendering of a recording [`Overview`] for the terminal.
+//! Plain-text rendering for the terminal: a recording's [`Overview`], the diagnosis, `dump`,
+//! `diff` and the outcome of `--fail-on` gates.
 //!
 //! Target-controlled strings (command lines, thread and function names) are printed with
 //! control characters replaced, so a hostile name cannot move the cursor or clear the screen.
@@ -221,6 +222,71 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         format!("{}…", s.chars().take(n).collect::<String>())
     }
+}
+
+/// The outcome of `--fail-on` gates, one line each (`gate failed: ...` / `gate passed: ...`).
+pub fn gates(results: &[crate::analysis::gates::GateResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let _ = writeln!(
+            out,
+            "gate {}: {} ({})",
+            if r.failed { "FAILED" } else { "passed" },
+            sanitize(&r.gate),
+            sanitize(&r.because)
+        );
+    }
+    out
+}
+
+fn site_line(f: &crate::analysis::diff::FindingDiff) -> String {
+    match &f.call_site {
+        Some(c) => format!("{}:{} in {}", short_file(&c.file), c.line, c.function),
+        None => "(no application frame)".into(),
+    }
+}
+
+/// The diff for the terminal: the summary, the two sides, and every finding's status.
+pub fn diff(d: &crate::analysis::diff::Diff) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", sanitize(&d.summary));
+    for (label, s) in [("before", &d.before), ("after ", &d.after)] {
+        let _ = writeln!(
+            out,
+            "  {label}: {} · loop blocked {:.1}% · longest stall {:.0} ms · {:.1} stalls/min · process CPU {:.1}% · {:.1} s at {} Hz ({})",
+            s.verdict,
+            s.loop_blocked_pct,
+            s.max_stall_ms,
+            s.stalls_per_min,
+            s.process_cpu_pct,
+            s.duration_s,
+            s.rate_hz,
+            sanitize(&s.recording)
+        );
+    }
+    for f in &d.findings {
+        let _ = writeln!(
+            out,
+            "\n{:>9}  [{}] {}",
+            f.status.name().to_uppercase(),
+            f.category,
+            sanitize(&site_line(f))
+        );
+        if let Some(b) = &f.before_call_site {
+            let _ = writeln!(
+                out,
+                "           (was {}:{} in {})",
+                sanitize(short_file(&b.file)),
+                b.line,
+                sanitize(&b.function)
+            );
+        }
+        let _ = writeln!(out, "           {}", sanitize(&f.why));
+    }
+    for r in &d.regression_reasons {
+        let _ = writeln!(out, "\nregression: {}", sanitize(r));
+    }
+    out
 }
 
 #[cfg(test)]

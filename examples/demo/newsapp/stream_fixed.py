@@ -1,12 +1,13 @@
 """GET /news/stream, fixed (enabled with NEWSAPP_FIXED=1).
 
 Same events as stream.py, following the runbook's non-blocking executor pattern:
-  * the executor is created explicitly (no `with`, so no implicit shutdown(wait=True));
+  * one bounded executor for the whole app, created once (no `with` per request,
+    so no implicit shutdown(wait=True) on the event loop, and no new threads per
+    request piling up behind a slow feed server);
   * work is dispatched with loop.run_in_executor, so the generator awaits it;
-  * on client disconnect (or any exit) the pending futures are cancelled;
-  * finally: executor.shutdown(wait=False, cancel_futures=True) - downloads
-    already running finish in the background, bounded by their own timeout,
-    and never hold up the event loop.
+  * on client disconnect (or any exit) the pending futures are cancelled: queued
+    downloads never start, running ones finish in the background, bounded by
+    their own timeout, and never hold up the event loop.
 """
 
 import asyncio
@@ -20,6 +21,9 @@ from .feeds import SOURCES, fetch_feed
 
 router = APIRouter()
 
+# Shared by every request; its size bounds the threads a slow feed server can tie up.
+executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="feeds")
+
 
 def sse(event: str, data) -> str:
     return "event: %s\ndata: %s\n\n" % (event, json.dumps(data))
@@ -29,7 +33,6 @@ def sse(event: str, data) -> str:
 async def news_stream(request: Request):
     async def event_generator():
         loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=5, thread_name_prefix="feeds")
         sources = {loop.run_in_executor(executor, fetch_feed, source): source for source in SOURCES}
         pending = set(sources)
         try:
@@ -48,6 +51,5 @@ async def news_stream(request: Request):
         finally:
             for future in pending:
                 future.cancel()
-            executor.shutdown(wait=False, cancel_futures=True)
 
     return StreamingResponse(event_generator(), media_type="text/event-stream")

@@ -1,0 +1,463 @@
+//! Before/after comparison of two diagnoses (`loopprof diff`): verdicts, loop figures, and
+//! every finding matched across the two recordings as fixed, new, worse, better or unchanged.
+//!
+//! Recordings of different length, rate or worker count compare fairly because every figure
+//! compared is a share of the loop's time or a rate per minute of loop time, never a raw
+//! count. Findings are matched by category and call site; the line may move between the two
+//! versions of the code, so the match falls back to (category, file, function) and then to
+//! (category, endpoint). A change counts only when it is clearly outside sampling noise (the
+//! thresholds are [`Thresholds`], documented in `docs/cli.md`).
+
+use crate::analysis::diagnose::{CallSite, Diagnosis, Finding};
+use crate::analysis::frames::short_file;
+use crate::analysis::probes::ProbeSummary;
+use serde::Serialize;
+
+/// One recording's side of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// Recording path as given.
+    pub recording: String,
+    /// UTC start.
+    pub started_at: String,
+    /// Duration, seconds.
+    pub duration_s: f64,
+    /// Requested rate, Hz.
+    pub rate_hz: f64,
+    /// Event-loop time analysed, seconds (summed over processes).
+    pub window_s: f64,
+    /// Verdict kind.
+    pub verdict: String,
+    /// Verdict sentence.
+    pub summary: String,
+    /// Share of loop time blocked, percent.
+    pub loop_blocked_pct: f64,
+    /// Share of loop time busy, percent.
+    pub loop_busy_pct: f64,
+    /// Share of loop time waiting for the GIL, percent.
+    pub gil_wait_pct: f64,
+    /// Process CPU, percent of one core.
+    pub process_cpu_pct: f64,
+    /// Longest stall, ms.
+    pub max_stall_ms: f64,
+    /// Stalls per minute of loop time.
+    pub stalls_per_min: f64,
+    /// Number of findings.
+    pub findings: usize,
+    /// `--probe` results.
+    pub probes: Vec<ProbeSummary>,
+}
+
+/// A finding's figures on one side, normalised per loop time.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Figures {
+    /// Share of the loop's time blocked here, percent.
+    pub share_pct: f64,
+    /// Milliseconds blocked here per minute of loop time.
+    pub blocked_ms_per_min: f64,
+    /// Stalls per minute of loop time.
+    pub stalls_per_min: f64,
+    /// Longest stall, ms (0 when only short blocks).
+    pub max_stall_ms: f64,
+    /// 95th percentile stall, ms.
+    pub p95_stall_ms: f64,
+}
+
+/// What happened to a finding between BEFORE and AFTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Only in AFTER.
+    New,
+    /// In both, clearly worse.
+    Worse,
+    /// Only in BEFORE.
+    Fixed,
+    /// In both, clearly better.
+    Better,
+    /// In both, within noise.
+    Unchanged,
+}
+
+impl Status {
+    /// The lower-case name (`fixed`, `new`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Worse => "worse",
+            Status::Fixed => "fixed",
+            Status::Better => "better",
+            Status::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One finding compared.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingDiff {
+    /// Fixed, new, worse, better or unchanged.
+    pub status: Status,
+    /// Catalog category.
+    pub category: String,
+    /// Title of the catalog entry.
+    pub title: String,
+    /// Call site (AFTER's when in both).
+    pub call_site: Option<CallSite>,
+    /// The call site in BEFORE when its line moved.
+    pub before_call_site: Option<CallSite>,
+    /// Endpoint.
+    pub endpoint: Option<String>,
+    /// Figures in BEFORE (`null` when new).
+    pub before: Option<Figures>,
+    /// Figures in AFTER (`null` when fixed).
+    pub after: Option<Figures>,
+    /// The catalog's fix, one line.
+    pub fix: String,
+    /// Why it is classed so, in words.
+    pub why: String,
+}
+
+/// The noise margins of the comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// A finding's share must move by at least this many percentage points...
+    pub share_pp: f64,
+    /// ...and by at least this fraction of its larger value.
+    pub share_rel: f64,
+    /// Or its longest stall must move by this fraction and by two sample intervals.
+    pub stall_rel: f64,
+    /// The loop-blocked share must grow by at least this many points to be a regression...
+    pub loop_pp: f64,
+    /// ...and by this fraction of BEFORE's.
+    pub loop_rel: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            share_pp: 1.0,
+            share_rel: 0.25,
+            stall_rel: 0.5,
+            loop_pp: 2.0,
+            loop_rel: 0.5,
+        }
+    }
+}
+
+/// The comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    /// BEFORE.
+    pub before: Side,
+    /// AFTER.
+    pub after: Side,
+    /// Every finding of either side, new and worse first, then fixed, better, unchanged.
+    pub findings: Vec<FindingDiff>,
+    /// Whether AFTER is worse than BEFORE.
+    pub regression: bool,
+    /// Why it is a regression (empty when not).
+    pub regression_reasons: Vec<String>,
+    /// One sentence: what changed.
+    pub summary: String,
+}
+
+fn side(path: &str, rec: &crate::recording::Recording, d: &Diagnosis) -> Side {
+    let v = &d.verdict;
+    let stalls: usize = d.findings.iter().map(|f| f.stalls).sum();
+    Side {
+        recording: path.to_owned(),
+        started_at: rec.header.started_at.clone(),
+        duration_s: rec.duration_us() as f64 / 1e6,
+        rate_hz: rec.header.rate_hz,
+        window_s: d.window_s,
+        verdict: v.kind.clone(),
+        summary: v.summary.clone(),
+        loop_blocked_pct: v.loop_blocked_pct,
+        loop_busy_pct: v.loop_busy_pct,
+        gil_wait_pct: v.gil_wait_pct,
+        process_cpu_pct: v.process_cpu_pct,
+        max_stall_ms: v.worst_stall_ms,
+        stalls_per_min: per_min(stalls as f64, d.window_s),
+        findings: d.findings.len(),
+        probes: crate::analysis::probes::summarize(rec),
+    }
+}
+
+fn per_min(x: f64, window_s: f64) -> f64 {
+    if window_s > 0.0 {
+        x * 60.0 / window_s
+    } else {
+        0.0
+    }
+}
+
+fn figures(f: &Finding, d: &Diagnosis) -> Figures {
+    // Shares are relative to the loop time of the processes the finding occurs in; the
+    // per-minute rates use the same base (loop time of those processes).
+    let loops_in = d
+        .loops
+        .iter()
+        .filter(|l| f.pids.contains(&l.pid))
+        .count()
+        .max(1);
+    let window = d.window_s * loops_in as f64 / d.loops.len().max(1) as f64;
+    Figures {
+        share_pct: f.share_pct,
+        blocked_ms_per_min: f.share_pct / 100.0 * 60_000.0,
+        stalls_per_min: per_min(f.stalls as f64, window),
+        max_stall_ms: f.max_stall_ms,
+        p95_stall_ms: f.p95_stall_ms,
+    }
+}
+
+fn site_key(c: &Option<CallSite>) -> Option<(String, String)> {
+    c.as_ref()
+        .map(|c| (short_file(&c.file).to_owned(), c.function.clone()))
+}
+
+/// Matches AFTER's findings to BEFORE's: exact call site, then same file and function (the
+/// line moved), then same endpoint. Returns, per AFTER finding, the BEFORE index it matches.
+fn match_findings(before: &[Finding], after: &[Finding]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; before.len()];
+    let mut out = vec![None; after.len()];
+    type Level = fn(&Finding, &Finding) -> bool;
+    let levels: [Level; 3] = [
+        |a, b| {
+            site_key(&a.call_site).is_some()
+                && site_key(&a.call_site) == site_key(&b.call_site)
+                && a.call_site.as_ref().map(|c| c.line) == b.call_site.as_ref().map(|c| c.line)
+        },
+        |a, b| site_key(&a.call_site) == site_key(&b.call_site),
+        |a, b| a.endpoint.is_some() && a.endpoint == b.endpoint,
+    ];
+    for level in levels {
+        for (i, a) in after.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            if let Some(j) = before
+                .iter()
+                .enumerate()
+                .position(|(j, b)| !taken[j] && b.category == a.category && level(a, b))
+            {
+                taken[j] = true;
+                out[i] = Some(j);
+            }
+        }
+    }
+    out
+}
+
+fn clearly(from: f64, to: f64, pp: f64, rel: f64) -> bool {
+    (to - from).abs() >= pp && (to - from).abs() >= rel * from.max(to)
+}
+
+/// Compares two diagnoses. `interval_ms` is the coarser sample interval of the two
+/// recordings (the resolution of stall lengths).
+pub fn diff(
+    before: (&str, &crate::recording::Recording, &Diagnosis),
+    after: (&str, &crate::recording::Recording, &Diagnosis),
+    t: &Thresholds,
+) -> Diff {
+    let (bp, brec, bd) = before;
+    let (ap, arec, ad) = after;
+    let interval_ms = 1000.0 / brec.header.rate_hz.min(arec.header.rate_hz).max(1e-3);
+    let matches = match_findings(&bd.findings, &ad.findings);
+    let mut out = Vec::new();
+    let mut matched_before = vec![false; bd.findings.len()];
+    for (i, a) in ad.findings.iter().enumerate() {
+        let fa = figures(a, ad);
+        let (status, before_fig, before_site, why) = match matches[i] {
+            None => (
+                Status::New,
+                None,
+                None,
+                format!(
+                    "not in BEFORE; {:.1}% of the loop's time in AFTER",
+                    a.share_pct
+                ),
+            ),
+            Some(j) => {
+                matched_before[j] = true;
+                let b = &bd.findings[j];
+                let fb = figures(b, bd);
+                let share_moved = clearly(fb.share_pct, fa.share_pct, t.share_pp, t.share_rel);
+                let stall_moved = clearly(
+                    fb.max_stall_ms,
+                    fa.max_stall_ms,
+                    2.0 * interval_ms,
+                    t.stall_rel,
+                );
+                let worse = (share_moved && fa.share_pct > fb.share_pct)
+                    || (stall_moved && fa.max_stall_ms > fb.max_stall_ms);
+                let better = !worse
+                    && ((share_moved && fa.share_pct < fb.share_pct)
+                        || (stall_moved && fa.max_stall_ms < fb.max_stall_ms));
+                let status = if worse {
+                    Status::Worse
+                } else if better {
+                    Status::Better
+                } else {
+                    Status::Unchanged
+                };
+                let moved = b.call_site.as_ref().map(|c| c.line)
+                    != a.call_site.as_ref().map(|c| c.line)
+                    || site_key(&b.call_site) != site_key(&a.call_site);
+                (
+                    status,
+                    Some(fb),
+                    if moved { b.call_site.clone() } else { None },
+                    format!(
+                        "{:.1}% → {:.1}% of the loop's time, longest stall {:.0} → {:.0} ms",
+                        fb.share_pct, fa.share_pct, fb.max_stall_ms, fa.max_stall_ms
+                    ),
+                )
+            }
+        };
+        out.push(FindingDiff {
+            status,
+            category: a.category.clone(),
+            title: a.title.clone(),
+            call_site: a.call_site.clone(),
+            before_call_site: before_site,
+            endpoint: a.endpoint.clone(),
+            before: before_fig,
+            after: Some(fa),
+            fix: a.fix.summary.clone(),
+            why,
+        });
+    }
+    for (j, b) in bd.findings.iter().enumerate() {
+        if matched_before[j] {
+            continue;
+        }
+        let fb = figures(b, bd);
+        out.push(FindingDiff {
+            status: Status::Fixed,
+            category: b.category.clone(),
+            title: b.title.clone(),
+            call_site: b.call_site.clone(),
+            before_call_site: None,
+            endpoint: b.endpoint.clone(),
+            before: Some(fb),
+            after: None,
+            fix: b.fix.summary.clone(),
+            why: format!(
+                "{:.1}% of the loop's time in BEFORE; not found in AFTER",
+                b.share_pct
+            ),
+        });
+    }
+    out.sort_by(|x, y| {
+        x.status.cmp(&y.status).then_with(|| {
+            let s = |f: &FindingDiff| f.after.or(f.before).map(|g| g.share_pct).unwrap_or(0.0);
+            s(y).total_cmp(&s(x))
+        })
+    });
+
+    let b = side(bp, brec, bd);
+    let a = side(ap, arec, ad);
+    let mut reasons = Vec::new();
+    for f in &out {
+        match f.status {
+            Status::New => reasons.push(format!("new finding: {}", site_of(f))),
+            Status::Worse => reasons.push(format!("worse: {} ({})", site_of(f), f.why)),
+            _ => {}
+        }
+    }
+    if b.verdict == "healthy" && a.verdict != "healthy" {
+        reasons.push(format!("verdict went from healthy to {}", a.verdict));
+    }
+    if a.loop_blocked_pct - b.loop_blocked_pct >= t.loop_pp
+        && a.loop_blocked_pct - b.loop_blocked_pct >= t.loop_rel * b.loop_blocked_pct
+    {
+        reasons.push(format!(
+            "the loop was blocked {:.1}% of the time, up from {:.1}%",
+            a.loop_blocked_pct, b.loop_blocked_pct
+        ));
+    }
+    let count = |s: Status| out.iter().filter(|f| f.status == s).count();
+    let summary = format!(
+        "{}: verdict {} → {}; loop blocked {:.1}% → {:.1}%, longest stall {:.0} → {:.0} ms; findings: {} fixed, {} new, {} worse, {} better, {} unchanged.",
+        if !reasons.is_empty() {
+            "Regression"
+        } else if count(Status::Fixed) + count(Status::Better) > 0
+            || b.loop_blocked_pct - a.loop_blocked_pct >= t.loop_pp
+        {
+            "Improved"
+        } else {
+            "No clear change"
+        },
+        b.verdict,
+        a.verdict,
+        b.loop_blocked_pct,
+        a.loop_blocked_pct,
+        b.max_stall_ms,
+        a.max_stall_ms,
+        count(Status::Fixed),
+        count(Status::New),
+        count(Status::Worse),
+        count(Status::Better),
+        count(Status::Unchanged),
+    );
+    Diff {
+        before: b,
+        after: a,
+        findings: out,
+        regression: !reasons.is_empty(),
+        regression_reasons: reasons,
+        summary,
+    }
+}
+
+fn site_of(f: &FindingDiff) -> String {
+    match &f.call_site {
+        Some(c) => format!(
+            "{} at {}:{} in {}",
+            f.category,
+            short_file(&c.file),
+            c.line,
+            c.function
+        ),
+        None => f.category.clone(),
+    }
+}
+
+/// The gate facts of a diff: AFTER's figures, plus the diff-only metrics.
+pub fn facts(
+    d: &Diff,
+    after: &Diagnosis,
+    after_probes: &[ProbeSummary],
+) -> crate::analysis::gates::Facts {
+    let mut f = crate::analysis::gates::facts_of(after, after_probes);
+    let count = |s: Status| d.findings.iter().filter(|x| x.status == s).count() as f64;
+    f.numbers.insert("new_findings", count(Status::New));
+    f.numbers.insert("worse_findings", count(Status::Worse));
+    f.numbers.insert("fixed_findings", count(Status::Fixed));
+    f.numbers.insert(
+        "delta_loop_blocked_pct",
+        d.after.loop_blocked_pct - d.before.loop_blocked_pct,
+    );
+    f.numbers.insert(
+        "delta_max_stall_ms",
+        d.after.max_stall_ms - d.before.max_stall_ms,
+    );
+    f.numbers.insert(
+        "delta_process_cpu_pct",
+        d.after.process_cpu_pct - d.before.process_cpu_pct,
+    );
+    let mut cats: Vec<String> = d
+        .findings
+        .iter()
+        .filter(|x| matches!(x.status, Status::New | Status::Worse))
+        .map(|x| x.category.clone())
+        .collect();
+    cats.sort();
+    cats.dedup();
+    f.names.insert("new_category", cats);
+    f.flags.insert(
+        "regression",
+        (d.regression, d.regression_reasons.join("; ")),
+    );
+    f
+}
