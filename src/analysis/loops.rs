@@ -181,21 +181,27 @@ fn stack_loop_kind(rec: &Recording, stack: &[&FrameDef]) -> Option<LoopKind> {
 pub fn find_loop_threads(rec: &Recording) -> Vec<LoopThread> {
     #[derive(Default)]
     struct Count {
-        name: String,
+        name_id: Option<u32>,
         samples: usize,
         asyncio: usize,
         uvloop: usize,
     }
     let mut counts: BTreeMap<(u32, u32), Count> = BTreeMap::new();
+    // The loop kind depends on the stack only: classify each distinct stack once.
+    let mut kind_of: std::collections::HashMap<u32, Option<LoopKind>> =
+        std::collections::HashMap::new();
     for s in &rec.samples {
         for t in &s.threads {
             let c = counts.entry((s.pid, t.tid)).or_default();
-            if let Some(n) = rec.thread_name(t) {
-                c.name = n.to_owned();
+            if t.name.is_some() {
+                c.name_id = t.name;
             }
             c.samples += 1;
-            let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
-            match stack_loop_kind(rec, &stack) {
+            let kind = *kind_of.entry(t.stack).or_insert_with(|| {
+                let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
+                stack_loop_kind(rec, &stack)
+            });
+            match kind {
                 Some(LoopKind::Asyncio) => c.asyncio += 1,
                 Some(LoopKind::Uvloop) => c.uvloop += 1,
                 None => {}
@@ -204,12 +210,21 @@ pub fn find_loop_threads(rec: &Recording) -> Vec<LoopThread> {
     }
     counts
         .into_iter()
-        .filter(|(_, c)| !WORKER_NAME_PREFIXES.iter().any(|p| c.name.starts_with(p)))
-        .filter(|(_, c)| 2 * (c.asyncio + c.uvloop) >= c.samples && c.samples > 0)
-        .map(|((pid, tid), c)| LoopThread {
+        .map(|(k, c)| {
+            (
+                k,
+                c.name_id
+                    .map(|id| rec.str(id).to_owned())
+                    .unwrap_or_default(),
+                c,
+            )
+        })
+        .filter(|(_, name, _)| !WORKER_NAME_PREFIXES.iter().any(|p| name.starts_with(p)))
+        .filter(|(_, _, c)| 2 * (c.asyncio + c.uvloop) >= c.samples && c.samples > 0)
+        .map(|((pid, tid), name, c)| LoopThread {
             pid,
             tid,
-            name: c.name,
+            name,
             kind: if c.asyncio >= c.uvloop {
                 LoopKind::Asyncio
             } else {

@@ -98,8 +98,12 @@ fn counts(
     pid: Option<u32>,
     roots: Roots,
 ) -> BTreeMap<String, u64> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    // Count by (process, thread, stack id, leaf) first and build each folded line once per
+    // distinct key: a one-hour recording has millions of thread samples but few stacks.
     let multi = rec.processes.len() > 1;
+    let mut by_key: std::collections::HashMap<(u32, u32, u32, Option<&'static str>), u64> =
+        std::collections::HashMap::new();
+    let mut names: std::collections::HashMap<(u32, u32), &str> = std::collections::HashMap::new();
     for s in &rec.samples {
         if pid.is_some_and(|p| p != s.pid) {
             continue;
@@ -115,27 +119,45 @@ fn counts(
             if !keep {
                 continue;
             }
-            let mut parts: Vec<String> = Vec::new();
-            let name = rec.thread_name(t).unwrap_or("?");
-            match roots {
-                Roots::Exact => {
-                    if multi || pid.is_none() {
-                        parts.push(format!("process {}", s.pid));
-                    }
-                    parts.push(sanitize(&format!("thread {name} ({})", t.tid)));
-                }
-                Roots::ByName => parts.push(sanitize(&format!("thread {name}"))),
-            }
-            let frames: Vec<_> = rec.stack(t.stack).collect();
-            parts.extend(frames.iter().rev().map(|f| label(rec, f)));
-            if view == View::OffCpu {
-                parts.push(match activity {
-                    Activity::Waiting(r) => format!("[wait: {}]", r.name()),
-                    _ => "[wait: GIL]".to_owned(),
-                });
-            }
-            *counts.entry(parts.join(";")).or_default() += 1;
+            let leaf = if view == View::OffCpu {
+                Some(match activity {
+                    Activity::Waiting(r) => r.name(),
+                    _ => "GIL",
+                })
+            } else {
+                None
+            };
+            // Threads keep their name; a renamed thread keeps the first name seen.
+            names
+                .entry((s.pid, t.tid))
+                .or_insert_with(|| rec.thread_name(t).unwrap_or("?"));
+            *by_key.entry((s.pid, t.tid, t.stack, leaf)).or_default() += 1;
         }
+    }
+    let mut labels: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for ((p, tid, stack, leaf), n) in by_key {
+        let name = names.get(&(p, tid)).copied().unwrap_or("?");
+        let mut parts: Vec<String> = Vec::new();
+        match roots {
+            Roots::Exact => {
+                if multi || pid.is_none() {
+                    parts.push(format!("process {p}"));
+                }
+                parts.push(sanitize(&format!("thread {name} ({tid})")));
+            }
+            Roots::ByName => parts.push(sanitize(&format!("thread {name}"))),
+        }
+        for id in rec.stacks[stack as usize].iter().rev() {
+            let l = labels
+                .entry(*id)
+                .or_insert_with(|| label(rec, rec.frame(*id)));
+            parts.push(l.clone());
+        }
+        if let Some(leaf) = leaf {
+            parts.push(format!("[wait: {leaf}]"));
+        }
+        *counts.entry(parts.join(";")).or_default() += n;
     }
     counts
 }
