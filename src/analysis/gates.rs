@@ -642,7 +642,7 @@ pub fn facts_of(
     f
 }
 
-/// Prints nothing; says whether any gate failed.
+/// Whether any gate failed.
 pub fn any_failed(results: &[GateResult]) -> bool {
     results.iter().any(|r| r.failed)
 }

@@ -2,8 +2,9 @@
 //!
 //! Each tick reads, in this order: the process's CPU time, then for every known Python thread
 //! its OS state and current syscall (before stopping it, since a ptrace stop changes both),
-//! then stops only the Python threads with ptrace (not uvloop's or other native threads), reads
-//! every Python stack with py-spy (`LockingStrategy::AlreadyLocked`) and resumes them. The
+//! then stops only the Python threads with ptrace ([`crate::capture::stop`]: every thread is
+//! interrupted before any is waited for; not uvloop's or other native threads), reads every
+//! Python stack with py-spy (`LockingStrategy::AlreadyLocked`) and resumes them. The
 //! stop lasts only as long as the stack read; the locks are released when their guards drop,
 //! and if loopprof dies the kernel detaches and resumes the threads. Results go to the writer
 //! through a channel; nothing here touches the recording file.
