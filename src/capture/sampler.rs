@@ -169,6 +169,8 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
             LockingStrategy::AlreadyLocked
         },
         collect_thread_names: true,
+        // The sampler reads every thread's state itself before stopping it.
+        thread_activity: false,
         ..Config::default()
     };
     let deadline = Instant::now() + patience;

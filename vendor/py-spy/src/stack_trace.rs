@@ -1,0 +1,645 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Error, Result};
+
+use remoteprocess::{Pid, ProcessMemory};
+use serde_derive::Serialize;
+
+use crate::config::{Config, LineNo};
+use crate::python_data_access::{copy_bytes, copy_string};
+use crate::python_interpreters::{
+    CodeObject, FrameObject, InterpreterState, ThreadState, TupleObject,
+};
+
+/// Call stack for a single python thread
+#[derive(Debug, Clone, Serialize)]
+pub struct StackTrace {
+    /// The process id than generated this stack trace
+    pub pid: Pid,
+    /// The python thread id for this stack trace
+    pub thread_id: u64,
+    // The python thread name for this stack trace
+    pub thread_name: Option<String>,
+    /// The OS thread id for this stack tracee
+    pub os_thread_id: Option<u64>,
+    /// Whether or not the thread was active
+    pub active: bool,
+    /// Whether or not the thread held the GIL
+    pub owns_gil: bool,
+    /// The frames
+    pub frames: Vec<Frame>,
+    /// process commandline / parent process info
+    pub process_info: Option<Arc<ProcessInfo>>,
+}
+
+/// Information about a single function call in a stack trace
+#[derive(Debug, Hash, Eq, PartialEq, Ord, PartialOrd, Clone, Serialize)]
+pub struct Frame {
+    /// The function name
+    pub name: String,
+    /// The full filename of the file
+    pub filename: String,
+    /// The module/shared library the
+    pub module: Option<String>,
+    /// A short, more readable, representation of the filename
+    pub short_filename: Option<String>,
+    /// The line number inside the file (or 0 for native frames without line information)
+    pub line: i32,
+    /// Local Variables associated with the frame
+    pub locals: Option<Vec<LocalVariable>>,
+    /// If this is an entry frame. Each entry frame corresponds to one native frame (Python 3.11)
+    pub is_entry: bool,
+    /// If the last frame was a shim. This is used in Python 3.12+ to detect entry frames.
+    pub is_shim_entry: bool,
+}
+
+#[derive(Debug, Hash, Eq, PartialEq, Ord, PartialOrd, Clone, Serialize)]
+pub struct LocalVariable {
+    pub name: String,
+    pub addr: usize,
+    pub arg: bool,
+    pub repr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: Pid,
+    pub command_line: String,
+    pub parent: Option<Box<ProcessInfo>>,
+}
+
+/// Given an InterpreterState, this function returns a vector of stack traces for each thread
+pub fn get_stack_traces<I, P>(
+    interpreter_address: usize,
+    process: &P,
+    threadstate_address: usize,
+    config: Option<&Config>,
+) -> Result<Vec<StackTrace>, Error>
+where
+    I: InterpreterState,
+    P: ProcessMemory,
+{
+    let gil_thread_id = get_gil_threadid::<I, P>(threadstate_address, process)?;
+
+    let threadstate_ptr_ptr = I::threadstate_ptr_ptr(interpreter_address);
+    let mut threads: *const I::ThreadState = process
+        .copy_struct(threadstate_ptr_ptr as usize)
+        .context("Failed to copy PyThreadState head pointer")?;
+
+    let mut ret = Vec::new();
+
+    let lineno = config.map(|c| c.lineno).unwrap_or(LineNo::NoLine);
+    let dump_locals = config.map(|c| c.dump_locals).unwrap_or(0);
+
+    while !threads.is_null() {
+        let thread = process
+            .copy_pointer(threads)
+            .context("Failed to copy PyThreadState")?;
+
+        let mut trace = get_stack_trace(&thread, process, dump_locals > 0, lineno, None)?;
+        trace.owns_gil = trace.thread_id == gil_thread_id;
+
+        ret.push(trace);
+        // This seems to happen occasionally when scanning BSS addresses for valid interpreters
+        if ret.len() > 4096 {
+            return Err(format_err!("Max thread recursion depth reached"));
+        }
+        threads = thread.next();
+    }
+    Ok(ret)
+}
+
+/// Gets a stack trace for an individual thread
+pub fn get_stack_trace<T, P>(
+    thread: &T,
+    process: &P,
+    copy_locals: bool,
+    lineno: LineNo,
+    mut cache: Option<&mut CodeCache>,
+) -> Result<StackTrace, Error>
+where
+    T: ThreadState,
+    P: ProcessMemory,
+{
+    // TODO: just return frames here? everything else probably should be returned out of scope
+    let mut frames = Vec::new();
+
+    // python 3.11+ has an extra level of indirection to get the Frame from the threadstate
+    let mut frame_address = thread.frame_address();
+    if let Some(addr) = frame_address {
+        frame_address = Some(process.copy_struct(addr)?);
+    }
+
+    let mut frame_ptr = thread.frame(frame_address);
+
+    // We are iterating in reverse, i.e. from last call to first call.
+    // Since Python 3.12, there are shim frames inserted before a block
+    // of Python frames. When we encounter one, update the last frame.
+    let set_last_frame_as_shim_entry = &mut |frames: &mut Vec<Frame>| {
+        if let Some(frame) = frames.last_mut() {
+            frame.is_shim_entry = true;
+        }
+    };
+
+    // loopprof patch: with a cache, walk the frame chain first, then read the code objects of
+    // all its frames in one vectored read (one syscall instead of one per frame). The walk
+    // first reads, in one vectored read, the addresses this thread's chain had at the last
+    // sample: the memory is read now (while the thread is stopped), so a frame found there is
+    // exactly what reading it alone would give; frames at new addresses are read one by one.
+    let mut chain: Vec<T::FrameObject> = Vec::new();
+    let mut codes: Vec<Option<<T::FrameObject as FrameObject>::CodeObject>> = Vec::new();
+    if let (false, Some(cache)) = (copy_locals, cache.as_deref_mut()) {
+        if let Some(pid) = cache.pid {
+            let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
+            let known: HashMap<usize, T::FrameObject> = previous
+                .iter()
+                .copied()
+                .zip(read_structs::<T::FrameObject>(pid, &previous))
+                .filter_map(|(addr, f)| f.map(|f| (addr, f)))
+                .collect();
+            let mut addrs = Vec::new();
+            let mut ptr = frame_ptr;
+            while !ptr.is_null() && chain.len() < 4096 {
+                let frame = match known.get(&(ptr as usize)) {
+                    Some(frame) => *frame,
+                    None => process
+                        .copy_pointer(ptr)
+                        .context("Failed to copy PyFrameObject")?,
+                };
+                addrs.push(ptr as usize);
+                ptr = frame.back();
+                chain.push(frame);
+            }
+            if cache.chains.len() >= 4096 {
+                cache.chains.clear();
+            }
+            cache.chains.insert(thread.thread_id(), addrs);
+            let addrs: Vec<usize> = chain
+                .iter()
+                .map(|f| {
+                    if f.is_python_frame() {
+                        f.code() as usize
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            codes = read_structs(pid, &addrs);
+        }
+    }
+
+    let mut visited = 0;
+    while !frame_ptr.is_null() {
+        visited += 1;
+        if visited > 4096 {
+            return Err(format_err!("Max frame recursion depth reached"));
+        }
+
+        let frame = match chain.get(visited - 1) {
+            Some(frame) => *frame,
+            None => process
+                .copy_pointer(frame_ptr)
+                .context("Failed to copy PyFrameObject")?,
+        };
+
+        if !frame.is_python_frame() {
+            frame_ptr = frame.back();
+            set_last_frame_as_shim_entry(&mut frames);
+            continue;
+        }
+
+        let code = match codes.get(visited - 1).copied().flatten() {
+            Some(code) => code,
+            None => process
+                .copy_pointer(frame.code())
+                .context("Failed to copy PyCodeObject")?,
+        };
+
+        // loopprof patch: names, filename and line table of a code object are immutable;
+        // reuse them while the code object at this address still points at the same
+        // objects (two reads per frame instead of eight).
+        if !copy_locals {
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((name, filename, line)) =
+                    cache.lookup(frame.code() as usize, &code, frame.lasti(), lineno)
+                {
+                    frames.push(Frame {
+                        name,
+                        filename,
+                        line,
+                        short_filename: None,
+                        module: None,
+                        locals: None,
+                        is_entry: frame.is_entry(),
+                        is_shim_entry: false,
+                    });
+                    frame_ptr = frame.back();
+                    continue;
+                }
+            }
+        }
+
+        let filename = copy_string(code.filename(), process).context("Failed to copy filename");
+
+        // Try to get qualname first (available in Python 3.11+), fall back to name
+        let name = match code.qualname() {
+            Some(qualname_ptr) => {
+                copy_string(qualname_ptr, process).or_else(|_| copy_string(code.name(), process))
+            }
+            None => copy_string(code.name(), process),
+        }
+        .context("Failed to copy function name");
+
+        // Guards against torn reads while sampling without pausing the process.
+        if filename.is_err() || name.is_err() {
+            frame_ptr = frame.back();
+            set_last_frame_as_shim_entry(&mut frames);
+            continue;
+        }
+        let filename = filename?;
+        let name = name?;
+
+        // skip <shim> entries in python 3.13+
+        // Unset file/function name in py3.13 means this is a shim.
+        if filename.is_empty() || filename == "<shim>" {
+            frame_ptr = frame.back();
+            set_last_frame_as_shim_entry(&mut frames);
+            continue;
+        }
+
+        let mut table = None;
+        let line = match lineno {
+            LineNo::NoLine => 0,
+            LineNo::First => code.first_lineno(),
+            LineNo::LastInstruction => match get_line_table(&code, process) {
+                Ok(t) => {
+                    let line = code.get_line_number(frame.lasti(), &t);
+                    table = Some(t);
+                    line
+                }
+                Err(e) => {
+                    // Failling to get the line number really shouldn't be fatal here, but
+                    // can happen in extreme cases (https://github.com/benfred/py-spy/issues/164)
+                    // Rather than fail set the linenumber to 0. This is used by the native extensions
+                    // to indicate that we can't load a line number and it should be handled gracefully
+                    warn!(
+                        "Failed to get line number from {}.{}: {}",
+                        filename, name, e
+                    );
+                    0
+                }
+            },
+        };
+
+        if let Some(cache) = cache.as_deref_mut() {
+            if lineno != LineNo::LastInstruction || table.is_some() {
+                let table = table.unwrap_or_default();
+                cache.insert(frame.code() as usize, &code, &name, &filename, table);
+            }
+        }
+
+        let locals = if copy_locals {
+            Some(
+                get_locals(&code, frame_ptr, &frame, process)
+                    .context("Failed to get local variables")?,
+            )
+        } else {
+            None
+        };
+
+        let is_entry = frame.is_entry();
+
+        frames.push(Frame {
+            name,
+            filename,
+            line,
+            short_filename: None,
+            module: None,
+            locals,
+            is_entry,
+            is_shim_entry: false,
+        });
+
+        frame_ptr = frame.back();
+    }
+
+    // First frame is always a shim
+    set_last_frame_as_shim_entry(&mut frames);
+
+    Ok(StackTrace {
+        pid: 0,
+        frames,
+        thread_id: thread.thread_id(),
+        thread_name: None,
+        owns_gil: false,
+        active: true,
+        os_thread_id: thread.native_thread_id(),
+        process_info: None,
+    })
+}
+
+impl StackTrace {
+    pub fn status_str(&self) -> &str {
+        match (self.owns_gil, self.active) {
+            (_, false) => "idle",
+            (true, true) => "active+gil",
+            (false, true) => "active",
+        }
+    }
+
+    pub fn format_threadid(&self) -> String {
+        // native threadids in osx are kinda useless, use the pthread id instead
+        #[cfg(target_os = "macos")]
+        return format!("{:#X}", self.thread_id);
+
+        // otherwise use the native threadid if given
+        #[cfg(not(target_os = "macos"))]
+        match self.os_thread_id {
+            Some(tid) => format!("{}", tid),
+            None => format!("{:#X}", self.thread_id),
+        }
+    }
+}
+
+/// Copies a code object's line number table (loopprof patch: the table is kept in the cache).
+fn get_line_table<C: CodeObject, P: ProcessMemory>(
+    code: &C,
+    process: &P,
+) -> Result<Vec<u8>, Error> {
+    copy_bytes(code.line_table(), process).context("Failed to copy line number table")
+}
+
+/// loopprof patch: what a code object's immutable fields held when it was last read.
+struct CachedCode {
+    /// Addresses of filename, name, qualname and line table, and the first line number: the
+    /// entry is used only while the code object at this address still holds all of them.
+    key: [usize; 5],
+    name: String,
+    filename: String,
+    table: Vec<u8>,
+    /// Line numbers already computed, by last instruction.
+    lines: HashMap<i32, i32>,
+}
+
+/// loopprof patch: cache of code-object data (names, filename, line table) by address, so a
+/// frame costs two remote reads (frame, code object) instead of eight.
+#[derive(Default)]
+pub struct CodeCache {
+    /// The process read, for vectored reads (none: read one struct at a time).
+    pub pid: Option<Pid>,
+    entries: HashMap<usize, CachedCode>,
+    /// Frame addresses of each thread's stack at its last read, by Python thread id.
+    chains: HashMap<u64, Vec<usize>>,
+    /// Frames answered from the cache.
+    pub hits: u64,
+    /// Frames read in full.
+    pub misses: u64,
+}
+
+/// Most code objects a cache keeps before it starts over (bounds memory with dynamic code).
+const CODE_CACHE_LIMIT: usize = 16384;
+/// Most line numbers kept per code object.
+const LINE_CACHE_LIMIT: usize = 256;
+
+/// loopprof patch: reads one `S` at each non-zero address with as few `process_vm_readv`
+/// calls as possible. An entry is `None` when its address was zero or could not be read
+/// (the kernel stops at the first unreadable address; callers read those one by one).
+fn read_structs<S: Copy>(pid: Pid, addrs: &[usize]) -> Vec<Option<S>> {
+    const BATCH: usize = 512;
+    let size = std::mem::size_of::<S>();
+    let mut out: Vec<Option<S>> = vec![None; addrs.len()];
+    let wanted: Vec<usize> = (0..addrs.len()).filter(|i| addrs[*i] != 0).collect();
+    if size == 0 {
+        return out;
+    }
+    for batch in wanted.chunks(BATCH) {
+        let mut buf = vec![0u8; batch.len() * size];
+        let local: Vec<libc::iovec> = buf
+            .chunks_mut(size)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: size,
+            })
+            .collect();
+        let remote: Vec<libc::iovec> = batch
+            .iter()
+            .map(|i| libc::iovec {
+                iov_base: addrs[*i] as *mut libc::c_void,
+                iov_len: size,
+            })
+            .collect();
+        // SAFETY: every local iovec points into `buf`, which outlives the call.
+        let n = unsafe {
+            libc::process_vm_readv(
+                pid as libc::pid_t,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        let complete = if n < 0 { 0 } else { n as usize / size };
+        for (k, i) in batch.iter().enumerate().take(complete) {
+            // SAFETY: `buf` holds `size` initialised bytes at `k * size`; the bindings' structs
+            // are plain C data valid for any bit pattern (as `copy_struct` assumes).
+            out[*i] =
+                Some(unsafe { std::ptr::read_unaligned(buf[k * size..].as_ptr().cast::<S>()) });
+        }
+    }
+    out
+}
+
+fn code_key<C: CodeObject>(code: &C) -> [usize; 5] {
+    [
+        code.filename() as usize,
+        code.name() as usize,
+        code.qualname().map(|q| q as usize).unwrap_or(0),
+        code.line_table() as usize,
+        code.first_lineno() as u32 as usize,
+    ]
+}
+
+impl CodeCache {
+    /// An empty cache for reading process `pid` (vectored reads).
+    pub fn for_process(pid: Pid) -> CodeCache {
+        CodeCache {
+            pid: Some(pid),
+            ..CodeCache::default()
+        }
+    }
+
+    fn lookup<C: CodeObject>(
+        &mut self,
+        addr: usize,
+        code: &C,
+        lasti: i32,
+        lineno: LineNo,
+    ) -> Option<(String, String, i32)> {
+        let key = code_key(code);
+        let Some(entry) = self.entries.get_mut(&addr).filter(|e| e.key == key) else {
+            self.misses += 1;
+            return None;
+        };
+        self.hits += 1;
+        let line = match lineno {
+            LineNo::NoLine => 0,
+            LineNo::First => code.first_lineno(),
+            LineNo::LastInstruction => match entry.lines.get(&lasti) {
+                Some(line) => *line,
+                None => {
+                    let line = code.get_line_number(lasti, &entry.table);
+                    if entry.lines.len() < LINE_CACHE_LIMIT {
+                        entry.lines.insert(lasti, line);
+                    }
+                    line
+                }
+            },
+        };
+        Some((entry.name.clone(), entry.filename.clone(), line))
+    }
+
+    fn insert<C: CodeObject>(
+        &mut self,
+        addr: usize,
+        code: &C,
+        name: &str,
+        filename: &str,
+        table: Vec<u8>,
+    ) {
+        if self.entries.len() >= CODE_CACHE_LIMIT {
+            self.entries.clear();
+        }
+        self.entries.insert(
+            addr,
+            CachedCode {
+                key: code_key(code),
+                name: name.to_owned(),
+                filename: filename.to_owned(),
+                table,
+                lines: HashMap::new(),
+            },
+        );
+    }
+
+    /// Number of code objects held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn get_locals<C: CodeObject, F: FrameObject, P: ProcessMemory>(
+    code: &C,
+    frameptr: *const F,
+    frame: &F,
+    process: &P,
+) -> Result<Vec<LocalVariable>, Error> {
+    let local_count = code.nlocals() as usize;
+    let argcount = code.argcount() as usize;
+    let varnames = process
+        .copy_pointer(code.varnames())
+        .context("Failed to get varnames from PyCodeObject")?;
+
+    let ptr_size = std::mem::size_of::<*const i32>();
+    let locals_addr = frameptr as usize + std::mem::size_of_val(frame) - ptr_size;
+
+    let mut ret = Vec::new();
+
+    for i in 0..local_count {
+        let nameptr: *const C::StringObject =
+            process.copy_struct(varnames.address(code.varnames() as usize, i))?;
+
+        let name = copy_string(nameptr, process).context("Failed to copy local variable name")?;
+        let addr: usize = process.copy_struct(locals_addr + i * ptr_size)?;
+
+        // hack: handle things like None, True, False, small integer constants etc on Python 3.14
+        let addr = if addr & 1 == 1 { addr - 1 } else { addr };
+
+        if addr == 0 {
+            continue;
+        }
+        ret.push(LocalVariable {
+            name,
+            addr,
+            arg: i < argcount,
+            repr: None,
+        });
+    }
+    Ok(ret)
+}
+
+pub fn get_gil_threadid<I: InterpreterState, P: ProcessMemory>(
+    threadstate_address: usize,
+    process: &P,
+) -> Result<u64, Error> {
+    // happens during initialization when checking to see if we have a valid interpreter (before we've figured out the threadstate_address)
+    if threadstate_address == 0 {
+        return Ok(0);
+    }
+
+    let addr = if I::HAS_GIL_RUNTIME_STATE {
+        // get the gilruntimestate - note that this struct is identical between 3.12/3.13/3.14
+        let gil_state: crate::python_bindings::v3_13_0::_gil_runtime_state =
+            process.copy_struct(threadstate_address)?;
+        // check to see if the GIL is locked already
+        if gil_state.locked != 0 {
+            gil_state.last_holder as usize
+        } else {
+            0
+        }
+    } else {
+        process.copy_struct::<usize>(threadstate_address)?
+    };
+
+    // if the addr is 0, no thread is currently holding the GIL
+    let threadid = if addr != 0 {
+        let threadstate: I::ThreadState = process.copy_struct(addr)?;
+        threadstate.thread_id()
+    } else {
+        0
+    };
+
+    Ok(threadid)
+}
+
+impl ProcessInfo {
+    pub fn to_frame(&self) -> Frame {
+        Frame {
+            name: format!("process {}:\"{}\"", self.pid, self.command_line),
+            filename: String::from(""),
+            module: None,
+            short_filename: None,
+            line: 0,
+            locals: None,
+            is_entry: true,
+            is_shim_entry: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python_bindings::v3_7_0::PyCodeObject;
+    use crate::python_data_access::tests::to_byteobject;
+    use remoteprocess::LocalProcess;
+
+    #[test]
+    fn test_get_line_number() {
+        let mut lnotab = to_byteobject(&[0u8, 1, 10, 1, 8, 1, 4, 1]);
+        let code = PyCodeObject {
+            co_firstlineno: 3,
+            co_lnotab: &mut lnotab.base.ob_base.ob_base,
+            ..Default::default()
+        };
+        let table = get_line_table(&code, &LocalProcess).unwrap();
+        let lineno = code.get_line_number(30, &table);
+        assert_eq!(lineno, 7);
+    }
+}
