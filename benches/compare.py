@@ -1,6 +1,7 @@
 """loopprof vs the PyPI py-spy CLI: cost to the target, analysis speed, recording size.
 
-    target/venvs/py3.11/bin/python benches/compare.py [--secs 10] [--repeat 5] [--quick] [--json OUT]
+    target/venvs/py3.11/bin/python benches/compare.py [--secs 10] [--repeat 5] [--size-secs 60]
+                                                      [--quick] [--json OUT]
 
 (run `scripts/venv.sh 3.11`, `cargo build --release` and
 `cargo build --release --examples` first; prints Markdown tables on stdout, progress on stderr)
@@ -21,9 +22,10 @@
    (examples/synth_recording) vs inferno rendering the equivalent folded stacks
    (examples/inferno_reference), wall time and peak RSS (`/usr/bin/time -v`).
 3. Size: loopprof's recording.jsonl.gz vs py-spy `--format raw` and `--format speedscope`
-   (and both gzip -9), bytes per minute at 100 Hz of the same load.
+   (and both gzip -9), bytes per minute at 100 Hz of the same load, from one `--size-secs`
+   (default 60) window each.
 
-`--quick`: 1 repeat, 3 s windows, 100 Hz only (a smoke run). Medians and min-max over repeats.
+`--quick`: 1 repeat, 3 s windows, 10 s size windows, 100 Hz only (a smoke run). Medians and min-max over repeats.
 Only 127.0.0.1 is used; every process started is killed at the end.
 """
 
@@ -191,7 +193,7 @@ def parse_loopprof(path, pid):
                 header = d
             elif t == "end":
                 end = d
-            elif t == "sample" and d["pid"] == pid:
+            elif t in ("sample", "tick") and d["pid"] == pid:  # tick: format v2
                 reads.append(d["read_us"])
                 threads = d["threads"]
                 main = [th for th in threads if strings.get(th.get("name")) == "MainThread"]
@@ -367,10 +369,15 @@ def part1(args, tmp):
             runs.append(res)
             time.sleep(0.5)  # let the server drain
 
-    # part 3 needs one py-spy speedscope recording of the same load and length
-    log("py-spy --format speedscope @ 100 Hz (for the size comparison)")
-    ss = run_condition({"name": "py-spy speedscope", "kind": "pyspy", "rate": 100, "format": "speedscope"},
-                       port, server.pid, args.secs, tmp, "speedscope")
+    # part 3: one longer window per output, same load: definitions (strings, frames, stacks,
+    # source lines) are written once, so a short window overstates the size per minute.
+    ss = []
+    for cond in ({"name": "loopprof record (default)", "kind": "loopprof", "rate": 100},
+                 {"name": "py-spy record (default, blocking)", "kind": "pyspy", "rate": 100},
+                 {"name": "py-spy speedscope", "kind": "pyspy", "rate": 100, "format": "speedscope"}):
+        log("size: %s @ 100 Hz for %d s" % (cond["name"], args.size_secs))
+        ss.append(run_condition(cond, port, server.pid, args.size_secs, tmp, "size-%d" % len(ss)))
+        time.sleep(0.5)
     kill_group(server)
     server.wait()
     return conds, runs, ss
@@ -587,9 +594,11 @@ def print_part2(rows, repeat):
 
 def print_part3(args, runs, ss, tmp):
     print("## 3. Size at 100 Hz\n")
-    print("Same load, %d s windows, scaled linearly to one minute (py-spy's raw output is aggregated "
-          "counts, so it grows less than linearly with length; speedscope and loopprof's recording "
-          "grow linearly). gzip -9 of py-spy's outputs for a like-for-like compressed size.\n" % args.secs)
+    print("Same load as part 1, one %d s window per output (`--size-secs`), scaled to one minute "
+          "(py-spy's raw output is aggregated counts, so it grows less than linearly with length; "
+          "speedscope and loopprof's recording grow about linearly once their definitions are "
+          "written). gzip -9 of py-spy's outputs for a like-for-like compressed size. The short "
+          "windows of part 1, where one-off definitions weigh more, in the last rows.\n" % args.size_secs)
 
     rows = []
 
@@ -598,14 +607,17 @@ def print_part3(args, runs, ss, tmp):
                      "bytes_per_min": [r[key] * 60 / r["wall_s"] for r in rs],
                      "bytes_per_sample": [r[key] / r["samples"] for r in rs if r.get("samples")]})
 
+    lp, raw, speed = ss
+    add("loopprof record: recording.jsonl.gz (format v2)", [lp], "bytes")
+    add("py-spy --format raw", [raw], "bytes")
+    add("py-spy --format raw, gzip -9", [raw], "gz9_bytes")
+    add("py-spy --format speedscope", [speed], "bytes")
+    add("py-spy --format speedscope, gzip -9", [speed], "gz9_bytes")
     for name in ("loopprof record (default)", "loopprof record --nonblocking"):
-        add("%s: recording.jsonl.gz" % name, by(runs, name, 100), "bytes")
+        add("%s: recording.jsonl.gz, %d s windows of part 1" % (name, args.secs), by(runs, name, 100), "bytes")
     ps = by(runs, "py-spy record (default, blocking)", 100)
-    add("py-spy --format raw", ps, "bytes")
-    add("py-spy --format raw, gzip -9", ps, "gz9_bytes")
-    add("py-spy --format speedscope", [ss], "bytes")
-    add("py-spy --format speedscope, gzip -9", [ss], "gz9_bytes")
-    print("| output | KB per %d s window | KB per minute | bytes per sample |" % args.secs)
+    add("py-spy --format raw, gzip -9, %d s windows of part 1" % args.secs, ps, "gz9_bytes")
+    print("| output | KB per window | KB per minute | bytes per sample |")
     print("| --- | --- | --- | --- |")
     for r in rows:
         print("| %s | %s | %s | %s |" % (r["output"], spread([x / 1e3 for x in r["bytes"]]),
@@ -614,8 +626,8 @@ def print_part3(args, runs, ss, tmp):
     dirs = [r["dir_bytes"] for r in by(runs, "loopprof record (default)", 100)]
     print("\nloopprof's whole output directory (recording + report.html/.md, summary.json, flame-graph "
           "SVGs, written when the recording ends) was %s KB per %d s window; the report part is mostly "
-          "fixed-size, so it is not scaled per minute. py-spy speedscope: one run; the other rows are "
-          "over the %d 100 Hz run(s) of part 1.\n" % (spread([d / 1e3 for d in dirs], "%.0f"), args.secs, args.repeat))
+          "fixed-size, so it is not scaled per minute. The part-1 rows are over its %d 100 Hz run(s).\n"
+          % (spread([d / 1e3 for d in dirs], "%.0f"), args.secs, args.repeat))
     return rows
 
 
@@ -626,12 +638,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--secs", type=int, default=10, help="profiling window, seconds (default 10)")
     ap.add_argument("--repeat", type=int, default=5, help="repeats of part 1 (default 5)")
+    ap.add_argument("--size-secs", type=int, default=60, help="window of the size comparison, seconds (default 60)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 3 s windows, 100 Hz only")
     ap.add_argument("--json", metavar="OUT", help="also write all measurements as JSON here")
     args = ap.parse_args()
     args.rates = [100, 1000]
     if args.quick:
-        args.repeat, args.secs, args.rates = 1, 3, [100]
+        args.repeat, args.secs, args.rates, args.size_secs = 1, 3, [100], 10
     args.analysis_repeat = 1 if args.quick else 3
     if args.secs < 2:
         ap.error("--secs must be >= 2")
@@ -648,9 +661,10 @@ def main():
         PIN["ok"] = True
         os.sched_setaffinity(0, {TOOL_CORE})
 
-    n_runs = args.repeat * (1 + 3 * len(args.rates)) + 1
-    log("part 1: %d profiling windows of %d s (estimate %.0f s), then part 2 (~%d s)"
-        % (n_runs, args.secs, n_runs * (args.secs + 1.5), 25 + 15 * args.analysis_repeat))
+    n_runs = args.repeat * (1 + 3 * len(args.rates))
+    log("part 1: %d profiling windows of %d s and 3 of %d s for part 3 (estimate %.0f s), then part 2 (~%d s)"
+        % (n_runs, args.secs, args.size_secs, n_runs * (args.secs + 1.5) + 3 * (args.size_secs + 1.5),
+           25 + 15 * args.analysis_repeat))
 
     def on_term(signum, frame):
         raise SystemExit("terminated")

@@ -102,17 +102,20 @@ while pending:
 EOF
 log "servers are up"
 
-# (d) load: SSE clients that disconnect after the first event, plus health checks
+# (d) load: SSE clients that disconnect after the first event, plus health checks. Each
+# client pauses between requests (~10 streams/s and ~80 health checks/s in all), a steady
+# staging-like load that leaves a healthy server idle most of the time; without pauses the
+# closed-loop clients would saturate the 2-core machine whatever the code does.
 LOAD_SECS=$((DURATION + 5))
 "$PY" tests/python/load.py --url "http://127.0.0.1:$APP_PORT/news/stream" \
-    --concurrency 2 --duration "$LOAD_SECS" --disconnect-after-first-chunk --json \
+    --concurrency 2 --think-ms 200 --duration "$LOAD_SECS" --disconnect-after-first-chunk --json \
     >"$LOGDIR/load-stream.json" 2>"$LOGDIR/load-stream.err" &
 PIDS+=($!)
 "$PY" tests/python/load.py --url "http://127.0.0.1:$APP_PORT/health" \
-    --concurrency 2 --duration "$LOAD_SECS" --json \
+    --concurrency 2 --think-ms 25 --duration "$LOAD_SECS" --json \
     >"$LOGDIR/load-health.json" 2>"$LOGDIR/load-health.err" &
 PIDS+=($!)
-log "load running for ${LOAD_SECS}s (2x /news/stream with disconnect, 2x /health)"
+log "load running for ${LOAD_SECS}s (2x /news/stream with disconnect, 2x /health, with pauses)"
 
 # (e) record
 log "recording: ${LOOPPROF_CMD[*]} record --pid $APP_PID --duration $DURATION -o $OUT --probe http://127.0.0.1:$APP_PORT/health"

@@ -11,6 +11,7 @@
 use super::catalog::{Catalog, Entry, MatchedBy, SiteFacts};
 use super::frames::{self, Origin};
 use super::loops::{self, Activity, LoopState, LoopThread};
+use super::memo;
 use crate::recording::{FrameDef, Recording, Sample};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -247,7 +248,7 @@ fn frame_label(rec: &Recording, f: &FrameDef) -> String {
 
 /// The top-level package of a frame's module (`asyncio` for `asyncio.subprocess`).
 fn package(rec: &Recording, f: &FrameDef) -> String {
-    let module = frames::module(rec.str(f.file));
+    let module = memo::module_of(rec, f);
     module.split('.').next().unwrap_or(&module).to_owned()
 }
 
@@ -272,7 +273,7 @@ fn api_name(rec: &Recording, f: &FrameDef) -> String {
     if name.contains('.') {
         name.to_owned()
     } else {
-        let module = frames::module(rec.str(f.file));
+        let module = memo::module_of(rec, f);
         let package = module.split('.').next().unwrap_or(&module).to_owned();
         format!("{package}.{name}")
     }
@@ -994,7 +995,7 @@ fn attribute<'c>(
             .iter()
             .map(|&i| {
                 (
-                    frames::module(rec.str(stack[i].file)),
+                    memo::module_of(rec, stack[i]).into_owned(),
                     rec.str(stack[i].name),
                 )
             })
@@ -1044,7 +1045,7 @@ fn fix_of(e: &Entry) -> Fix {
 fn endpoint(rec: &Recording, stack: &[&FrameDef], anchor: usize) -> Option<String> {
     if let Some(i) = stack[..anchor].iter().position(|f| {
         rec.str(f.name).ends_with("run_endpoint_function")
-            && frames::module(rec.str(f.file)) == "fastapi.routing"
+            && memo::module_of(rec, f) == "fastapi.routing"
     }) {
         if i > 0 {
             return Some(rec.str(stack[i - 1].name).to_owned());

@@ -12,6 +12,7 @@
 //! state and the syscall.
 
 use super::frames::{self, Origin};
+use super::memo;
 use crate::recording::{FrameDef, Recording, Sample, ThreadSample};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -140,7 +141,42 @@ const LOOP_ENTRIES: &[(&str, &str)] = &[
 
 fn is(rec: &Recording, f: &FrameDef, module: &str, function: &str) -> bool {
     frames::function_matches(function, rec.str(f.name))
-        && frames::module_in(&frames::module(rec.str(f.file)), module)
+        && frames::module_in(&memo::module_of(rec, f), module)
+}
+
+/// What a stack alone says about an event loop (computed once per stack, [`memo::stack_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackFacts {
+    /// The loop kind the stack shows, if any.
+    pub kind: Option<LoopKind>,
+    /// An asyncio loop's `run_forever` is on the stack.
+    run_forever: bool,
+    /// Index of the innermost `Handle._run` (asyncio callback anchor).
+    handle_anchor: Option<usize>,
+    /// Index of the innermost loop-entry frame (uvloop anchor).
+    uvloop_anchor: Option<usize>,
+    /// The innermost frame is in `selectors` (an asyncio loop waiting for events).
+    leaf_in_selectors: bool,
+    /// The innermost frame is a threading/queue/futures/multiprocessing primitive.
+    leaf_lock_primitive: bool,
+}
+
+impl StackFacts {
+    /// Computes the facts of stack `id`.
+    pub fn of(rec: &Recording, id: u32) -> StackFacts {
+        let stack: Vec<&FrameDef> = rec.stack(id).collect();
+        let leaf = stack.first();
+        StackFacts {
+            kind: stack_loop_kind(rec, &stack),
+            run_forever: has_run_forever(rec, &stack),
+            handle_anchor: stack
+                .iter()
+                .position(|f| is(rec, f, "asyncio.events", "Handle._run")),
+            uvloop_anchor: uvloop_anchor(rec, &stack),
+            leaf_in_selectors: leaf.is_some_and(|f| memo::module_of(rec, f) == "selectors"),
+            leaf_lock_primitive: leaf.is_some_and(|f| lock_primitive(rec, f)),
+        }
+    }
 }
 
 fn has_run_forever(rec: &Recording, stack: &[&FrameDef]) -> bool {
@@ -159,7 +195,7 @@ fn uvloop_anchor(rec: &Recording, stack: &[&FrameDef]) -> Option<usize> {
 fn foreign_loop(rec: &Recording, stack: &[&FrameDef]) -> bool {
     stack
         .iter()
-        .any(|f| frames::module_in(&frames::module(rec.str(f.file)), "gunicorn.ctl"))
+        .any(|f| frames::module_in(&memo::module_of(rec, f), "gunicorn.ctl"))
 }
 
 /// The loop kind a single stack shows, if any.
@@ -197,10 +233,9 @@ pub fn find_loop_threads(rec: &Recording) -> Vec<LoopThread> {
                 c.name_id = t.name;
             }
             c.samples += 1;
-            let kind = *kind_of.entry(t.stack).or_insert_with(|| {
-                let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
-                stack_loop_kind(rec, &stack)
-            });
+            let kind = *kind_of
+                .entry(t.stack)
+                .or_insert_with(|| memo::stack_facts(rec, t.stack).kind);
             match kind {
                 Some(LoopKind::Asyncio) => c.asyncio += 1,
                 Some(LoopKind::Uvloop) => c.uvloop += 1,
@@ -235,7 +270,7 @@ pub fn find_loop_threads(rec: &Recording) -> Vec<LoopThread> {
 }
 
 fn lock_primitive(rec: &Recording, f: &FrameDef) -> bool {
-    let m = frames::module(rec.str(f.file));
+    let m = memo::module_of(rec, f);
     [
         "threading",
         "queue",
@@ -279,7 +314,6 @@ pub fn activity(rec: &Recording, sample: &Sample, t: &ThreadSample) -> Activity 
     if t.gil {
         return Activity::OnCpu;
     }
-    let leaf = rec.stack(t.stack).next();
     match t.state {
         'R' => Activity::Native,
         'D' => Activity::Waiting(WaitReason::Disk),
@@ -287,13 +321,22 @@ pub fn activity(rec: &Recording, sample: &Sample, t: &ThreadSample) -> Activity 
             Some("running") => Activity::Native,
             Some("futex") => {
                 let other_holds_gil = sample.threads.iter().any(|o| o.tid != t.tid && o.gil);
-                if other_holds_gil && !leaf.is_some_and(|f| lock_primitive(rec, f)) {
+                if other_holds_gil && !memo::stack_facts(rec, t.stack).leaf_lock_primitive {
                     Activity::GilWait
                 } else {
                     Activity::Waiting(WaitReason::Lock)
                 }
             }
-            Some(sc) => Activity::Waiting(wait_reason(sc, leaf.and_then(|f| rec.source_line(f)))),
+            Some(sc) => {
+                // Only `select` needs the leaf's source line (time.sleep on Python <= 3.10).
+                let leaf_source = match sc {
+                    "select" | "pselect6" => {
+                        rec.stack(t.stack).next().and_then(|f| rec.source_line(f))
+                    }
+                    _ => None,
+                };
+                Activity::Waiting(wait_reason(sc, leaf_source))
+            }
             None => Activity::Waiting(WaitReason::Other),
         },
     }
@@ -301,7 +344,7 @@ pub fn activity(rec: &Recording, sample: &Sample, t: &ThreadSample) -> Activity 
 
 /// Classifies one sample of a loop thread.
 pub fn classify(rec: &Recording, lt: &LoopThread, sample: &Sample, t: &ThreadSample) -> LoopState {
-    let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
+    let facts = memo::stack_facts(rec, t.stack);
     let idle_looking = |t: &ThreadSample| {
         // After epoll returns, the loop re-takes the GIL: a futex wait here is a GIL wait.
         if t.syscall.as_deref() == Some("futex") && !t.gil {
@@ -312,24 +355,22 @@ pub fn classify(rec: &Recording, lt: &LoopThread, sample: &Sample, t: &ThreadSam
     };
     match lt.kind {
         LoopKind::Asyncio => {
-            if !has_run_forever(rec, &stack) {
+            if !facts.run_forever {
                 return LoopState::NotLoop;
             }
-            if let Some(anchor) = stack
-                .iter()
-                .position(|f| is(rec, f, "asyncio.events", "Handle._run"))
-            {
+            if let Some(anchor) = facts.handle_anchor {
                 return LoopState::Busy {
                     activity: activity(rec, sample, t),
                     anchor,
                 };
             }
-            match stack.first() {
-                Some(f) if frames::module(rec.str(f.file)) == "selectors" => idle_looking(t),
-                _ => LoopState::Overhead,
+            if facts.leaf_in_selectors {
+                idle_looking(t)
+            } else {
+                LoopState::Overhead
             }
         }
-        LoopKind::Uvloop => match uvloop_anchor(rec, &stack) {
+        LoopKind::Uvloop => match facts.uvloop_anchor {
             None => LoopState::NotLoop,
             Some(0) => idle_looking(t),
             Some(anchor) => LoopState::Busy {

@@ -5,7 +5,7 @@
 //! ([`frames`]), groups busy samples into stalls and findings and gives the verdict
 //! ([`diagnose`]), and maps each call site to a fix with the [`catalog`] (data in
 //! `catalog.json`). [`diff`] compares two diagnoses, and [`gates`] evaluates `--fail-on`
-//! expressions on either.
+//! expressions on either. [`memo`] caches per-file and per-stack facts on the recording.
 
 pub mod catalog;
 pub mod diagnose;
@@ -14,5 +14,6 @@ pub mod dump;
 pub mod frames;
 pub mod gates;
 pub mod loops;
+pub mod memo;
 pub mod overview;
 pub mod probes;

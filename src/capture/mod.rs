@@ -14,6 +14,7 @@ pub mod stop;
 pub mod syscalls;
 pub mod target;
 
+use crate::recording::format::time_unit_for;
 use crate::recording::{
     CaptureOptionsRecord, End, Header, ProcessEvent, ProcessEventKind, ProcessInfo, Record,
     RecordingError, RecordingWriter, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
@@ -447,6 +448,7 @@ fn record_tree(
         },
         processes: initial.clone(),
         clock_ticks_per_s: procfs::clock_ticks_per_second(),
+        time_unit_us: time_unit_for(opts.rate_hz),
     }))?;
     writer.flush()?;
 

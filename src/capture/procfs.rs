@@ -1,12 +1,13 @@
 //! Small readers of `/proc`: process tree, command lines, CPU time, thread state and syscall.
 //!
-//! Each function does one read of one file and parses it; nothing here is cached. These are
-//! called on the sampler's hot path (thread state, syscall, CPU time), so they avoid
-//! allocation where they can.
+//! Each function does one read of one file and parses it. The sampler's hot path (thread
+//! state, syscall, scheduler times, CPU time) goes through [`ProcFiles`] instead, which keeps
+//! those files open and re-reads them with `pread` (no path lookup, open or close per tick).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 /// The fields of `/proc/<pid>/stat` loopprof uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,129 @@ pub fn thread_syscall(pid: u32, tid: u32) -> Syscall {
 pub fn thread_schedstat(pid: u32, tid: u32) -> Option<[u64; 2]> {
     let mut buf = [0u8; 128];
     let n = read_small(&format!("/proc/{pid}/task/{tid}/schedstat"), &mut buf).ok()?;
-    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    parse_schedstat(&buf[..n])
+}
+
+/// The per-tick `/proc` files of one process, kept open between ticks and re-read from
+/// offset 0 (`/proc` regenerates them on every read). A file whose read fails (its thread
+/// exited; a reused thread id is a new task, which the old descriptor does not follow) is
+/// closed and opened again by path once, so a read here gives what a fresh open would.
+#[derive(Debug)]
+pub struct ProcFiles {
+    pid: u32,
+    /// By (thread id, 0 for the process itself; which file).
+    open: HashMap<(u32, ProcFile), fs::File>,
+}
+
+/// The files [`ProcFiles`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ProcFile {
+    Stat,
+    Syscall,
+    Schedstat,
+}
+
+impl ProcFile {
+    fn name(self) -> &'static str {
+        match self {
+            ProcFile::Stat => "stat",
+            ProcFile::Syscall => "syscall",
+            ProcFile::Schedstat => "schedstat",
+        }
+    }
+}
+
+/// Reads a small `/proc` file from offset 0 into `buf`. These files are generated whole on
+/// each read, so a read that does not fill the buffer has everything (no second read to see
+/// the end of the file: one syscall per file per tick).
+fn pread_all(f: &fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    loop {
+        let m = f.read_at(&mut buf[n..], n as u64)?;
+        if m == 0 || m < buf.len() - n {
+            return Ok(n + m);
+        }
+        n += m;
+        if n == buf.len() {
+            return Ok(n);
+        }
+    }
+}
+
+impl ProcFiles {
+    /// No file open yet for process `pid`.
+    pub fn new(pid: u32) -> Self {
+        ProcFiles {
+            pid,
+            open: HashMap::new(),
+        }
+    }
+
+    fn read(&mut self, tid: u32, file: ProcFile, buf: &mut [u8]) -> std::io::Result<usize> {
+        let key = (tid, file);
+        if let Some(f) = self.open.get(&key) {
+            match pread_all(f, buf) {
+                Ok(n) if n > 0 => return Ok(n),
+                _ => {
+                    self.open.remove(&key);
+                }
+            }
+        }
+        let path = if tid == 0 {
+            format!("/proc/{}/{}", self.pid, file.name())
+        } else {
+            format!("/proc/{}/task/{tid}/{}", self.pid, file.name())
+        };
+        let f = fs::File::open(path)?;
+        let n = pread_all(&f, buf)?;
+        self.open.insert(key, f);
+        Ok(n)
+    }
+
+    /// `/proc/<pid>/stat`.
+    pub fn process_stat(&mut self) -> std::io::Result<Stat> {
+        let mut buf = [0u8; 1024];
+        let n = self.read(0, ProcFile::Stat, &mut buf)?;
+        parse_stat(&buf[..n]).ok_or_else(|| std::io::Error::other("unparsable stat"))
+    }
+
+    /// `/proc/<pid>/task/<tid>/stat`.
+    pub fn thread_stat(&mut self, tid: u32) -> std::io::Result<Stat> {
+        let mut buf = [0u8; 1024];
+        let n = self.read(tid, ProcFile::Stat, &mut buf)?;
+        parse_stat(&buf[..n]).ok_or_else(|| std::io::Error::other("unparsable stat"))
+    }
+
+    /// `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target).
+    pub fn thread_syscall(&mut self, tid: u32) -> Syscall {
+        let mut buf = [0u8; 256];
+        match self.read(tid, ProcFile::Syscall, &mut buf) {
+            Ok(n) => parse_syscall(&buf[..n]),
+            Err(_) => Syscall::Unknown,
+        }
+    }
+
+    /// `/proc/<pid>/task/<tid>/schedstat`, as [`thread_schedstat`].
+    pub fn thread_schedstat(&mut self, tid: u32) -> Option<[u64; 2]> {
+        let mut buf = [0u8; 128];
+        let n = self.read(tid, ProcFile::Schedstat, &mut buf).ok()?;
+        parse_schedstat(&buf[..n])
+    }
+
+    /// Closes the files of threads not in `keep` (the process's own files stay open).
+    pub fn retain_threads(&mut self, keep: &HashSet<u32>) {
+        self.open
+            .retain(|(tid, _), _| *tid == 0 || keep.contains(tid));
+    }
+
+    /// Number of files held open.
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn parse_schedstat(buf: &[u8]) -> Option<[u64; 2]> {
+    let text = std::str::from_utf8(buf).ok()?;
     let mut it = text.split_ascii_whitespace();
     Some([it.next()?.parse().ok()?, it.next()?.parse().ok()?])
 }
@@ -271,6 +394,49 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12, 13]);
         assert_eq!(ancestors(13, &parents), vec![11, 10, 1]);
+    }
+
+    #[test]
+    fn proc_files_reread_open_files_and_follow_thread_exits() {
+        let pid = std::process::id();
+        let mut files = ProcFiles::new(pid);
+        assert!(files.process_stat().is_ok());
+        // A thread that exits: its files read while it lives, then reads fail and are closed.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(files.thread_stat(tid).is_ok());
+        assert!(files.thread_schedstat(tid).is_some());
+        // Burn some CPU: the re-read of the open stat file must see the time move.
+        let before = files.process_stat().unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(60) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let after = files.process_stat().unwrap();
+        assert!(
+            after.utime + after.stime > before.utime + before.stime,
+            "{before:?} {after:?}"
+        );
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(
+            files.thread_stat(tid).is_err(),
+            "an exited thread cannot be read"
+        );
+        assert!(files.thread_schedstat(tid).is_none());
+        files.retain_threads(&HashSet::new());
+        assert_eq!(
+            files.open_files(),
+            1,
+            "only the process's own stat stays open"
+        );
     }
 
     #[test]

@@ -175,7 +175,11 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
     };
     let deadline = Instant::now() + patience;
     loop {
-        let err = match PythonSpy::new(pid as py_spy::Pid, &config) {
+        // py-spy probes memory it does not know yet while attaching; a panic there is one
+        // more failed attempt, never a dead sampler.
+        let attempt = std::panic::catch_unwind(|| PythonSpy::new(pid as py_spy::Pid, &config))
+            .unwrap_or_else(|p| Err(anyhow::anyhow!("py-spy panicked: {}", panic_text(&p))));
+        let err = match attempt {
             Ok(spy) => return Ok(spy),
             Err(e) => classify_attach_error(pid, &e),
         };
@@ -185,6 +189,14 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Maps py-spy's Python thread ids (`pthread_t`, the address of glibc's `struct pthread`) to
@@ -301,6 +313,8 @@ pub struct ProcessSampler {
     clock_tick_us: u64,
     /// Per thread, the last syscall read that was not `restart_syscall`.
     last_syscall: HashMap<u32, String>,
+    /// The `/proc` files read every tick, kept open.
+    proc_files: procfs::ProcFiles,
 }
 
 impl ProcessSampler {
@@ -315,6 +329,7 @@ impl ProcessSampler {
             python_tids: Vec::new(),
             tid_mapper: TidMapper::default(),
             last_syscall: HashMap::new(),
+            proc_files: procfs::ProcFiles::new(pid),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -370,7 +385,7 @@ impl ProcessSampler {
     /// One tick. Returns `false` when the process is gone.
     fn tick(&mut self, late_us: u32) -> bool {
         let pid = self.pid;
-        let cpu_us = match procfs::process_stat(pid) {
+        let cpu_us = match self.proc_files.process_stat() {
             Ok(st) if st.state != 'Z' && st.state != 'X' => {
                 (st.utime + st.stime) * self.clock_tick_us
             }
@@ -436,6 +451,9 @@ impl ProcessSampler {
             let unknown_tid = tids.contains(&0);
             let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
             self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
+            // Keep open only the files of threads read again next tick.
+            self.proc_files
+                .retain_threads(&self.python_tids.iter().copied().collect());
             // Without every OS thread id we cannot stop just the Python threads.
             if unknown_tid && self.locking == Locking::PythonThreads {
                 self.locking = Locking::AllThreads;
@@ -502,10 +520,12 @@ impl ProcessSampler {
     /// preceded by a read of its syscall, the call being restarted is the last one read, and
     /// that is what gets recorded (or nothing, when no earlier read exists).
     fn thread_state(&mut self, tid: u32) -> ThreadOs {
-        let state = procfs::thread_stat(self.pid, tid)
+        let state = self
+            .proc_files
+            .thread_stat(tid)
             .map(|s| s.state)
             .unwrap_or('?');
-        let mut syscall = syscall_name(procfs::thread_syscall(self.pid, tid));
+        let mut syscall = syscall_name(self.proc_files.thread_syscall(tid));
         // A sleeping thread whose syscall file says "running" is one whose wait was
         // restarted after our stop (seen with timed futex waits): treat it as a restart.
         let restarted = match syscall.as_deref() {
@@ -531,7 +551,7 @@ impl ProcessSampler {
         ThreadOs {
             state,
             syscall,
-            sched: procfs::thread_schedstat(self.pid, tid),
+            sched: self.proc_files.thread_schedstat(tid),
         }
     }
 
@@ -553,8 +573,11 @@ impl ProcessSampler {
                 Some(lock_all_threads(self.pid).map_err(|e| ("lock", e))?)
             }
         };
-        self.spy
-            .get_stack_traces()
-            .map_err(|e| ("read", format!("{e:#}")))
+        let spy = &mut self.spy;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces())) {
+            Ok(r) => r.map_err(|e| ("read", format!("{e:#}"))),
+            // A panic reading racing memory is one failed tick (counted), not a dead sampler.
+            Err(p) => Err(("read", format!("py-spy panicked: {}", panic_text(&p)))),
+        }
     }
 }

@@ -12,7 +12,16 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_NAME: &str = "loopprof-recording";
 
 /// The version of the recording format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
+/// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
+pub fn time_unit_for(rate_hz: f64) -> u32 {
+    if rate_hz.is_nan() || rate_hz <= 0.0 {
+        return 1;
+    }
+    ((1e6 / rate_hz / 100.0).floor() as u32).clamp(1, 1000)
+}
 
 /// One line of a recording file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,8 +39,11 @@ pub enum Record {
     Source(SourceLine),
     /// A process was attached, started, exited or skipped.
     Process(ProcessEvent),
-    /// One sampling tick of one process: every Python thread's state and stack.
+    /// One sampling tick of one process with absolute values (version 1; still read).
     Sample(Sample),
+    /// One sampling tick of one process, as differences from the previous tick of the same
+    /// process (version 2; what loopprof writes). Readers turn it back into a [`Sample`].
+    Tick(Tick),
     /// A sampling tick that failed (the failure is counted, never dropped silently).
     SampleError(SampleError),
     /// One GET of a `--probe` URL made while recording.
@@ -65,6 +77,17 @@ pub struct Header {
     pub processes: Vec<ProcessInfo>,
     /// Kernel clock ticks per second used to convert `/proc/<pid>/stat` CPU times.
     pub clock_ticks_per_s: u64,
+    /// The unit, in µs, of the times and scheduler figures of `tick` records
+    /// ([`time_unit_for`] the rate; absent in version 1 files, meaning 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub time_unit_us: u32,
+}
+
+impl Header {
+    /// The unit of `tick` times in µs (at least 1).
+    pub fn time_unit(&self) -> u32 {
+        self.time_unit_us.max(1)
+    }
 }
 
 /// The process the user pointed loopprof at.
@@ -198,6 +221,59 @@ pub struct Sample {
 
 fn is_zero(v: &u32) -> bool {
     *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// One tick of one process, each figure relative to the previous tick of the same process
+/// (version 2). Times are in the header's `time_unit_us`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Process id.
+    pub pid: u32,
+    /// Time since the previous tick of this process (the first: since the start), in time
+    /// units; the sample's time is the running sum times the unit.
+    pub dt: u64,
+    /// How long reading the stacks took, in microseconds (as [`Sample::read_us`]).
+    pub read_us: u32,
+    /// How far behind its schedule this tick started, in time units.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late: u32,
+    /// Process CPU time used since the previous tick of this process (the first: in total),
+    /// in microseconds.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub dcpu_us: i64,
+    /// Every Python thread of the process.
+    pub threads: Vec<TickThread>,
+}
+
+/// One Python thread in one [`Tick`]: as [`ThreadSample`], with the scheduler times as
+/// differences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TickThread {
+    /// OS thread id (0 when unknown).
+    pub tid: u32,
+    /// String id of the thread's name, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<u32>,
+    /// As [`ThreadSample::active`].
+    pub active: bool,
+    /// As [`ThreadSample::gil`].
+    pub gil: bool,
+    /// As [`ThreadSample::state`].
+    pub state: char,
+    /// As [`ThreadSample::syscall`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// Stack id.
+    pub stack: u32,
+    /// `[on CPU, waiting for a CPU]` scheduler times since this thread's previous tick in
+    /// time units (the first: the cumulative times); the cumulative times, rounded down to
+    /// whole units, are the running sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsched: Option<[i64; 2]>,
 }
 
 /// One Python thread in one sample.

@@ -197,6 +197,8 @@ pub struct Recording {
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
     pub warnings: Vec<String>,
+    /// Analysis caches of facts derived from the strings and stacks (filled on first use).
+    pub memo: crate::analysis::memo::Memo,
 }
 
 impl Recording {
@@ -239,6 +241,65 @@ impl Recording {
 /// Loads a whole recording (file or output directory), checking every reference.
 pub fn load(path: &Path) -> Result<Recording, RecordingError> {
     load_from(RecordingReader::open(path)?)
+}
+
+/// Turns version-2 `tick` records (differences) back into absolute samples.
+struct TickState {
+    unit: u64,
+    /// Per process: running sums of time (units) and CPU time (µs).
+    process: HashMap<u32, (u64, i64)>,
+    /// Per (process, thread): running sums of the scheduler times (units).
+    sched: HashMap<(u32, u32), [i64; 2]>,
+}
+
+impl TickState {
+    fn new(unit: u32) -> Self {
+        TickState {
+            unit: u64::from(unit.max(1)),
+            process: HashMap::new(),
+            sched: HashMap::new(),
+        }
+    }
+
+    fn sample(&mut self, t: Tick) -> Sample {
+        let unit = self.unit;
+        let (time, cpu) = self.process.entry(t.pid).or_insert((0, 0));
+        *time = time.saturating_add(t.dt);
+        *cpu = cpu.saturating_add(t.dcpu_us);
+        let (t_units, cpu_us) = (*time, (*cpu).max(0) as u64);
+        let pid = t.pid;
+        let threads = t
+            .threads
+            .into_iter()
+            .map(|th| {
+                let sched = th.dsched.map(|d| {
+                    let sum = self.sched.entry((pid, th.tid)).or_insert([0, 0]);
+                    sum[0] = sum[0].saturating_add(d[0]);
+                    sum[1] = sum[1].saturating_add(d[1]);
+                    let ns = |v: i64| (v.max(0) as u64).saturating_mul(unit * 1000);
+                    [ns(sum[0]), ns(sum[1])]
+                });
+                ThreadSample {
+                    tid: th.tid,
+                    name: th.name,
+                    active: th.active,
+                    gil: th.gil,
+                    state: th.state,
+                    syscall: th.syscall,
+                    stack: th.stack,
+                    sched,
+                }
+            })
+            .collect();
+        Sample {
+            pid,
+            t_us: t_units.saturating_mul(unit),
+            read_us: t.read_us,
+            late_us: (u64::from(t.late) * unit).min(u64::from(u32::MAX)) as u32,
+            cpu_us,
+            threads,
+        }
+    }
 }
 
 /// Loads a whole recording from an open reader, checking every reference.
@@ -292,8 +353,14 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         probes: Vec::new(),
         end: None,
         warnings: Vec::new(),
+        memo: Default::default(),
     };
+    let mut ticks = TickState::new(rec.header.time_unit());
     while let Some(record) = reader.next_record()? {
+        let record = match record {
+            Record::Tick(t) => Record::Sample(ticks.sample(t)),
+            other => other,
+        };
         match record {
             Record::Header(_) => return Err(corrupt("a second header record".into())),
             Record::String(s) => {
@@ -350,6 +417,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
             Record::SampleError(e) => rec.errors.push(e),
             Record::Probe(p) => rec.probes.push(p),
             Record::End(e) => rec.end = Some(e),
+            Record::Tick(_) => unreachable!("ticks are turned into samples above"),
         }
     }
     if let Some(why) = reader.truncated() {
@@ -474,12 +542,87 @@ mod tests {
         let mut newer = builder_with_samples(0).bytes();
         let text = String::from_utf8(newer.clone())
             .unwrap()
-            .replace("\"version\":1", "\"version\":99");
+            .replace(&format!("\"version\":{FORMAT_VERSION}"), "\"version\":99");
         newer = text.into_bytes();
         assert!(matches!(
             load_bytes(newer),
             Err(RecordingError::Version { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn ticks_read_back_as_the_samples_written_to_the_unit() {
+        // Two processes interleaved, a thread that appears late, jittery times.
+        let mut b = RecordingBuilder::new(header(7, 100.0));
+        let mut expected = Vec::new();
+        for i in 0..50u64 {
+            for pid in [7u32, 9] {
+                let t_us = i * 10_000 + (i * 7919 % 613) + u64::from(pid);
+                let cpu_us = i * 3_000 + u64::from(pid) * 1_000_000;
+                let mut main = thread(
+                    pid,
+                    "MainThread",
+                    'R',
+                    "running",
+                    true,
+                    vec![frame("f", "/a.py", 1)],
+                );
+                main.sched = Some([i * 9_876_543 + 123_456_789, i * i * 1_234_567]);
+                let mut threads = vec![main];
+                if i >= 20 {
+                    let mut worker = thread(
+                        pid + 1,
+                        "w",
+                        'S',
+                        "futex",
+                        false,
+                        vec![frame("g", "/b.py", 2)],
+                    );
+                    worker.sched = Some([(i - 20) * 55_555, 17]);
+                    threads.push(worker);
+                }
+                b.sample(pid, t_us, cpu_us, &threads);
+                expected.push((pid, t_us, cpu_us, threads));
+            }
+        }
+        let text = String::from_utf8(b.bytes()).unwrap();
+        assert!(
+            text.contains("\"type\":\"tick\""),
+            "the writer writes ticks"
+        );
+        assert!(!text.contains("\"type\":\"sample\""));
+        let rec = load_bytes(text.into_bytes()).unwrap();
+        assert_eq!(rec.samples.len(), expected.len());
+        let unit = u64::from(rec.header.time_unit());
+        assert_eq!(unit, 100, "a hundredth of the 10 ms period");
+        for (s, (pid, t_us, cpu_us, threads)) in rec.samples.iter().zip(&expected) {
+            assert_eq!(s.pid, *pid);
+            // Rounded once to the unit: never more than half a unit off, whatever the length.
+            assert!(s.t_us.abs_diff(*t_us) <= unit / 2, "{} vs {}", s.t_us, t_us);
+            assert_eq!(s.cpu_us, *cpu_us, "CPU time keeps full precision");
+            assert_eq!(s.threads.len(), threads.len());
+            for (got, want) in s.threads.iter().zip(threads) {
+                assert_eq!(got.tid, want.tid);
+                assert_eq!(got.state, want.state);
+                let (g, w) = (got.sched.unwrap(), want.sched.unwrap());
+                for k in 0..2 {
+                    assert!(g[k] <= w[k] && w[k] - g[k] < unit * 1000, "{g:?} vs {w:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn version_1_samples_are_still_read() {
+        let mut bytes = builder_with_samples(0).bytes();
+        bytes.extend_from_slice(
+            b"{\"type\":\"string\",\"data\":{\"id\":0,\"s\":\"f\"}}\n{\"type\":\"frame\",\"data\":{\"id\":0,\"name\":0,\"file\":0,\"line\":3}}\n{\"type\":\"stack\",\"data\":{\"id\":0,\"frames\":[0]}}\n{\"type\":\"sample\",\"data\":{\"pid\":7,\"t_us\":12345,\"read_us\":17,\"cpu_us\":99,\"threads\":[{\"tid\":7,\"active\":true,\"gil\":true,\"state\":\"R\",\"stack\":0,\"sched\":[123456789,5]}]}}\n",
+        );
+        let rec = load_bytes(bytes).unwrap();
+        assert_eq!(rec.samples.len(), 1);
+        let s = &rec.samples[0];
+        assert_eq!((s.t_us, s.read_us, s.cpu_us), (12345, 17, 99));
+        assert_eq!(s.threads[0].sched, Some([123456789, 5]));
     }
 
     #[test]

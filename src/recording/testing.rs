@@ -86,6 +86,7 @@ pub fn header(pid: u32, rate_hz: f64) -> Header {
             exe: "/usr/bin/python3.11".into(),
         }],
         clock_ticks_per_s: 100,
+        time_unit_us: time_unit_for(rate_hz),
     }
 }
 

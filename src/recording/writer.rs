@@ -84,6 +84,12 @@ pub struct RecordingWriter {
     last_flush: Instant,
     flush_every: Duration,
     bytes: u64,
+    /// The header's time unit in µs (1 until a header is written).
+    unit: u64,
+    /// Per process: the last tick's time (in units) and CPU time (µs).
+    last_tick: HashMap<u32, (u64, u64)>,
+    /// Per (process, thread): the last cumulative scheduler times, in units.
+    last_sched: HashMap<(u32, u32), [u64; 2]>,
 }
 
 impl RecordingWriter {
@@ -117,6 +123,9 @@ impl RecordingWriter {
             last_flush: Instant::now(),
             flush_every: Duration::from_millis(500),
             bytes: 0,
+            unit: 1,
+            last_tick: HashMap::new(),
+            last_sched: HashMap::new(),
         }
     }
 
@@ -127,6 +136,9 @@ impl RecordingWriter {
 
     /// Writes one record as a line.
     pub fn write(&mut self, record: &Record) -> Result<(), RecordingError> {
+        if let Record::Header(h) = record {
+            self.unit = u64::from(h.time_unit());
+        }
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)
             .map_err(|e| RecordingError::Write(std::io::Error::other(e)))?;
@@ -238,13 +250,23 @@ impl RecordingWriter {
     ) -> Result<Vec<&'a RawFrame>, RecordingError> {
         let mut new_frames = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
+        let unit = self.unit;
+        let sched_unit_ns = unit * 1000;
         for t in threads {
             let name = match &t.name {
                 Some(n) => Some(self.intern_str(n)?),
                 None => None,
             };
             let stack = self.intern_stack(&t.frames, &mut new_frames)?;
-            out.push(ThreadSample {
+            let dsched = t.sched.map(|s| {
+                let now = [s[0] / sched_unit_ns, s[1] / sched_unit_ns];
+                let before = self.last_sched.insert((pid, t.tid), now).unwrap_or([0, 0]);
+                [
+                    now[0] as i64 - before[0] as i64,
+                    now[1] as i64 - before[1] as i64,
+                ]
+            });
+            out.push(TickThread {
                 tid: t.tid,
                 name,
                 active: t.active,
@@ -252,15 +274,21 @@ impl RecordingWriter {
                 state: t.state,
                 syscall: t.syscall.clone(),
                 stack,
-                sched: t.sched,
+                dsched,
             });
         }
-        self.write(&Record::Sample(Sample {
+        // Times are rounded to the unit once, as running sums, so no error accumulates.
+        let t_units = (t_us + unit / 2) / unit;
+        let (last_t, last_cpu) = self
+            .last_tick
+            .insert(pid, (t_units, cpu_us))
+            .unwrap_or((0, 0));
+        self.write(&Record::Tick(Tick {
             pid,
-            t_us,
+            dt: t_units.saturating_sub(last_t),
             read_us,
-            late_us,
-            cpu_us,
+            late: ((u64::from(late_us) + unit / 2) / unit).min(u64::from(u32::MAX)) as u32,
+            dcpu_us: cpu_us as i64 - last_cpu as i64,
             threads: out,
         }))?;
         Ok(new_frames)
