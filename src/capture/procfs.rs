@@ -97,23 +97,6 @@ pub fn parse_syscall(buf: &[u8]) -> Syscall {
     }
 }
 
-/// Reads `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target).
-pub fn thread_syscall(pid: u32, tid: u32) -> Syscall {
-    let mut buf = [0u8; 256];
-    match read_small(&format!("/proc/{pid}/task/{tid}/syscall"), &mut buf) {
-        Ok(n) => parse_syscall(&buf[..n]),
-        Err(_) => Syscall::Unknown,
-    }
-}
-
-/// Cumulative (on-CPU ns, runnable-but-waiting-for-a-CPU ns) of a thread, from
-/// `/proc/<pid>/task/<tid>/schedstat`; `None` where the kernel does not provide it.
-pub fn thread_schedstat(pid: u32, tid: u32) -> Option<[u64; 2]> {
-    let mut buf = [0u8; 128];
-    let n = read_small(&format!("/proc/{pid}/task/{tid}/schedstat"), &mut buf).ok()?;
-    parse_schedstat(&buf[..n])
-}
-
 /// The per-tick `/proc` files of one process, kept open between ticks and re-read from
 /// offset 0 (`/proc` regenerates them on every read). A file whose read fails (its thread
 /// exited; a reused thread id is a new task, which the old descriptor does not follow) is
@@ -213,7 +196,8 @@ impl ProcFiles {
         }
     }
 
-    /// `/proc/<pid>/task/<tid>/schedstat`, as [`thread_schedstat`].
+    /// Cumulative (on-CPU ns, runnable-but-waiting-for-a-CPU ns) of a thread, from
+    /// `/proc/<pid>/task/<tid>/schedstat`; `None` where the kernel does not provide it.
     pub fn thread_schedstat(&mut self, tid: u32) -> Option<[u64; 2]> {
         let mut buf = [0u8; 128];
         let n = self.read(tid, ProcFile::Schedstat, &mut buf).ok()?;
