@@ -410,6 +410,11 @@ mod tests {
         );
         done_tx.send(()).unwrap();
         t.join().unwrap();
+        // join() returns when the thread leaves user space; the kernel drops the task just after.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while files.thread_stat(tid).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(
             files.thread_stat(tid).is_err(),
             "an exited thread cannot be read"

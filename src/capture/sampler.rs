@@ -406,10 +406,7 @@ impl ProcessSampler {
                 .map(|tid| (tid, self.thread_state(tid)))
                 .collect();
             let t_us = self.now_us();
-            let read_start = Instant::now();
-            let result = self.read_stacks();
-            let read = read_start.elapsed();
-            let traces = match result {
+            let (traces, read) = match self.read_stacks() {
                 Ok(t) => t,
                 Err((kind, message)) => {
                     if !procfs::is_alive(pid) {
@@ -556,9 +553,15 @@ impl ProcessSampler {
     }
 
     /// Stops the threads as the locking mode says, reads every Python stack, resumes.
-    fn read_stacks(&mut self) -> Result<Vec<py_spy::StackTrace>, (&'static str, String)> {
+    /// Returns the stacks and how long the threads were stopped (with `--nonblocking`, how
+    /// long the read took). The threads are resumed as soon as their frame chains are read;
+    /// names, files and lines come from immutable code objects, read after.
+    fn read_stacks(
+        &mut self,
+    ) -> Result<(Vec<py_spy::StackTrace>, Duration), (&'static str, String)> {
+        let start = Instant::now();
         // Every stop is our own (`StoppedThread`); py-spy only reads.
-        let _locks = match self.locking {
+        let mut locks = match self.locking {
             Locking::None => {
                 self.spy.config.blocking = LockingStrategy::NonBlocking;
                 None
@@ -573,9 +576,28 @@ impl ProcessSampler {
                 Some(lock_all_threads(self.pid).map_err(|e| ("lock", e))?)
             }
         };
+        let stopped = locks.is_some();
+        let mut resumed_at = None;
+        let mut resume = || {
+            if stopped && resumed_at.is_none() {
+                locks = None;
+                resumed_at = Some(start.elapsed());
+            }
+        };
         let spy = &mut self.spy;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spy.get_stack_traces())) {
-            Ok(r) => r.map_err(|e| ("read", format!("{e:#}"))),
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spy.get_stack_traces_then(&mut resume)
+        }));
+        // On an error before py-spy resumed them, the threads resume here.
+        resume();
+        let held = match resumed_at {
+            Some(d) => d,
+            None => start.elapsed(),
+        };
+        match read {
+            Ok(r) => r
+                .map(|traces| (traces, held))
+                .map_err(|e| ("read", format!("{e:#}"))),
             // A panic reading racing memory is one failed tick (counted), not a dead sampler.
             Err(p) => Err(("read", format!("py-spy panicked: {}", panic_text(&p)))),
         }

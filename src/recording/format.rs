@@ -206,8 +206,8 @@ pub struct Sample {
     pub pid: u32,
     /// Microseconds since the start of the recording, taken just before the threads were stopped.
     pub t_us: u64,
-    /// How long reading the stacks took (the target's threads were stopped this long in
-    /// blocking mode), in microseconds.
+    /// In blocking mode, how long the target's threads were stopped for this sample; with
+    /// `--nonblocking`, how long the whole read took. Microseconds.
     pub read_us: u32,
     /// How far behind its schedule this tick started, in microseconds.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -20,7 +20,9 @@ use crate::python_data_access::format_variable;
 use crate::python_interpreters::{InterpreterState, ThreadState};
 use crate::python_process_info::{get_python_version, PythonProcessInfo, PythonProcessLayout};
 use crate::python_threading::thread_name_lookup;
-use crate::stack_trace::{get_gil_threadid, get_stack_trace, CodeCache, StackTrace};
+use crate::stack_trace::{
+    get_gil_threadid, read_frame_chain, resolve_frame_chain, CodeCache, StackTrace,
+};
 use crate::version::Version;
 
 /// Lets you retrieve stack traces of a running python program
@@ -124,65 +126,78 @@ impl PythonSpy {
 
     /// Gets a StackTrace for each thread in the current process
     pub fn get_stack_traces(&mut self) -> Result<Vec<StackTrace>, Error> {
+        self.get_stack_traces_then(&mut || {})
+    }
+
+    /// loopprof patch: as [`Self::get_stack_traces`], calling `resume` once as soon as what
+    /// changes while threads run has been read (every thread's frame chain; names, files and
+    /// line numbers come from immutable code objects and are read after). A caller that
+    /// stopped the threads itself (`LockingStrategy::AlreadyLocked`) resumes them there.
+    /// Without a code cache bound to the process (or when copying locals), `resume` is
+    /// called at the end.
+    pub fn get_stack_traces_then(
+        &mut self,
+        resume: &mut dyn FnMut(),
+    ) -> Result<Vec<StackTrace>, Error> {
         match self.version {
             // ABI for 2.3/2.4/2.5/2.6/2.7 is compatible for our purpose
             Version {
                 major: 2,
                 minor: 3..=7,
                 ..
-            } => self._get_stack_traces::<v2_7_15::_is>(),
+            } => self._get_stack_traces::<v2_7_15::_is>(resume),
             Version {
                 major: 3, minor: 3, ..
-            } => self._get_stack_traces::<v3_3_7::_is>(),
+            } => self._get_stack_traces::<v3_3_7::_is>(resume),
             // ABI for 3.4 and 3.5 is the same for our purposes
             Version {
                 major: 3, minor: 4, ..
-            } => self._get_stack_traces::<v3_5_5::_is>(),
+            } => self._get_stack_traces::<v3_5_5::_is>(resume),
             Version {
                 major: 3, minor: 5, ..
-            } => self._get_stack_traces::<v3_5_5::_is>(),
+            } => self._get_stack_traces::<v3_5_5::_is>(resume),
             Version {
                 major: 3, minor: 6, ..
-            } => self._get_stack_traces::<v3_6_6::_is>(),
+            } => self._get_stack_traces::<v3_6_6::_is>(resume),
             Version {
                 major: 3, minor: 7, ..
-            } => self._get_stack_traces::<v3_7_0::_is>(),
+            } => self._get_stack_traces::<v3_7_0::_is>(resume),
             Version {
                 major: 3, minor: 8, ..
-            } => self._get_stack_traces::<v3_8_0::_is>(),
+            } => self._get_stack_traces::<v3_8_0::_is>(resume),
             Version {
                 major: 3, minor: 9, ..
-            } => self._get_stack_traces::<v3_9_5::_is>(),
+            } => self._get_stack_traces::<v3_9_5::_is>(resume),
             Version {
                 major: 3,
                 minor: 10,
                 ..
-            } => self._get_stack_traces::<v3_10_0::_is>(),
+            } => self._get_stack_traces::<v3_10_0::_is>(resume),
             Version {
                 major: 3,
                 minor: 11,
                 ..
-            } => self._get_stack_traces::<v3_11_0::_is>(),
+            } => self._get_stack_traces::<v3_11_0::_is>(resume),
             Version {
                 major: 3,
                 minor: 12,
                 ..
-            } => self._get_stack_traces::<v3_12_0::_is>(),
+            } => self._get_stack_traces::<v3_12_0::_is>(resume),
             Version {
                 major: 3,
                 minor: 13,
                 ..
-            } => self._get_stack_traces::<v3_13_0::_is>(),
+            } => self._get_stack_traces::<v3_13_0::_is>(resume),
             Version {
                 major: 3,
                 minor: 14,
                 ..
-            } => self._get_stack_traces::<v3_14_0::_is>(),
+            } => self._get_stack_traces::<v3_14_0::_is>(resume),
             Version {
                 major: 3,
                 minor: 15,
                 ..
-            } => self._get_stack_traces::<v3_15_0::_is>(),
+            } => self._get_stack_traces::<v3_15_0::_is>(resume),
             _ => Err(format_err!(
                 "Unsupported version of Python: {}",
                 self.version
@@ -191,7 +206,10 @@ impl PythonSpy {
     }
 
     // implementation of get_stack_traces, where we have a type for the InterpreterState
-    fn _get_stack_traces<I: InterpreterState>(&mut self) -> Result<Vec<StackTrace>, Error> {
+    fn _get_stack_traces<I: InterpreterState>(
+        &mut self,
+        resume: &mut dyn FnMut(),
+    ) -> Result<Vec<StackTrace>, Error> {
         // Query the OS to get if each thread in the process is running or not
         let mut thread_activity = HashMap::new();
         if self.config.gil_only || !self.config.thread_activity {
@@ -235,7 +253,9 @@ impl PythonSpy {
 
         let mut did_thread_name_lookup = false;
 
-        let mut traces = Vec::new();
+        // loopprof patch: first every thread's frame chain (what needs the threads stopped),
+        // then `resume`, then names, files and lines (immutable code-object data).
+        let mut chains = Vec::new();
         let mut threads = threads_head;
         let mut visited = 0;
         while !threads.is_null() {
@@ -259,8 +279,38 @@ impl PythonSpy {
                 continue;
             }
 
-            let mut trace = get_stack_trace(
+            let chain = read_frame_chain(
                 &thread,
+                &self.process,
+                self.config.dump_locals > 0,
+                Some(&mut self.code_cache),
+            )
+            .with_context(|| {
+                format!(
+                    "Failed to call get_stack_trace for thread {}",
+                    python_thread_id
+                )
+            })?;
+            chains.push((thread, owns_gil, chain));
+
+            if self.config.gil_only {
+                // There's only one GIL thread and we've captured it, so we can
+                // stop now
+                break;
+            }
+        }
+        let mut resumed = false;
+        if chains.iter().all(|(_, _, chain)| chain.complete()) {
+            resume();
+            resumed = true;
+        }
+
+        let mut traces = Vec::new();
+        for (thread, owns_gil, chain) in chains {
+            let python_thread_id = thread.thread_id();
+            let mut trace = resolve_frame_chain(
+                &thread,
+                chain,
                 &self.process,
                 self.config.dump_locals > 0,
                 self.config.lineno,
@@ -355,12 +405,9 @@ impl PythonSpy {
             }
 
             traces.push(trace);
-
-            if self.config.gil_only {
-                // There's only one GIL thread and we've captured it, so we can
-                // stop now
-                break;
-            }
+        }
+        if !resumed {
+            resume();
         }
         Ok(traces)
     }

@@ -122,34 +122,51 @@ where
     T: ThreadState,
     P: ProcessMemory,
 {
-    // TODO: just return frames here? everything else probably should be returned out of scope
-    let mut frames = Vec::new();
+    let chain = read_frame_chain(thread, process, copy_locals, cache.as_deref_mut())?;
+    resolve_frame_chain(thread, chain, process, copy_locals, lineno, cache)
+}
 
+/// loopprof patch: the part of a thread's stack that changes while the thread runs (its frame
+/// chain), read by [`read_frame_chain`]; [`resolve_frame_chain`] turns it into a
+/// [`StackTrace`] and may run after the thread was resumed when [`FrameChain::complete`].
+pub struct FrameChain<F> {
+    frame_ptr: *mut F,
+    chain: Vec<F>,
+}
+
+impl<F> FrameChain<F> {
+    /// Whether every frame was read (with a cache bound to a process id and no locals):
+    /// resolving it then reads only immutable code-object data.
+    pub fn complete(&self) -> bool {
+        self.frame_ptr.is_null() || !self.chain.is_empty()
+    }
+}
+
+/// loopprof patch: reads a thread's frame chain (the only part of a stack that needs the
+/// thread stopped). With a cache bound to a process id, the whole chain is read: first, in
+/// one vectored read, the addresses this thread's chain had at the last sample (the memory is
+/// read now, so a frame found there is exactly what reading it alone would give), then the
+/// frames at new addresses one by one. Without one, only the first frame pointer is read and
+/// [`resolve_frame_chain`] reads the frames as py-spy always did.
+pub fn read_frame_chain<T, P>(
+    thread: &T,
+    process: &P,
+    copy_locals: bool,
+    cache: Option<&mut CodeCache>,
+) -> Result<FrameChain<T::FrameObject>, Error>
+where
+    T: ThreadState,
+    P: ProcessMemory,
+{
     // python 3.11+ has an extra level of indirection to get the Frame from the threadstate
     let mut frame_address = thread.frame_address();
     if let Some(addr) = frame_address {
         frame_address = Some(process.copy_struct(addr)?);
     }
 
-    let mut frame_ptr = thread.frame(frame_address);
-
-    // We are iterating in reverse, i.e. from last call to first call.
-    // Since Python 3.12, there are shim frames inserted before a block
-    // of Python frames. When we encounter one, update the last frame.
-    let set_last_frame_as_shim_entry = &mut |frames: &mut Vec<Frame>| {
-        if let Some(frame) = frames.last_mut() {
-            frame.is_shim_entry = true;
-        }
-    };
-
-    // loopprof patch: with a cache, walk the frame chain first, then read the code objects of
-    // all its frames in one vectored read (one syscall instead of one per frame). The walk
-    // first reads, in one vectored read, the addresses this thread's chain had at the last
-    // sample: the memory is read now (while the thread is stopped), so a frame found there is
-    // exactly what reading it alone would give; frames at new addresses are read one by one.
+    let frame_ptr = thread.frame(frame_address);
     let mut chain: Vec<T::FrameObject> = Vec::new();
-    let mut codes: Vec<Option<<T::FrameObject as FrameObject>::CodeObject>> = Vec::new();
-    if let (false, Some(cache)) = (copy_locals, cache.as_deref_mut()) {
+    if let (false, Some(cache)) = (copy_locals, cache) {
         if let Some(pid) = cache.pid {
             let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
             let known: HashMap<usize, T::FrameObject> = previous
@@ -175,6 +192,44 @@ where
                 cache.chains.clear();
             }
             cache.chains.insert(thread.thread_id(), addrs);
+        }
+    }
+    Ok(FrameChain { frame_ptr, chain })
+}
+
+/// loopprof patch: turns a frame chain into a stack trace: code objects (all of them in one
+/// vectored read when a cache is bound to a process id), names, files and line numbers.
+pub fn resolve_frame_chain<T, P>(
+    thread: &T,
+    chain: FrameChain<T::FrameObject>,
+    process: &P,
+    copy_locals: bool,
+    lineno: LineNo,
+    mut cache: Option<&mut CodeCache>,
+) -> Result<StackTrace, Error>
+where
+    T: ThreadState,
+    P: ProcessMemory,
+{
+    let mut frames = Vec::new();
+    let FrameChain {
+        mut frame_ptr,
+        chain,
+    } = chain;
+
+    // We are iterating in reverse, i.e. from last call to first call.
+    // Since Python 3.12, there are shim frames inserted before a block
+    // of Python frames. When we encounter one, update the last frame.
+    let set_last_frame_as_shim_entry = &mut |frames: &mut Vec<Frame>| {
+        if let Some(frame) = frames.last_mut() {
+            frame.is_shim_entry = true;
+        }
+    };
+
+    // loopprof patch: the code objects of every frame of the chain in one vectored read.
+    let mut codes: Vec<Option<<T::FrameObject as FrameObject>::CodeObject>> = Vec::new();
+    if let Some(pid) = cache.as_deref().and_then(|c| c.pid) {
+        if !copy_locals && !chain.is_empty() {
             let addrs: Vec<usize> = chain
                 .iter()
                 .map(|f| {
