@@ -342,10 +342,11 @@ fn record_tree(
     let mut initial: Vec<ProcessInfo> = Vec::new();
     let mut root_error: Option<CaptureError> = None;
     let mut pending: Vec<Msg> = Vec::new();
-    let scan = |tracked: &HashMap<u32, Tracked>, skipped: &HashSet<u32>| -> Vec<u32> {
+    let mut scanner = procfs::ParentScanner::new();
+    let mut scan = |tracked: &HashMap<u32, Tracked>, skipped: &HashSet<u32>| -> Vec<u32> {
         let mut pids = vec![root];
         if opts.subprocesses {
-            pids.extend(procfs::descendants(root, &procfs::process_parents()));
+            pids.extend(procfs::descendants(root, scanner.scan()));
         }
         pids.into_iter()
             .filter(|p| !tracked.contains_key(p) && !skipped.contains(p))

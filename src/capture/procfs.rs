@@ -274,6 +274,67 @@ pub fn process_parents() -> HashMap<u32, u32> {
     out
 }
 
+/// A parent map kept up to date by repeated scans of `/proc` that read the `stat` of new
+/// processes only (a full re-read every [`ParentScanner::FULL_EVERY`] catches a pid reused
+/// between two scans). Rescanning for new workers four times a second then costs one directory
+/// listing, not one file read per process on the machine.
+#[derive(Debug)]
+pub struct ParentScanner {
+    parents: HashMap<u32, u32>,
+    last_full: Option<std::time::Instant>,
+}
+
+impl Default for ParentScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParentScanner {
+    /// How often every process's parent is read again.
+    pub const FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// A scanner that has read nothing yet.
+    pub fn new() -> Self {
+        ParentScanner {
+            parents: HashMap::new(),
+            last_full: None,
+        }
+    }
+
+    /// The parent of every process now in `/proc`.
+    pub fn scan(&mut self) -> &HashMap<u32, u32> {
+        let full = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= Self::FULL_EVERY);
+        if full {
+            self.parents = process_parents();
+            self.last_full = Some(std::time::Instant::now());
+            return &self.parents;
+        }
+        let mut present = HashSet::new();
+        if let Ok(dir) = fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                present.insert(pid);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.parents.entry(pid) {
+                    if let Ok(stat) = process_stat(pid) {
+                        slot.insert(stat.ppid);
+                    }
+                }
+            }
+        }
+        self.parents.retain(|pid, _| present.contains(pid));
+        &self.parents
+    }
+}
+
 /// The descendants of `root` (children first, breadth-first), from a parent map.
 pub fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -425,6 +486,30 @@ mod tests {
             files.open_files(),
             1,
             "only the process's own stat stays open"
+        );
+    }
+
+    #[test]
+    fn parent_scanner_sees_new_children_without_a_full_rescan() {
+        let me = std::process::id();
+        let mut scanner = ParentScanner::new();
+        assert_eq!(
+            scanner.scan().get(&me),
+            process_stat(me).ok().map(|s| s.ppid).as_ref()
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        // Well within FULL_EVERY: only the new pid's stat is read.
+        let parents = scanner.scan().clone();
+        assert_eq!(parents.get(&child.id()), Some(&me));
+        assert!(descendants(me, &parents).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            !scanner.scan().contains_key(&child.id()),
+            "exited processes are dropped"
         );
     }
 

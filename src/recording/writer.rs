@@ -48,9 +48,11 @@ pub struct RawThread {
     pub frames: Vec<RawFrame>,
 }
 
-/// Where the lines go: a gzip file, a plain file, or any writer.
+/// Where the lines go: a gzip file, a plain file, or any writer. The gzip encoder is fed
+/// through a buffer: compressing each ~200-byte line on its own cost more than the rest of
+/// the writer's work together.
 enum Output {
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(BufWriter<GzEncoder<BufWriter<File>>>),
     Plain(BufWriter<File>),
     Other(Box<dyn Write + Send>),
 }
@@ -67,7 +69,11 @@ impl Output {
     /// Finishes the stream: writes the gzip trailer and flushes every layer.
     fn finish(self) -> std::io::Result<()> {
         match self {
-            Output::Gzip(w) => w.finish()?.flush(),
+            Output::Gzip(w) => w
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .finish()?
+                .flush(),
             Output::Plain(mut w) => w.flush(),
             Output::Other(mut w) => w.flush(),
         }
@@ -101,7 +107,10 @@ impl RecordingWriter {
         })?;
         let buffered = BufWriter::with_capacity(64 * 1024, file);
         let out = if compress {
-            Output::Gzip(GzEncoder::new(buffered, Compression::new(6)))
+            Output::Gzip(BufWriter::with_capacity(
+                64 * 1024,
+                GzEncoder::new(buffered, Compression::new(6)),
+            ))
         } else {
             Output::Plain(buffered)
         };
