@@ -38,7 +38,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+from benchlib import free_port, q, wait_health
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.dirname(os.path.dirname(sys.executable))
@@ -70,31 +71,6 @@ def log(msg):
 
 
 # ---------------------------------------------------------------- helpers (from stop_cost.py)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_health(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=1) as r:
-                r.read()
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
-
-
-def q(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]
 
 
 # ---------------------------------------------------------------- process helpers

@@ -26,13 +26,13 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from benchlib import free_port, q, wait_health
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.dirname(os.path.dirname(sys.executable))
@@ -51,26 +51,6 @@ MODES = [
     ("loopprof --stop-all-threads (= py-spy default)", ["--stop-all-threads"]),
     ("loopprof --nonblocking", ["--nonblocking"]),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_health(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=1) as r:
-                r.read()
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
 
 
 def child_cpu():
@@ -106,11 +86,6 @@ def run_pyspy(pid, secs, rate=100):
         stderr=subprocess.DEVNULL,
     )
     return child_cpu() - before, rate * secs
-
-
-def q(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round((len(values) - 1) * p)))]
 
 
 def main():

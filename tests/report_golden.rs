@@ -28,17 +28,7 @@ fn base() -> Vec<RawFrame> {
 
 fn request(top: Vec<RawFrame>, endpoint: &str, file: &str) -> Vec<RawFrame> {
     let mut v = top;
-    v.push(frame(endpoint, file, 40));
-    v.push(frame(
-        "run_endpoint_function",
-        &format!("{SP}/fastapi/routing.py"),
-        381,
-    ));
-    v.push(frame(
-        "RequestResponseCycle.run_asgi",
-        &format!("{SP}/uvicorn/protocols/http/httptools_impl.py"),
-        422,
-    ));
+    v.extend(fastapi_request_frames(endpoint, file, SP));
     v.extend(base());
     v
 }

@@ -1184,17 +1184,7 @@ mod tests {
 
     fn request(top: &[RawFrame], endpoint: &str) -> Vec<RawFrame> {
         let mut v = top.to_vec();
-        v.push(frame(endpoint, "/srv/app/main.py", 40));
-        v.push(frame(
-            "run_endpoint_function",
-            &format!("{SP}/fastapi/routing.py"),
-            381,
-        ));
-        v.push(frame(
-            "RequestResponseCycle.run_asgi",
-            &format!("{SP}/uvicorn/protocols/http/httptools_impl.py"),
-            422,
-        ));
+        v.extend(fastapi_request_frames(endpoint, "/srv/app/main.py", SP));
         v.extend(base());
         v
     }

@@ -4,9 +4,11 @@
 //! its OS state and current syscall (before stopping it, since a ptrace stop changes both),
 //! then stops only the Python threads with ptrace ([`crate::capture::stop`]: every thread is
 //! interrupted before any is waited for; not uvloop's or other native threads), reads every
-//! Python stack with py-spy (`LockingStrategy::AlreadyLocked`) and resumes them. The
-//! stop lasts only as long as the stack read; the locks are released when their guards drop,
-//! and if loopprof dies the kernel detaches and resumes the threads. Results go to the writer
+//! Python thread's frame chain with py-spy (`LockingStrategy::AlreadyLocked`) and resumes
+//! them from py-spy's callback (`get_stack_traces_then`) before names, files and line numbers
+//! are read from the (immutable) code objects. The stop lasts only as long as the frame-chain
+//! read; the locks are released when their guards drop, and if loopprof dies the kernel
+//! detaches and resumes the threads. Results go to the writer
 //! through a channel; nothing here touches the recording file.
 
 use super::procfs::{self, Syscall};

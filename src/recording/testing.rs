@@ -57,6 +57,25 @@ pub fn thread(
     }
 }
 
+/// The frames FastAPI and uvicorn put between an endpoint function and the code below them,
+/// innermost first: `endpoint` at `file:40`, `run_endpoint_function`, then
+/// `RequestResponseCycle.run_asgi`, with the libraries under `site_packages`.
+pub fn fastapi_request_frames(endpoint: &str, file: &str, site_packages: &str) -> Vec<RawFrame> {
+    vec![
+        frame(endpoint, file, 40),
+        frame(
+            "run_endpoint_function",
+            &format!("{site_packages}/fastapi/routing.py"),
+            381,
+        ),
+        frame(
+            "RequestResponseCycle.run_asgi",
+            &format!("{site_packages}/uvicorn/protocols/http/httptools_impl.py"),
+            422,
+        ),
+    ]
+}
+
 /// A header for one Python 3.11 process `pid` recorded at `rate_hz`.
 pub fn header(pid: u32, rate_hz: f64) -> Header {
     Header {
