@@ -255,6 +255,44 @@ pub fn thread_ids(pid: u32) -> std::io::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// The `NSpid:` ids of a `/proc/.../status` text: the id in the pid namespace of the `/proc`
+/// mount (loopprof's), then in each nested namespace down to the task's own (last). `None`
+/// when the line is missing (kernels before 4.1) or malformed.
+pub fn parse_nspid(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let ids: Option<Vec<u32>> = line.split_whitespace().map(|v| v.parse().ok()).collect();
+    ids.filter(|v| !v.is_empty())
+}
+
+/// Whether process `pid` lives in a pid namespace nested below loopprof's (a container
+/// started without `--pid=host`, seen from the host): then the thread ids its interpreter
+/// reports (`PyThreadState.native_thread_id`, glibc's `struct pthread.tid`) are that
+/// namespace's, not ours. Read from `NSpid` in `/proc/PID/status` (proc(5)).
+pub fn in_nested_pid_namespace(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| parse_nspid(&s))
+        .is_some_and(|ids| ids.len() > 1)
+}
+
+/// The threads of process `pid`: thread id in the process's own pid namespace → thread id in
+/// loopprof's (identical when both are the same namespace). Only threads listed in
+/// `/proc/PID/task` appear, so every value is a thread of `pid`.
+pub fn thread_ids_by_own_namespace(pid: u32) -> std::io::Result<HashMap<u32, u32>> {
+    let mut out = HashMap::new();
+    for tid in thread_ids(pid)? {
+        let inner = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .ok()
+            .and_then(|s| parse_nspid(&s))
+            .and_then(|ids| ids.last().copied());
+        // A thread that exited meanwhile has no status: leave it out.
+        if let Some(inner) = inner {
+            out.insert(inner, tid);
+        }
+    }
+    Ok(out)
+}
+
 /// Every process's parent: pid → ppid.
 pub fn process_parents() -> HashMap<u32, u32> {
     let mut out = HashMap::new();
@@ -407,6 +445,21 @@ pub fn looks_like_python(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_nspid() {
+        let status = "Name:\tpython3\nTgid:\t4242\nNSpid:\t4242\t1\nNSsid:\t1\n";
+        assert_eq!(parse_nspid(status), Some(vec![4242, 1]));
+        assert_eq!(parse_nspid("NSpid:\t77\n"), Some(vec![77]));
+        assert_eq!(parse_nspid("Name:\tx\n"), None);
+        assert_eq!(parse_nspid("NSpid:\t12\tx\n"), None);
+        let me = std::process::id();
+        let map = thread_ids_by_own_namespace(me).unwrap();
+        assert!(map.values().any(|t| *t == me), "{map:?}");
+        if !in_nested_pid_namespace(me) {
+            assert_eq!(map.get(&me), Some(&me));
+        }
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_comm() {

@@ -214,11 +214,14 @@ struct TidMapper {
 const PTHREAD_SCAN_BYTES: usize = 2048;
 
 impl TidMapper {
-    fn map(&mut self, spy: &PythonSpy, pid: u32, pthread_ids: &[u64]) -> HashMap<u64, u32> {
-        let tids: HashSet<u32> = procfs::thread_ids(pid)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+    /// The thread id stored in each `pthread_t` among `tids`, the process's thread ids as its
+    /// own pid namespace numbers them (what glibc stores).
+    fn map(
+        &mut self,
+        spy: &PythonSpy,
+        tids: &HashSet<u32>,
+        pthread_ids: &[u64],
+    ) -> HashMap<u64, u32> {
         let mut out = HashMap::new();
         if self.offset.is_none() {
             let mut votes: HashMap<usize, usize> = HashMap::new();
@@ -261,11 +264,64 @@ impl TidMapper {
     }
 }
 
-/// Stops the given threads with ptrace ([`StoppedThread::stop_all`]); they resume when the
-/// returned guards drop. Threads that exited meanwhile are skipped.
-fn lock_threads(tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
+/// The thread ids the interpreter reports, in the target's own pid namespace, turned into
+/// loopprof's. In a nested pid namespace (a container seen from the host) the interpreter's
+/// ids are the container's (1, 2, 3, ...), which in loopprof's namespace name unrelated
+/// processes; they are translated through `NSpid` of every thread in `/proc/PID/task`, so
+/// an id with no thread of the target behind it maps to nothing and is never stopped.
+struct ThreadIdSpace {
+    nested: bool,
+    /// Own-namespace id → loopprof's id, for every thread of the target (nested only).
+    map: HashMap<u32, u32>,
+}
+
+impl ThreadIdSpace {
+    fn new(pid: u32) -> Self {
+        ThreadIdSpace {
+            nested: procfs::in_nested_pid_namespace(pid),
+            map: HashMap::new(),
+        }
+    }
+
+    fn refresh(&mut self, pid: u32) {
+        if let Ok(m) = procfs::thread_ids_by_own_namespace(pid) {
+            self.map = m;
+        }
+    }
+
+    /// The target's thread ids as it numbers them itself.
+    fn own_ids(&mut self, pid: u32) -> HashSet<u32> {
+        if !self.nested {
+            return procfs::thread_ids(pid)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+        }
+        self.refresh(pid);
+        self.map.keys().copied().collect()
+    }
+
+    /// loopprof's id of each own-namespace id (0 stays 0: unknown; so does an id that no
+    /// thread of the target carries).
+    fn translate(&mut self, pid: u32, own: &[u32]) -> Vec<u32> {
+        if !self.nested {
+            return own.to_vec();
+        }
+        if own.iter().any(|t| *t != 0 && !self.map.contains_key(t)) {
+            self.refresh(pid);
+        }
+        own.iter()
+            .map(|t| self.map.get(t).copied().unwrap_or(0))
+            .collect()
+    }
+}
+
+/// Stops the given threads of `pid` with ptrace ([`StoppedThread::stop_all`]); they resume
+/// when the returned guards drop. Threads that exited meanwhile are skipped; an id that is not
+/// a thread of `pid` is never stopped and fails the tick.
+fn lock_threads(pid: u32, tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
     crate::capture::stop::release_left_seized(false);
-    StoppedThread::stop_all(tids)
+    StoppedThread::stop_all(pid, tids)
 }
 
 /// Stops every thread of `pid`, again until no new thread appeared meanwhile.
@@ -282,7 +338,7 @@ fn lock_all_threads(pid: u32) -> Result<Vec<StoppedThread>, String> {
             return Ok(locks);
         }
         done.extend(tids.iter().copied());
-        locks.extend(lock_threads(&tids)?);
+        locks.extend(lock_threads(pid, &tids)?);
     }
     Ok(locks)
 }
@@ -312,6 +368,7 @@ pub struct ProcessSampler {
     /// OS ids of the Python threads seen in the last tick.
     python_tids: Vec<u32>,
     tid_mapper: TidMapper,
+    id_space: ThreadIdSpace,
     clock_tick_us: u64,
     /// Per thread, the last syscall read that was not `restart_syscall`.
     last_syscall: HashMap<u32, String>,
@@ -330,6 +387,7 @@ impl ProcessSampler {
             locking,
             python_tids: Vec::new(),
             tid_mapper: TidMapper::default(),
+            id_space: ThreadIdSpace::new(pid),
             last_syscall: HashMap::new(),
             proc_files: procfs::ProcFiles::new(pid),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
@@ -438,15 +496,18 @@ impl ProcessSampler {
             let mapped = if pthread_ids.is_empty() {
                 HashMap::new()
             } else {
-                self.tid_mapper.map(&self.spy, pid, &pthread_ids)
+                let own = self.id_space.own_ids(pid);
+                self.tid_mapper.map(&self.spy, &own, &pthread_ids)
             };
-            let tids: Vec<u32> = traces
+            // The interpreter's ids are its own pid namespace's; translate them to ours.
+            let own_tids: Vec<u32> = traces
                 .iter()
                 .map(|t| match t.os_thread_id {
-                    Some(id) => id as u32,
+                    Some(id) => u32::try_from(id).unwrap_or(0),
                     None => mapped.get(&t.thread_id).copied().unwrap_or(0),
                 })
                 .collect();
+            let tids = self.id_space.translate(pid, &own_tids);
             let unknown_tid = tids.contains(&0);
             let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
             self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
@@ -570,7 +631,7 @@ impl ProcessSampler {
             }
             Locking::PythonThreads if !self.python_tids.is_empty() => {
                 self.spy.config.blocking = LockingStrategy::AlreadyLocked;
-                Some(lock_threads(&self.python_tids).map_err(|e| ("lock", e))?)
+                Some(lock_threads(self.pid, &self.python_tids).map_err(|e| ("lock", e))?)
             }
             // First tick (Python threads not known yet) or unknown OS ids: stop everything.
             _ => {

@@ -25,12 +25,21 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::marker::PhantomData;
+use std::path::Path;
 
 /// Why a thread could not be stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopError {
     /// The thread exited (nothing to read).
     Gone,
+    /// The id names a live thread that is not one of the target's (`/proc/PID/task` does not
+    /// list it): it was never stopped (or, when found only after seizing it, let go at once).
+    NotInTarget {
+        /// The target's pid.
+        pid: u32,
+        /// The thread id, as loopprof's pid namespace numbers it.
+        tid: u32,
+    },
     /// ptrace refused or failed (`EPERM`...).
     Failed(Errno),
 }
@@ -39,6 +48,10 @@ impl std::fmt::Display for StopError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopError::Gone => f.write_str("the thread exited"),
+            StopError::NotInTarget { pid, tid } => write!(
+                f,
+                "thread {tid} is not a thread of process {pid}; refusing to stop it"
+            ),
             StopError::Failed(e) => write!(f, "{e}: {}", e.desc()),
         }
     }
@@ -177,6 +190,15 @@ pub fn release_left_seized(wait: bool) {
     });
 }
 
+/// Whether `tid` (in loopprof's pid namespace) is a thread of process `pid`: the kernel
+/// resolves `/proc/PID/task/TID` only for a thread of `PID`'s thread group.
+pub fn is_thread_of(pid: u32, tid: u32) -> bool {
+    // `access` is one path lookup; no file is opened.
+    let path = format!("/proc/{pid}/task/{tid}\0");
+    // SAFETY: the path is NUL-terminated and outlives the call.
+    unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
+}
+
 /// The scheduler state letter of a thread (`t` = ptrace stop), from `/proc`.
 fn state_of(tid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
@@ -184,20 +206,24 @@ fn state_of(tid: i32) -> Option<char> {
 }
 
 impl StoppedThread {
-    /// Seizes and stops thread `tid` of the target.
-    pub fn stop(tid: u32) -> Result<StoppedThread, StopError> {
-        let mut t = Self::begin(tid)?;
+    /// Seizes and stops thread `tid` of process `pid`.
+    ///
+    /// Errors: [`StopError::NotInTarget`] when `tid` is not a thread of `pid` (checked before
+    /// the seize and again after it, while the seized id can no longer be reused).
+    pub fn stop(pid: u32, tid: u32) -> Result<StoppedThread, StopError> {
+        let mut t = Self::begin(pid, tid)?;
         t.finish()?;
         Ok(t)
     }
 
-    /// Stops every thread of `tids`: all are interrupted first, then waited for, so they stop
-    /// together and the stop costs one scheduling delay rather than one per thread. Threads
-    /// that exited are skipped.
-    pub fn stop_all(tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
+    /// Stops every thread of `tids` of process `pid`: all are interrupted first, then waited
+    /// for, so they stop together and the stop costs one scheduling delay rather than one per
+    /// thread. Threads that exited are skipped; a thread that is not `pid`'s is never stopped
+    /// and fails the call.
+    pub fn stop_all(pid: u32, tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
         let mut pending = Vec::with_capacity(tids.len());
         for &tid in tids {
-            match Self::begin(tid) {
+            match Self::begin(pid, tid) {
                 Ok(t) => pending.push(t),
                 Err(StopError::Gone) => continue,
                 Err(e) => return Err(format!("cannot stop thread {tid}: {e}")),
@@ -215,7 +241,22 @@ impl StoppedThread {
     }
 
     /// Seizes `tid` and asks it to stop (`PTRACE_INTERRUPT`), without waiting.
-    fn begin(tid: u32) -> Result<StoppedThread, StopError> {
+    ///
+    /// `tid` is checked to be a thread of `tgid` before the seize, and again after it: a
+    /// seized thread that exits stays a zombie until its tracer reaps it, so its id cannot be
+    /// given to another process in between, and a thread that passes the second check is the
+    /// target's. A thread that fails it is let go without ever being interrupted.
+    fn begin(tgid: u32, tid: u32) -> Result<StoppedThread, StopError> {
+        let not_ours = || {
+            if Path::new(&format!("/proc/{tid}")).exists() {
+                StopError::NotInTarget { pid: tgid, tid }
+            } else {
+                StopError::Gone
+            }
+        };
+        if !is_thread_of(tgid, tid) {
+            return Err(not_ours());
+        }
         let pid = Pid::from_raw(tid as i32);
         let mut taken_over = false;
         match ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXIT) {
@@ -248,6 +289,17 @@ impl StoppedThread {
             waiting: true,
             _not_send: PhantomData,
         };
+        if !is_thread_of(tgid, tid) {
+            // Lost a race with the id's reuse (it needs the pid space to wrap within
+            // microseconds). A seized thread stops for the tracer on every signal, so it
+            // cannot be left seized: interrupt it and let the guard's drop wait for that stop
+            // and detach at once, handing back any signal it caught.
+            if ptrace::interrupt(pid).is_err() {
+                guard.waiting = false;
+            }
+            drop(guard);
+            return Err(not_ours());
+        }
         if taken_over && state_of(tid as i32) == Some('t') {
             // Already in a ptrace stop whose report was consumed: nothing to wait for.
             guard.waiting = false;
@@ -359,7 +411,7 @@ mod tests {
         let pid = child.id();
         std::thread::sleep(std::time::Duration::from_millis(100));
         for round in 0..50 {
-            let stopped = match StoppedThread::stop(pid) {
+            let stopped = match StoppedThread::stop(pid, pid) {
                 Ok(s) => s,
                 Err(e) => panic!("round {round}: {e}"),
             };
@@ -383,7 +435,7 @@ mod tests {
         // Leak: seize without stopping or detaching.
         ptrace::seize(pid, ptrace::Options::empty()).unwrap();
         assert_eq!(tracer_of(pid.as_raw()), Some(gettid()));
-        let stopped = StoppedThread::stop(child.id()).expect("takes the leak over");
+        let stopped = StoppedThread::stop(child.id(), child.id()).expect("takes the leak over");
         assert_eq!(state(child.id()), 't');
         drop(stopped);
         assert_eq!(tracer_of(pid.as_raw()), Some(0), "detached");
@@ -392,10 +444,34 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_of_another_process_is_never_stopped() {
+        let mut target = Command::new("sleep").arg("30").spawn().unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(is_thread_of(target.id(), target.id()));
+        assert!(!is_thread_of(target.id(), other.id()));
+        assert_eq!(
+            StoppedThread::stop(target.id(), other.id()).unwrap_err(),
+            StopError::NotInTarget {
+                pid: target.id(),
+                tid: other.id()
+            }
+        );
+        let err = StoppedThread::stop_all(target.id(), &[target.id(), other.id()]).unwrap_err();
+        assert!(err.contains("is not a thread of process"), "{err}");
+        assert_eq!(tracer_of(other.id() as i32), Some(0), "never seized");
+        assert_eq!(tracer_of(target.id() as i32), Some(0), "let go");
+        assert_eq!(state(other.id()), 'S');
+        for c in [&mut target, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    #[test]
     fn a_gone_thread_is_reported_as_gone() {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert_eq!(StoppedThread::stop(pid).unwrap_err(), StopError::Gone);
+        assert_eq!(StoppedThread::stop(pid, pid).unwrap_err(), StopError::Gone);
     }
 }

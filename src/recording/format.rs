@@ -52,6 +52,24 @@ pub enum Record {
     End(End),
 }
 
+impl Record {
+    /// The `type` of every record this version reads, as written in the file. A record of
+    /// one of these types that does not parse is corruption, never an unknown type to skip.
+    pub const TYPES: &'static [&'static str] = &[
+        "header",
+        "string",
+        "frame",
+        "stack",
+        "source",
+        "process",
+        "sample",
+        "tick",
+        "sample_error",
+        "probe",
+        "end",
+    ];
+}
+
 /// What was recorded, by what, when and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {

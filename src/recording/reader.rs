@@ -136,7 +136,7 @@ impl RecordingReader {
                         kind: String,
                     }
                     if let Ok(env) = serde_json::from_slice::<Envelope>(&self.line) {
-                        if !KNOWN_TYPES.contains(&env.kind.as_str()) {
+                        if !Record::TYPES.contains(&env.kind.as_str()) {
                             self.unknown += 1;
                             continue;
                         }
@@ -156,19 +156,6 @@ impl RecordingReader {
         }
     }
 }
-
-const KNOWN_TYPES: &[&str] = &[
-    "header",
-    "string",
-    "frame",
-    "stack",
-    "source",
-    "process",
-    "sample",
-    "sample_error",
-    "probe",
-    "end",
-];
 
 /// A recording loaded into memory with every id resolved and checked.
 #[derive(Debug, Clone)]
@@ -548,6 +535,44 @@ mod tests {
             load_bytes(newer),
             Err(RecordingError::Version { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_corrupt_record_of_any_known_type_is_an_error_never_skipped() {
+        for kind in Record::TYPES {
+            // A well-formed envelope of a known type whose payload does not parse, in the
+            // middle of a recording (not its last line, which could be a cut).
+            let mut bytes = builder_with_samples(0).bytes();
+            let header_len = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+            let rest = bytes.split_off(header_len);
+            bytes.extend_from_slice(
+                format!("{{\"type\":\"{kind}\",\"data\":{{\"pid\":\"x\"}}}}\n").as_bytes(),
+            );
+            bytes.extend_from_slice(&rest);
+            match load_bytes(bytes) {
+                Err(RecordingError::Corrupt { why, .. }) => {
+                    assert!(why.contains("line 2"), "{kind}: {why}")
+                }
+                other => panic!("{kind}: a corrupt record must be an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_known_types_are_exactly_the_record_variants() {
+        // serde lists every variant it accepts when it meets an unknown one.
+        let err = serde_json::from_str::<Record>(r#"{"type":"no_such_type","data":{}}"#)
+            .unwrap_err()
+            .to_string();
+        let listed = &err[err.find("expected one of").expect(&err)..];
+        let mut variants: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+        let mut known = Record::TYPES.to_vec();
+        variants.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(
+            variants, known,
+            "Record::TYPES must list every Record variant"
+        );
     }
 
     #[test]
