@@ -15,6 +15,7 @@ pub mod syscalls;
 pub mod target;
 
 use crate::recording::format::time_unit_for;
+pub use crate::recording::outdir::DirPolicy;
 use crate::recording::{
     CaptureOptionsRecord, End, Header, ProcessEvent, ProcessEventKind, ProcessInfo, Record,
     RecordingError, RecordingWriter, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
@@ -144,6 +145,8 @@ pub struct RecordOptions {
     pub rate_hz: f64,
     /// Directory the recording is written into (created if missing).
     pub output_dir: PathBuf,
+    /// Whether `output_dir` may exist already (a name the user gave) or not (loopprof's).
+    pub output_policy: DirPolicy,
     /// What to stop while reading stacks.
     pub locking: sampler::Locking,
     /// Also sample Python descendants of the target.
@@ -186,26 +189,25 @@ pub struct Progress {
     pub processes: usize,
 }
 
-/// Prepares the output directory: creates it, refuses one that already holds a recording.
-pub fn prepare_output(dir: &Path) -> Result<(), CaptureError> {
-    let out_err = |why: String| CaptureError::Output {
-        path: dir.to_path_buf(),
-        why,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| out_err(e.to_string()))?;
+/// Prepares the output directory ([`crate::recording::outdir::prepare_dir`]: created private,
+/// never through a symlink, an existing one only when the user named it and owns it) and
+/// refuses one that already holds a recording.
+pub fn prepare_output(dir: &Path, policy: DirPolicy) -> Result<(), CaptureError> {
+    crate::recording::outdir::prepare_dir(dir, policy)
+        .map_err(|e| CaptureError::Recording(e.into()))?;
     for name in [
         crate::recording::RECORDING_FILE,
         crate::recording::RECORDING_FILE.trim_end_matches(".gz"),
     ] {
-        if dir.join(name).exists() {
-            return Err(out_err(format!(
-                "it already holds a recording ({name}); loopprof never overwrites one"
-            )));
+        if std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Err(CaptureError::Output {
+                path: dir.to_path_buf(),
+                why: format!(
+                    "it already holds a recording ({name}); loopprof never overwrites one"
+                ),
+            });
         }
     }
-    let probe = dir.join(".loopprof-write-test");
-    std::fs::write(&probe, b"").map_err(|e| out_err(e.to_string()))?;
-    let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
@@ -227,7 +229,7 @@ pub fn record(
             why: "internal: rate must be in (0, 10000]".into(),
         });
     }
-    prepare_output(&opts.output_dir)?;
+    prepare_output(&opts.output_dir, opts.output_policy)?;
     let mut notes = Vec::new();
     let mut child = None;
     let (root, how, pattern) = match &opts.target {

@@ -460,7 +460,7 @@ mod tests {
         assert!(err.contains("is not a thread of process"), "{err}");
         assert_eq!(tracer_of(other.id() as i32), Some(0), "never seized");
         assert_eq!(tracer_of(target.id() as i32), Some(0), "let go");
-        assert_eq!(state(other.id()), 'S');
+        assert_ne!(state(other.id()), 't', "never stopped");
         for c in [&mut target, &mut other] {
             let _ = c.kill();
             let _ = c.wait();

@@ -9,8 +9,8 @@ use crate::analysis::diagnose::{diagnose, Options as DiagnoseOptions};
 use crate::analysis::gates::{self, Gate, Scope};
 use crate::analysis::overview::overview;
 use crate::capture::sampler::Locking;
-use crate::capture::{self, CaptureError, RecordOptions, TargetSpec};
-use crate::recording::{self, RecordingError};
+use crate::capture::{self, CaptureError, DirPolicy, RecordOptions, TargetSpec};
+use crate::recording::{self, outdir, RecordingError};
 use crate::render;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +19,45 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Prints one line on stdout. A closed stdout (`loopprof report DIR | head -1`) is a normal
+/// end, as in ripgrep: later output is dropped quietly and the exit code stays the one the
+/// command earned (every file is written before anything is printed).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
+/// Prints one line on stderr, ignoring errors (a closed stderr must not panic).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` and a newline to stdout; see [`out!`]. Other write errors are reported once
+/// on stderr.
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let r = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(e) = r {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(std::io::stderr(), "loopprof: cannot write to stdout: {e}");
+        }
+    }
+}
 
 /// Exit codes (documented in README.md and docs/cli.md).
 pub mod exit {
@@ -265,17 +304,22 @@ impl RecordArgs {
                 self.probe_timeout
             ));
         }
-        let output_dir = self.output.unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "loopprof-{}",
-                chrono::Local::now().format("%Y%m%d-%H%M%S")
-            ))
-        });
+        let (output_dir, output_policy) = match self.output {
+            Some(dir) => (dir, DirPolicy::Named),
+            None => (
+                PathBuf::from(format!(
+                    "loopprof-{}",
+                    chrono::Local::now().format("%Y%m%d-%H%M%S")
+                )),
+                DirPolicy::New,
+            ),
+        };
         Ok(RecordOptions {
             target,
             duration,
             rate_hz: self.rate,
             output_dir,
+            output_policy,
             locking: if self.nonblocking {
                 Locking::None
             } else if self.stop_all_threads {
@@ -320,14 +364,14 @@ pub fn main() -> i32 {
             let analysis = match args.analysis.load(Scope::Report) {
                 Ok(a) => a,
                 Err(msg) => {
-                    eprintln!("error: {msg}");
+                    err!("error: {msg}");
                     return exit::USAGE;
                 }
             };
             match args.into_options() {
                 Ok(opts) => run_record(opts, analysis),
                 Err(msg) => {
-                    eprintln!("error: {msg}");
+                    err!("error: {msg}");
                     exit::USAGE
                 }
             }
@@ -336,7 +380,7 @@ pub fn main() -> i32 {
             let analysis = match args.analysis.load(Scope::Report) {
                 Ok(a) => a,
                 Err(msg) => {
-                    eprintln!("error: {msg}");
+                    err!("error: {msg}");
                     return exit::USAGE;
                 }
             };
@@ -352,7 +396,7 @@ pub fn main() -> i32 {
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    err!("error: {e:#}");
                     exit::IO
                 }
             }
@@ -362,7 +406,7 @@ pub fn main() -> i32 {
             let analysis = match args.analysis.load(Scope::Diff) {
                 Ok(a) => a,
                 Err(msg) => {
-                    eprintln!("error: {msg}");
+                    err!("error: {msg}");
                     return exit::USAGE;
                 }
             };
@@ -370,7 +414,7 @@ pub fn main() -> i32 {
                 Ok(true) => exit::OK,
                 Ok(false) => exit::GATE_FAILED,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    err!("error: {e:#}");
                     exit::IO
                 }
             }
@@ -378,7 +422,7 @@ pub fn main() -> i32 {
         Command::Inspect(args) => match run_inspect(args) {
             Ok(()) => exit::OK,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                err!("error: {e:#}");
                 match e.downcast_ref::<RecordingError>() {
                     Some(_) => exit::IO,
                     None => exit::ERROR,
@@ -440,21 +484,21 @@ fn run_record(opts: RecordOptions, analysis: Analysis) -> i32 {
     match result {
         Ok(outcome) => {
             for n in &outcome.notes {
-                eprintln!("note: {}", render::text::sanitize(n));
+                err!("note: {}", render::text::sanitize(n));
             }
-            println!("recording: {}", outcome.path.display());
+            out!("recording: {}", outcome.path.display());
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             match write_report(&outcome.path, &opts.output_dir, &analysis, Some(command)) {
                 Ok(true) => exit::OK,
                 Ok(false) => exit::GATE_FAILED,
                 Err(e) => {
-                    eprintln!("error: the recording is saved but could not be analysed: {e:#}");
+                    err!("error: the recording is saved but could not be analysed: {e:#}");
                     exit::IO
                 }
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             capture_exit_code(&e)
         }
     }
@@ -470,18 +514,20 @@ fn write_report(
 ) -> anyhow::Result<bool> {
     let rec = recording::load(recording_path)?;
     for w in &rec.warnings {
-        eprintln!("warning: {}", render::text::sanitize(w));
+        err!("warning: {}", render::text::sanitize(w));
     }
     let d = diagnose(&rec, &analysis.catalog, &analysis.options);
     let results = gates::evaluate(
         &analysis.gates,
         &gates::facts_of(&d, &crate::analysis::probes::summarize(&rec)),
     );
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let summary = dir.join("summary.json");
-    std::fs::write(&summary, render::json::to_string(&rec, &d, &results))
-        .with_context(|| format!("writing {}", summary.display()))?;
-    let html = dir.join("report.html");
+    outdir::prepare_dir(dir, DirPolicy::Named)?;
+    // Every file is written before anything is printed: a closed stdout loses nothing.
+    let summary = outdir::write_file(
+        dir,
+        "summary.json",
+        render::json::to_string(&rec, &d, &results).as_bytes(),
+    )?;
     let page = render::html::render(
         &rec,
         &d,
@@ -491,19 +537,19 @@ fn write_report(
         },
     )
     .context("rendering report.html")?;
-    std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
-    let md = dir.join("report.md");
-    std::fs::write(
-        &md,
-        render::markdown::render(&rec, &d, command.as_deref(), &results),
-    )
-    .with_context(|| format!("writing {}", md.display()))?;
-    println!("{}", render::text::diagnosis(&d));
-    println!("report:    {}", html.display());
-    println!("markdown:  {}", md.display());
-    println!("summary:   {}", summary.display());
-    for path in write_flamegraphs(&rec, &d, dir)? {
-        println!("flamegraph: {}", path.display());
+    let html = outdir::write_file(dir, "report.html", page.as_bytes())?;
+    let md = outdir::write_file(
+        dir,
+        "report.md",
+        render::markdown::render(&rec, &d, command.as_deref(), &results).as_bytes(),
+    )?;
+    let flamegraphs = write_flamegraphs(&rec, &d, dir)?;
+    out!("{}", render::text::diagnosis(&d));
+    out!("report:    {}", html.display());
+    out!("markdown:  {}", md.display());
+    out!("summary:   {}", summary.display());
+    for path in flamegraphs {
+        out!("flamegraph: {}", path.display());
     }
     Ok(report_gates(&results))
 }
@@ -512,9 +558,9 @@ fn write_report(
 fn report_gates(results: &[gates::GateResult]) -> bool {
     let text = render::text::gates(results);
     if gates::any_failed(results) {
-        eprint!("{text}");
+        err!("{}", text.trim_end_matches('\n'));
         let failed = results.iter().filter(|r| r.failed).count();
-        eprintln!(
+        err!(
             "error: {failed} of {} --fail-on gate{} failed (exit {})",
             results.len(),
             if results.len() == 1 { "" } else { "s" },
@@ -522,7 +568,9 @@ fn report_gates(results: &[gates::GateResult]) -> bool {
         );
         false
     } else {
-        print!("{text}");
+        if !text.is_empty() {
+            out!("{}", text.trim_end_matches('\n'));
+        }
         true
     }
 }
@@ -544,7 +592,7 @@ fn run_diff(args: &DiffArgs, analysis: &Analysis) -> anyhow::Result<bool> {
         let rec =
             recording::load(p).with_context(|| format!("loading {label} ({})", p.display()))?;
         for w in &rec.warnings {
-            eprintln!("warning ({label}): {}", render::text::sanitize(w));
+            err!("warning ({label}): {}", render::text::sanitize(w));
         }
         Ok(rec)
     };
@@ -562,10 +610,10 @@ fn run_diff(args: &DiffArgs, analysis: &Analysis) -> anyhow::Result<bool> {
         &crate::analysis::diff::facts(&diff, &ad, &crate::analysis::probes::summarize(&arec)),
     );
     let dir = args.output.clone().unwrap_or_else(|| parent_dir(&apath));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = dir.join("diff.json");
-    std::fs::write(
-        &json,
+    outdir::prepare_dir(&dir, DirPolicy::Named)?;
+    let json = outdir::write_file(
+        &dir,
+        "diff.json",
         render::json::diff_to_string(
             &diff,
             render::json::DiffAnalysis {
@@ -573,10 +621,9 @@ fn run_diff(args: &DiffArgs, analysis: &Analysis) -> anyhow::Result<bool> {
                 min_share_pct: analysis.options.min_share_pct,
             },
             &results,
-        ),
-    )
-    .with_context(|| format!("writing {}", json.display()))?;
-    let html = dir.join("diff.html");
+        )
+        .as_bytes(),
+    )?;
     let page = render::html::render_diff(
         &render::html::DiffInput {
             before: (&brec, &bd),
@@ -586,14 +633,16 @@ fn run_diff(args: &DiffArgs, analysis: &Analysis) -> anyhow::Result<bool> {
         &results,
     )
     .context("rendering diff.html")?;
-    std::fs::write(&html, page).with_context(|| format!("writing {}", html.display()))?;
-    let md = dir.join("diff.md");
-    std::fs::write(&md, render::markdown::diff(&diff, &results))
-        .with_context(|| format!("writing {}", md.display()))?;
-    println!("{}", render::text::diff(&diff));
-    println!("diff:      {}", html.display());
-    println!("markdown:  {}", md.display());
-    println!("json:      {}", json.display());
+    let html = outdir::write_file(&dir, "diff.html", page.as_bytes())?;
+    let md = outdir::write_file(
+        &dir,
+        "diff.md",
+        render::markdown::diff(&diff, &results).as_bytes(),
+    )?;
+    out!("{}", render::text::diff(&diff));
+    out!("diff:      {}", html.display());
+    out!("markdown:  {}", md.display());
+    out!("json:      {}", json.display());
     Ok(report_gates(&results))
 }
 
@@ -618,10 +667,11 @@ fn write_flamegraphs(
         }
         for (pid, stem) in targets {
             if let Some(svg) = svg(rec, d, view, pid) {
-                let path = dir.join(format!("{stem}.svg"));
-                std::fs::write(&path, svg)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                written.push(path);
+                written.push(outdir::write_file(
+                    dir,
+                    &format!("{stem}.svg"),
+                    svg.as_bytes(),
+                )?);
             }
         }
     }
@@ -642,11 +692,11 @@ fn open_in_browser(path: &Path) {
             .stderr(std::process::Stdio::null())
             .spawn();
         if spawned.is_ok() {
-            eprintln!("opened {} with {c}", path.display());
+            err!("opened {} with {c}", path.display());
             return;
         }
     }
-    eprintln!(
+    err!(
         "note: no browser found to open the report (tried $BROWSER, xdg-open, sensible-browser); open {} yourself",
         path.display()
     );
@@ -669,22 +719,29 @@ fn run_report(
 
 fn run_dump(args: DumpArgs) -> i32 {
     if args.snapshots < 2 || args.snapshots > 1000 || !(args.window > 0.0 && args.window <= 60.0) {
-        eprintln!("error: --snapshots must be 2-1000 and --window more than 0 and at most 60 s");
+        err!("error: --snapshots must be 2-1000 and --window more than 0 and at most 60 s");
         return exit::USAGE;
     }
     let target = match (args.pid, args.name) {
         (Some(p), None) => TargetSpec::Pid(p),
         (None, Some(n)) => TargetSpec::Name(n),
         _ => {
-            eprintln!("error: choose the target once: --pid or --name");
+            err!("error: choose the target once: --pid or --name");
             return exit::USAGE;
         }
     };
-    let dir = std::env::temp_dir().join(format!(
-        "loopprof-dump-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    ));
+    // A private, unpredictable temporary directory (mkdtemp), removed when dropped.
+    let tmp = match tempfile::Builder::new().prefix("loopprof-dump-").tempdir() {
+        Ok(t) => t,
+        Err(e) => {
+            err!(
+                "error: cannot create a temporary directory in {}: {e}. Set TMPDIR to a writable directory.",
+                std::env::temp_dir().display()
+            );
+            return exit::IO;
+        }
+    };
+    let dir = tmp.path().to_path_buf();
     let rate = args.snapshots as f64 / args.window;
     let opts = RecordOptions {
         target,
@@ -692,6 +749,7 @@ fn run_dump(args: DumpArgs) -> i32 {
         duration: Some(Duration::from_secs_f64(args.window + 0.5 / rate)),
         rate_hz: rate,
         output_dir: dir.clone(),
+        output_policy: DirPolicy::Named,
         locking: Locking::PythonThreads,
         subprocesses: !args.no_subprocesses,
         keep_running: false,
@@ -712,14 +770,14 @@ fn run_dump(args: DumpArgs) -> i32 {
                 let d = diagnose(&rec, &Catalog::builtin(), &dopts);
                 let dump = crate::analysis::dump::dump(&rec, &d);
                 if args.json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::to_string_pretty(&dump).expect("dump serialises")
                     );
                 } else {
-                    print!("{}", render::text::dump(&dump));
+                    out!("{}", render::text::dump(&dump).trim_end_matches('\n'));
                     if let Some(f) = d.findings.first() {
-                        println!("fix ({}): {}", f.category, f.fix.summary);
+                        out!("fix ({}): {}", f.category, f.fix.summary);
                     }
                 }
                 if dump.loop_blocked {
@@ -729,16 +787,16 @@ fn run_dump(args: DumpArgs) -> i32 {
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                err!("error: {e}");
                 exit::IO
             }
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             capture_exit_code(&e)
         }
     };
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     code
 }
 
@@ -746,15 +804,15 @@ fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
     let rec = recording::load(&args.recording)?;
     let o = overview(&rec);
     for w in &rec.warnings {
-        eprintln!("warning: {}", render::text::sanitize(w));
+        err!("warning: {}", render::text::sanitize(w));
     }
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&o).context("serialising the overview")?
         );
     } else {
-        print!("{}", render::text::overview(&o));
+        out!("{}", render::text::overview(&o).trim_end_matches('\n'));
     }
     Ok(())
 }

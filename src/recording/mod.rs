@@ -7,6 +7,7 @@
 //! The format is documented in `docs/recording-format.md`.
 
 pub mod format;
+pub mod outdir;
 pub mod reader;
 pub mod testing;
 pub mod writer;
@@ -31,6 +32,9 @@ pub enum RecordingError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The output directory or file cannot be created safely.
+    #[error(transparent)]
+    Output(#[from] outdir::OutputError),
     /// Writing failed (disk full, file removed...).
     #[error("cannot write the recording: {0}. Check free disk space and the output directory.")]
     Write(#[source] std::io::Error),

@@ -143,6 +143,14 @@ impl RecordingBuilder {
         self.buf.0.lock().unwrap().clone()
     }
 
+    /// Writes the end record and returns the file's bytes (plain JSON Lines).
+    pub fn finish_bytes(self, end: End) -> Vec<u8> {
+        let buf = self.buf.clone();
+        self.writer.finish(&end).unwrap();
+        let bytes = buf.0.lock().unwrap().clone();
+        bytes
+    }
+
     /// Writes the end record and loads the result through the reader.
     pub fn finish(self, end: End) -> Recording {
         let buf = self.buf.clone();

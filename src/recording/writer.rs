@@ -99,12 +99,11 @@ pub struct RecordingWriter {
 }
 
 impl RecordingWriter {
-    /// Creates `path` (gzip-compressed when `compress`) and returns a writer for it.
+    /// Creates `path` (gzip-compressed when `compress`) and returns a writer for it. The file
+    /// must not exist yet ([`super::outdir::create_new`]: never overwritten, never written
+    /// through a symlink).
     pub fn create(path: &Path, compress: bool) -> Result<Self, RecordingError> {
-        let file = File::create(path).map_err(|source| RecordingError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file: File = super::outdir::create_new(path)?;
         let buffered = BufWriter::with_capacity(64 * 1024, file);
         let out = if compress {
             Output::Gzip(BufWriter::with_capacity(
