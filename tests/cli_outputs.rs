@@ -151,3 +151,50 @@ fn a_closed_stdout_loses_no_output_file_and_ends_quietly() {
     assert_eq!(r.status.code(), Some(0));
     assert_eq!(files(&diff_dir), ["diff.html", "diff.json", "diff.md"]);
 }
+
+#[test]
+fn outputs_never_go_through_a_planted_symlink() {
+    let base = tempfile::tempdir().unwrap();
+    let rec_dir = base.path().join("rec");
+    blocked_recording(&rec_dir);
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = base.path().join("out");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_loopprof"))
+        .args([
+            "report",
+            rec_dir.to_str().unwrap(),
+            "-o",
+            link.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    // A planted symlink in place of an output file is replaced, not written through.
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, rec_dir.join("report.html")).unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_loopprof"))
+        .args(["report", rec_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::read_to_string(rec_dir.join("report.html"))
+        .unwrap()
+        .contains("<html"));
+}

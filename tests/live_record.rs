@@ -605,7 +605,7 @@ fn bad_targets_and_outputs_give_actionable_errors() {
         Duration::from_secs(20),
     );
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write to output directory"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot create output directory"));
 
     let out = run_loopprof(&["record", "-d", "1"], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -157,3 +157,59 @@ fn source_lines_are_read_with_the_targets_rights_only() {
         .iter()
         .any(|f| rec.str(f.file) == main.to_str().unwrap()));
 }
+
+/// `record` and `dump` with stdout (and stderr) on a closed pipe: no panic, the normal exit
+/// code, every file of `record` written.
+#[test]
+fn record_and_dump_end_quietly_on_a_closed_stdout() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::Stdio;
+    let mut target = Proc::spawn(
+        "sleeping target",
+        Command::new(venv("3.11").join("bin/python"))
+            .args(["-c", "import time\nwhile True: time.sleep(0.01)"]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let closed = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new fds, owned below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(r);
+        w
+    };
+    let dir = out_dir("closed-stdout");
+    let pid = target.pid().to_string();
+    let w = closed();
+    let out = Command::new(loopprof())
+        .args(["record", "--pid", &pid, "--duration", "1", "-o"])
+        .arg(&dir)
+        .stdout(Stdio::from(w.try_clone().unwrap()))
+        .stderr(Stdio::from(w))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "record with a closed stdout");
+    for f in [
+        "recording.jsonl.gz",
+        "report.html",
+        "report.md",
+        "summary.json",
+        "flame-wall.svg",
+    ] {
+        assert!(dir.join(f).exists(), "{f} written");
+    }
+    let w = closed();
+    let out = Command::new(loopprof())
+        .args(["dump", "--pid", &pid])
+        .stdout(Stdio::from(w.try_clone().unwrap()))
+        .stderr(Stdio::from(w))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(6)),
+        "dump with a closed stdout: {:?}",
+        out.status
+    );
+    let _ = target.child.kill();
+    let _ = target.child.wait();
+}

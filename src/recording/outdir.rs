@@ -60,6 +60,14 @@ pub enum OutputError {
         /// The path.
         path: PathBuf,
     },
+    /// The directory cannot be created.
+    #[error("cannot create output directory {path}: {source}. Choose another with -o DIR.")]
+    CreateDir {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// An I/O error.
     #[error("cannot write {path}: {source}. Check free disk space and that you may write there.")]
     Io {
@@ -99,7 +107,10 @@ fn hand_over(file: &File) {
 pub fn prepare_dir(path: &Path, policy: DirPolicy) -> Result<(), OutputError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            std::fs::create_dir_all(parent).map_err(|source| OutputError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
     }
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
@@ -110,7 +121,12 @@ pub fn prepare_dir(path: &Path, policy: DirPolicy) -> Result<(), OutputError> {
             return Ok(());
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(path)(e)),
+        Err(source) => {
+            return Err(OutputError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     }
     let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
     if meta.file_type().is_symlink() {
