@@ -5,7 +5,7 @@
 //! ([`frames`]), groups busy samples into stalls and findings and gives the verdict
 //! ([`diagnose`]), and maps each call site to a fix with the [`catalog`] (data in
 //! `catalog.json`). [`diff`] compares two diagnoses, and [`gates`] evaluates `--fail-on`
-//! expressions on either. [`memo`] caches per-file and per-stack facts on the recording.
+//! expressions on either. [`pools`] finds exhausted worker-thread pools. [`memo`] caches per-file and per-stack facts on the recording.
 
 pub mod catalog;
 pub mod diagnose;
@@ -16,4 +16,5 @@ pub mod gates;
 pub mod loops;
 pub mod memo;
 pub mod overview;
+pub mod pools;
 pub mod probes;

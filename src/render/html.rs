@@ -190,7 +190,9 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
         .as_ref()
         .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
         .unwrap_or_else(|| "(no application frame)".into());
-    let stats = if f.stalls > 0 {
+    let stats = if let Some(i) = super::pool_impact(f) {
+        i
+    } else if f.stalls > 0 {
         format!(
             "{} stall{} · {:.0} ms blocked · max {:.0} ms · p50 {:.0} ms · p95 {:.0} ms · {:.1}% of the loop's time",
             f.stalls,

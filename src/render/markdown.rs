@@ -89,7 +89,9 @@ pub fn render(
                 c.share_pct
             );
         }
-        let impact = if f.stalls > 0 {
+        let impact = if let Some(i) = super::pool_impact(f) {
+            i
+        } else if f.stalls > 0 {
             format!(
                 "{} stalls, {:.0} ms blocked (max {:.0} ms, p95 {:.0} ms)",
                 f.stalls, f.blocked_ms, f.max_stall_ms, f.p95_stall_ms

@@ -11,3 +11,21 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 pub mod timeline;
+
+use crate::analysis::diagnose::Finding;
+
+/// The impact line of a saturated worker-pool finding (its figures are saturation episodes,
+/// not loop stalls); `None` for other findings.
+pub fn pool_impact(f: &Finding) -> Option<String> {
+    (f.kind == "pool-saturated").then(|| {
+        format!(
+            "all of {} busy for {:.0} ms ({:.1}% of the time) in {} episode{}, longest {:.0} ms",
+            f.thread,
+            f.blocked_ms,
+            f.share_pct,
+            f.stalls,
+            if f.stalls == 1 { "" } else { "s" },
+            f.max_stall_ms
+        )
+    })
+}

@@ -141,7 +141,9 @@ pub fn diagnosis(d: &Diagnosis) -> String {
             Some(r) => format!("{} ({r})", f.state),
             None => f.state.clone(),
         };
-        if f.stalls > 0 {
+        if let Some(impact) = super::pool_impact(f) {
+            let _ = writeln!(out, "   {}; {}", sanitize(&impact), state);
+        } else if f.stalls > 0 {
             let _ = writeln!(
                 out,
                 "   {} stall{}, {:.0} ms blocked (max {:.0}, p95 {:.0}); {}",

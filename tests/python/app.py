@@ -467,6 +467,18 @@ async def checksum(mb: int = 64):
     return {"sha256": digest}
 
 
+# ------------------------------- worker-thread pool: `def` routes behind AnyIO's limiter
+
+
+@app.get("/def-upstream")
+def def_upstream(ms: float = 300):
+    # plain `def`: runs on an AnyIO worker thread (40 at most by default); the loop stays
+    # idle, but at high concurrency every worker waits on the upstream and requests queue
+    with stats.measure("/def-upstream", blocks_loop=False):
+        status = fetch_upstream(upstream("/slow?ms=%d" % clamp_ms(ms)))
+    return {"upstream_status": status}
+
+
 # ----------------------------------------------- controls: must not block the loop
 
 

@@ -1,0 +1,88 @@
+//! Live tests of the diagnosis kinds beyond a blocking call inside `async def`, each next to
+//! a control that must stay clean: an exhausted worker-thread pool (`def` routes calling a
+//! slow upstream with a sync client).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn summary(dir: &std::path::Path) -> Value {
+    let text =
+        std::fs::read_to_string(dir.join("summary.json")).expect("record writes summary.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Puts `conc` clients on `path` and records the server for 3 s.
+fn record_under_load(app: &App, name: &str, path: &str, conc: u32) -> Value {
+    let _ = http_get(app.port, path, Duration::from_secs(10));
+    let _load = start_load(app, &[path], conc, 9.0);
+    // Let the pool fill (AnyIO starts worker threads on demand).
+    std::thread::sleep(Duration::from_millis(1500));
+    let dir = out_dir(name);
+    record_pid(app.proc.pid(), 3.0, &dir, &[]);
+    summary(&dir)
+}
+
+fn pool_suite(kind: Server, python: &str) {
+    let (_upstream, up_port) = start_upstream(python);
+    let app = start_app(kind, python, Some(up_port));
+
+    // Control first: `def` routes at light load leave the pool far from its limit.
+    let s = record_under_load(
+        &app,
+        &format!("pool-{kind:?}-control"),
+        "/def-upstream?ms=300",
+        4,
+    );
+    assert!(
+        s["findings"].as_array().unwrap().is_empty(),
+        "light load on def routes: {:#}",
+        s["findings"]
+    );
+    assert_eq!(s["verdict"]["kind"], "healthy");
+
+    // 60 clients on a `def` route waiting 300 ms on the upstream: 40 workers, all busy.
+    let s = record_under_load(&app, &format!("pool-{kind:?}"), "/def-upstream?ms=300", 60);
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "thread-pool-exhausted")
+        .unwrap_or_else(|| panic!("no thread-pool-exhausted finding: {s:#}"));
+    assert_eq!(
+        s["verdict"]["kind"], "thread-pool-exhausted",
+        "{:#}",
+        s["verdict"]
+    );
+    assert_eq!(f["endpoint"], "def_upstream");
+    assert_eq!(f["call_site"]["function"], "fetch_upstream");
+    assert!(f["call_site"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("tests/python/app.py"));
+    assert_eq!(f["blocking_call"], "requests.get", "{f:#}");
+    assert_eq!(f["wait_reason"], "socket");
+    assert!(f["share_pct"].as_f64().unwrap() > 50.0, "{f:#}");
+    assert!(
+        f["fix"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("sync-http-client"),
+        "the fix names the slow call's own fix: {}",
+        f["fix"]["summary"]
+    );
+    // The loop itself is not blocked.
+    assert!(s["verdict"]["loop_blocked_pct"].as_f64().unwrap() < 5.0);
+}
+
+#[test]
+fn an_exhausted_worker_pool_is_found_and_light_load_is_clean_asyncio() {
+    pool_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn an_exhausted_worker_pool_is_found_and_light_load_is_clean_uvloop() {
+    pool_suite(Server::UvicornUvloop, "3.13");
+}
