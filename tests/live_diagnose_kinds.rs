@@ -1,6 +1,8 @@
 //! Live tests of the diagnosis kinds beyond a blocking call inside `async def`, each next to
 //! a control that must stay clean: an exhausted worker-thread pool (`def` routes calling a
-//! slow upstream with a sync client).
+//! slow upstream with a sync client), and the loop busy in FastAPI's response serialization
+//! with no application frame on the stack (the same response serialized in a thread is the
+//! control).
 
 mod common;
 
@@ -16,8 +18,13 @@ fn summary(dir: &std::path::Path) -> Value {
 
 /// Puts `conc` clients on `path` and records the server for 3 s.
 fn record_under_load(app: &App, name: &str, path: &str, conc: u32) -> Value {
+    record_with_think(app, name, path, conc, 0)
+}
+
+/// Like [`record_under_load`], each client pausing `think_ms` between requests.
+fn record_with_think(app: &App, name: &str, path: &str, conc: u32, think_ms: u32) -> Value {
     let _ = http_get(app.port, path, Duration::from_secs(10));
-    let _load = start_load(app, &[path], conc, 9.0);
+    let _load = start_load_think(app, &[path], conc, 9.0, think_ms);
     // Let the pool fill (AnyIO starts worker threads on demand).
     std::thread::sleep(Duration::from_millis(1500));
     let dir = out_dir(name);
@@ -85,4 +92,69 @@ fn an_exhausted_worker_pool_is_found_and_light_load_is_clean_asyncio() {
 #[test]
 fn an_exhausted_worker_pool_is_found_and_light_load_is_clean_uvloop() {
     pool_suite(Server::UvicornUvloop, "3.13");
+}
+
+fn serialization_suite(kind: Server, python: &str) {
+    let app = start_app(kind, python, None);
+    // Control: 5,000 objects validated and serialized in a worker thread. (Not 50,000:
+    // pydantic-core holds the GIL for its whole run, ~100 ms at that size, so the loop then
+    // waits for the GIL that long, and loopprof rightly reports gil-contention.)
+    let s = record_with_think(
+        &app,
+        &format!("serialize-{kind:?}-control"),
+        "/ctl/big-response-offloaded?n=5000",
+        1,
+        100,
+    );
+    assert!(
+        s["findings"].as_array().unwrap().is_empty(),
+        "serialization off the loop: {:#}",
+        s["findings"]
+    );
+    assert_eq!(s["verdict"]["kind"], "healthy");
+
+    // 50,000 response_model objects validated and serialized on the loop after the handler
+    // returned: no application frame on the stack.
+    let s = record_with_think(
+        &app,
+        &format!("serialize-{kind:?}"),
+        "/big-response?n=50000",
+        1,
+        100,
+    );
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .first()
+        .unwrap_or_else(|| panic!("no finding: {s:#}"));
+    assert_eq!(f["category"], "response-serialization", "{f:#}");
+    assert_ne!(s["verdict"]["kind"], "healthy");
+    assert_eq!(f["call_site"]["function"], "serialize_response", "{f:#}");
+    assert!(f["stalls"].as_u64().unwrap() >= 1);
+    assert!(
+        f["blocking_call"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TypeAdapter.")
+            || f["blocking_call"]
+                .as_str()
+                .unwrap_or("")
+                .contains("serialize")
+            || f["blocking_call"]
+                .as_str()
+                .unwrap_or("")
+                .contains("validate"),
+        "the dominant library call: {}",
+        f["blocking_call"]
+    );
+}
+
+#[test]
+fn response_serialization_on_the_loop_is_found_and_offloading_is_clean_asyncio() {
+    serialization_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn response_serialization_on_the_loop_is_found_and_offloading_is_clean_uvloop() {
+    serialization_suite(Server::UvicornUvloop, "3.13");
 }

@@ -87,6 +87,13 @@ pub struct Entry {
     /// Documentation links.
     #[serde(default)]
     pub links: Vec<String>,
+    /// For entries that match framework or library code running on the loop on the
+    /// application's behalf (response serialization, a metrics or telemetry hook): the
+    /// phase's name. A callback with no application frame whose stack matches such an entry
+    /// is keyed by the entry and the endpoint, so one long run of library code is one block
+    /// (see docs/detection.md, "Library phases").
+    #[serde(default)]
+    pub phase: Option<String>,
     /// Activity keys this entry is the fallback for when nothing matched (`on-cpu`,
     /// `native`, `gil-wait`, `waiting:<reason>`, or `*`).
     #[serde(default)]
@@ -229,6 +236,22 @@ impl Catalog {
                             .is_none_or(|f| frames::function_matches(f, function))
                 })
         })
+    }
+
+    /// The first library-phase entry (one with [`Entry::phase`]) matched by the frames of a
+    /// callback, walked from the outermost frame inwards: `(entry, index into frames)`.
+    pub fn phase_of<'f>(
+        &self,
+        frames: impl DoubleEndedIterator<Item = (usize, (&'f str, &'f str))>,
+    ) -> Option<(&Entry, usize)> {
+        for (i, (module, function)) in frames.rev() {
+            if let Some(e) = self.match_frame(module, function) {
+                if e.phase.is_some() {
+                    return Some((e, i));
+                }
+            }
+        }
+        None
     }
 
     /// Chooses the entry for a blocked call site: the library frame closest to the application

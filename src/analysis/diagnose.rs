@@ -236,6 +236,13 @@ enum SiteKey {
     },
     /// Waiting for the GIL held by this thread at this function.
     Gil { holder: String, function: String },
+    /// Busy in a library phase (catalog entry with a `phase`) with no application frame:
+    /// response serialization, a metrics hook. Keyed by the entry and the endpoint, not by
+    /// the innermost frame, which moves while library code runs.
+    Phase {
+        entry: String,
+        endpoint: Option<String>,
+    },
 }
 
 fn frame_label(rec: &Recording, f: &FrameDef) -> String {
@@ -252,6 +259,14 @@ fn package(rec: &Recording, f: &FrameDef) -> String {
     let module = memo::module_of(rec, f);
     module.split('.').next().unwrap_or(&module).to_owned()
 }
+
+/// The share of a loop's GIL waits (by samples) in which one thread must hold the GIL for a
+/// `gil-contention` finding.
+const MIN_GIL_HOLDER_SHARE: f64 = 0.3;
+
+/// The share of the loop's time that GIL waits with no stall among them must reach for a
+/// `gil-contention` finding, percent.
+const MIN_GIL_SHORT_SHARE_PCT: f64 = 20.0;
 
 /// The GIL-holder key of loop GIL waits during which no other thread held the GIL.
 const UNSEEN_HOLDER: &str = "(unseen)";
@@ -327,7 +342,13 @@ fn called_on_line(source: &str) -> Option<String> {
 }
 
 /// Computes the call-site key of a busy loop sample.
-fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activity) -> SiteKey {
+fn site_of(
+    rec: &Recording,
+    catalog: &Catalog,
+    stack: &[&FrameDef],
+    anchor: usize,
+    activity: Activity,
+) -> SiteKey {
     match loops::app_frame(rec, stack, anchor) {
         Some(u) => {
             let f = stack[u];
@@ -357,8 +378,23 @@ fn site_of(rec: &Recording, stack: &[&FrameDef], anchor: usize, activity: Activi
             }
         }
         None => {
-            // No application frame: a library or the server itself; key by the frame just
-            // above the anchor (the callback) and the leaf.
+            // No application frame. A library phase the catalog knows (serialization, a
+            // metrics hook) is one site however its inner frames move.
+            let modules: Vec<std::borrow::Cow<'_, str>> = (0..anchor)
+                .map(|i| memo::module_of(rec, stack[i]))
+                .collect();
+            let frames = modules
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i, (m.as_ref(), rec.str(stack[i].name))));
+            if let Some((e, _)) = catalog.phase_of(frames) {
+                return SiteKey::Phase {
+                    entry: e.id.clone(),
+                    endpoint: endpoint(rec, stack, anchor),
+                };
+            }
+            // Otherwise a library or the server itself; key by the frame just above the
+            // anchor (the callback) and the leaf.
             let top = stack[anchor.saturating_sub(1)];
             let leaf = stack[0];
             SiteKey::Callback {
@@ -532,7 +568,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                     (Some(key), Some(Activity::GilWait), stack.len(), holder)
                 }
                 LoopState::Busy { activity, anchor } => {
-                    let site = site_of(rec, &stack, anchor, activity);
+                    let site = site_of(rec, catalog, &stack, anchor, activity);
                     (Some(site), Some(activity), anchor, None)
                 }
             };
@@ -799,7 +835,9 @@ fn build_findings(
                     .is_some_and(|p| ASYNC_FRAMEWORKS.contains(&p)),
             ),
             SiteKey::Gil { .. } => (true, false),
+            SiteKey::Phase { .. } => (false, false),
         };
+        let is_phase = matches!(key, SiteKey::Phase { .. });
         // Activity mix, weighted by time (needed for the rules below and the finding).
         let mut mix: HashMap<Activity, f64> = HashMap::new();
         for b in &group {
@@ -819,7 +857,28 @@ fn build_findings(
             // sight are hand-over latency between threads doing I/O (many `def` routes
             // calling an upstream), which no code change at one site removes.
             let seen = !matches!(key, SiteKey::Gil { holder, .. } if holder == UNSEEN_HOLDER);
-            seen && share >= opts.min_share_pct
+            // Nor is the GIL passed around among many threads of one name (forty AnyIO
+            // workers each parsing a response): contention is a thread keeping it, so the
+            // top holder must hold it in a good part of the waits.
+            let mut by_tid: HashMap<u32, usize> = HashMap::new();
+            let mut waits = 0usize;
+            for b in &group {
+                waits += b.stacks.len();
+                for c in &b.culprits {
+                    *by_tid.entry(c.0).or_default() += 1;
+                }
+            }
+            let top = by_tid.values().copied().max().unwrap_or(0);
+            let kept = top as f64 >= MIN_GIL_HOLDER_SHARE * waits as f64;
+            // Short waits (a worker thread serializing a response while the loop waits a
+            // few ms at a time) are a finding only when they add up to a large share.
+            let heavy = !stall_durations.is_empty() || share >= MIN_GIL_SHORT_SHARE_PCT;
+            seen && kept && heavy && share >= opts.min_share_pct
+        } else if is_phase {
+            // One library phase of one endpoint held the loop for the whole block: its inner
+            // frames moved, its phase did not. Short blocks are left out, as for any
+            // library site (a saturated loop serializing many small responses).
+            !stall_durations.is_empty()
         } else if !app_site {
             !stall_durations.is_empty() && waiting
         } else if awaited_async_api {
@@ -905,7 +964,14 @@ fn build_findings(
             )
         } else {
             let a = attribute(rec, catalog, &stack, anchor.min(stack.len()), major);
-            (a.entry, a.matched_by, a.call_site, a.blocking_call, None)
+            // In a library phase the call that dominates is the innermost library call,
+            // which moves between samples: name the one that took the most time.
+            let blocking_call = if is_phase {
+                dominant_leaf(rec, &group).or(a.blocking_call)
+            } else {
+                a.blocking_call
+            };
+            (a.entry, a.matched_by, a.call_site, blocking_call, None)
         };
         let mut durations = if stall_durations.is_empty() {
             short.clone()
@@ -1052,6 +1118,22 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         stack: stack.iter().map(|f| frame_label(rec, f)).collect(),
         fix,
     })
+}
+
+/// The innermost frame's API that took the most time over a group's samples.
+fn dominant_leaf(rec: &Recording, group: &[&Block]) -> Option<String> {
+    let mut by_api: BTreeMap<String, f64> = BTreeMap::new();
+    for b in group {
+        for ((stack, _), (_, w)) in b.stacks.iter().zip(&b.activities) {
+            if let Some(leaf) = rec.stack(*stack).next() {
+                *by_api.entry(api_name(rec, leaf)).or_default() += w;
+            }
+        }
+    }
+    by_api
+        .into_iter()
+        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
+        .map(|(api, _)| api)
 }
 
 struct Attribution<'c> {

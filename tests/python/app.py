@@ -24,6 +24,7 @@ Query parameters are clamped (ms <= 10000, mb <= 256) so nothing runs unbounded.
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -41,8 +42,9 @@ from time import sleep
 import httpx
 import redis
 import requests
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, TypeAdapter
 
 UPSTREAM_URL = os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8001").rstrip("/")
 UPSTREAM_TIMEOUT = 30.0
@@ -465,6 +467,44 @@ async def checksum(mb: int = 64):
     with stats.measure("/hash"):
         digest = hashlib.sha256(payload).hexdigest()
     return {"sha256": digest}
+
+
+# ------------------------------- library code on the loop: response serialization
+
+
+class Item(BaseModel):
+    id: int
+    name: str
+    tags: list
+    price: float
+
+
+# Built once at import: the handlers below return it at once, so what runs on the loop for
+# /big-response is FastAPI's validation and serialization of the response_model, not the
+# application's own code.
+CATALOG_ITEMS = [
+    {"id": i, "name": "item %d" % i, "tags": ["a", "b", "c"], "price": i * 1.5}
+    for i in range(60_000)
+]
+# Keep these long-lived objects out of every later collection: without this, each
+# generation-2 collection (in any thread, holding the GIL) walks them for ~100 ms.
+gc.freeze()
+_items_adapter = TypeAdapter(list[Item])
+
+
+@app.get("/big-response", response_model=list[Item])
+async def big_response(n: int = 20_000):
+    return CATALOG_ITEMS[: max(1, min(n, len(CATALOG_ITEMS)))]
+
+
+@app.get("/ctl/big-response-offloaded")
+async def ctl_big_response_offloaded(n: int = 20_000):
+    # control: the same response validated and serialized in a worker thread
+    items = CATALOG_ITEMS[: max(1, min(n, len(CATALOG_ITEMS)))]
+    body = await asyncio.to_thread(
+        lambda: _items_adapter.dump_json(_items_adapter.validate_python(items))
+    )
+    return Response(body, media_type="application/json")
 
 
 # ------------------------------- worker-thread pool: `def` routes behind AnyIO's limiter
