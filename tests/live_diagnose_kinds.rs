@@ -158,3 +158,72 @@ fn response_serialization_on_the_loop_is_found_and_offloading_is_clean_asyncio()
 fn response_serialization_on_the_loop_is_found_and_offloading_is_clean_uvloop() {
     serialization_suite(Server::UvicornUvloop, "3.13");
 }
+
+/// A large long-lived heap and a route that allocates: full collections pause the loop.
+fn gc_suite(kind: Server, python: &str) {
+    let env = |freeze: &str| {
+        vec![
+            ("HEAP_OBJECTS", "600000".to_string()),
+            ("GC_FREEZE", freeze.to_string()),
+        ]
+    };
+    // Control: the documented fix, gc.freeze() after start-up.
+    let app = start_module(kind, python, "gc_app:app", None, &env("1"));
+    // One client with think time: the loop is far from saturated (a saturated loop's
+    // back-to-back callbacks are another matter), and a full collection comes every second
+    // or so without the fix.
+    let s = record_with_think(
+        &app,
+        &format!("gc-{kind:?}-control"),
+        "/churn?n=10000",
+        1,
+        20,
+    );
+    assert!(
+        s["findings"].as_array().unwrap().is_empty(),
+        "gc.freeze() applied: {:#}",
+        s["findings"]
+    );
+    assert_eq!(s["verdict"]["kind"], "healthy");
+    drop(app);
+
+    let app = start_module(kind, python, "gc_app:app", None, &env("0"));
+    let s = record_with_think(&app, &format!("gc-{kind:?}"), "/churn?n=10000", 1, 20);
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .first()
+        .unwrap_or_else(|| panic!("no finding: {s:#}"));
+    assert_eq!(f["category"], "gc-pause", "{s:#}");
+    assert_eq!(s["verdict"]["kind"], "gc-pause");
+    assert!(
+        f["call_site"].is_null(),
+        "the allocating line is not blamed: {f:#}"
+    );
+    assert_eq!(
+        f["blocking_call"], "garbage collection (generation 2)",
+        "{f:#}"
+    );
+    assert_eq!(f["endpoint"], "churn");
+    assert!(f["max_stall_ms"].as_f64().unwrap() >= 50.0, "{f:#}");
+    // No other finding blames the route's allocating line.
+    assert!(
+        s["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["category"] == "gc-pause"),
+        "{:#}",
+        s["findings"]
+    );
+}
+
+#[test]
+fn gc_pauses_are_found_and_gc_freeze_is_clean_asyncio() {
+    gc_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn gc_pauses_are_found_and_gc_freeze_is_clean_uvloop() {
+    gc_suite(Server::UvicornUvloop, "3.12");
+}

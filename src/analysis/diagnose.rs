@@ -243,6 +243,8 @@ enum SiteKey {
         entry: String,
         endpoint: Option<String>,
     },
+    /// A garbage collection was running (the interpreter's `gc.collecting` flag).
+    Gc,
 }
 
 fn frame_label(rec: &Recording, f: &FrameDef) -> String {
@@ -572,6 +574,15 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                     (Some(site), Some(activity), anchor, None)
                 }
             };
+            // A garbage collection holds the GIL: the loop either runs it (on CPU) or waits
+            // for the thread that does. Such samples are the collector's, never the code that
+            // happened to allocate.
+            let collecting = s.gc.is_some_and(|g| g.collecting)
+                && matches!(
+                    activity,
+                    Some(Activity::OnCpu | Activity::Native | Activity::GilWait)
+                );
+            let key = if collecting { Some(SiteKey::Gc) } else { key };
             window_ms += w;
             *window_by_pid.entry(lt.pid).or_default() += w;
             let entry = shares
@@ -836,7 +847,10 @@ fn build_findings(
             ),
             SiteKey::Gil { .. } => (true, false),
             SiteKey::Phase { .. } => (false, false),
+            // Judged like application code: stalls, or repeated short pauses.
+            SiteKey::Gc => (true, false),
         };
+        let is_gc = matches!(key, SiteKey::Gc);
         let is_phase = matches!(key, SiteKey::Phase { .. });
         // Activity mix, weighted by time (needed for the rules below and the finding).
         let mut mix: HashMap<Activity, f64> = HashMap::new();
@@ -930,7 +944,22 @@ fn build_findings(
             .map(|(p, _)| *p)
             .unwrap();
 
-        let (entry, matched_by, call_site, blocking_call, culprit) = if is_gil {
+        let (entry, matched_by, call_site, blocking_call, culprit) = if is_gc {
+            let Some(e) = catalog.get(GC_CATEGORY) else {
+                continue;
+            };
+            let generation = group.iter().filter_map(|b| gc_generation(rec, b)).max();
+            (
+                e,
+                MatchedBy::Fallback,
+                None,
+                Some(match generation {
+                    Some(g) => format!("garbage collection (generation {g})"),
+                    None => "garbage collection".to_owned(),
+                }),
+                None,
+            )
+        } else if is_gil {
             let mut holders: HashMap<(u32, String, u32), usize> = HashMap::new();
             let mut n = 0usize;
             for b in &group {
@@ -1120,6 +1149,25 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
     })
 }
 
+/// The catalog id of a garbage-collection pause.
+pub const GC_CATEGORY: &str = "gc-pause";
+
+/// The oldest generation collected during a block: the highest generation whose collection
+/// count grew from the process's last sample before the block to its first sample after it.
+fn gc_generation(rec: &Recording, b: &Block) -> Option<usize> {
+    let (first, last) = (*b.times.first()?, *b.times.last()?);
+    let samples = rec.samples.iter().filter(|s| s.pid == b.pid);
+    let before = samples
+        .clone()
+        .filter(|s| s.t_us < first)
+        .filter_map(|s| s.gc)
+        .next_back()?;
+    let after = samples.filter(|s| s.t_us > last).find_map(|s| s.gc)?;
+    (0..3)
+        .rev()
+        .find(|&i| after.collections[i] > before.collections[i])
+}
+
 /// The innermost frame's API that took the most time over a group's samples.
 fn dominant_leaf(rec: &Recording, group: &[&Block]) -> Option<String> {
     let mut by_api: BTreeMap<String, f64> = BTreeMap::new();
@@ -1293,6 +1341,8 @@ fn verdict(
             "gil-contention"
         } else if top.category == pools::CATEGORY {
             pools::CATEGORY
+        } else if top.category == GC_CATEGORY {
+            GC_CATEGORY
         } else if top.state == "on-cpu" {
             "cpu-bound-loop"
         } else {
@@ -1312,7 +1362,17 @@ fn verdict(
             .as_deref()
             .map(|b| format!(" — {b}"))
             .unwrap_or_default();
-        let summary = if kind == pools::CATEGORY {
+        let summary = if kind == GC_CATEGORY {
+            format!(
+                "The event loop was blocked {:.0}% of the time, most by garbage collection: {} pause{} of up to {:.0} ms ({}){}.",
+                blocked_pct,
+                top.stalls.max(top.short_blocks),
+                if top.stalls.max(top.short_blocks) == 1 { "" } else { "s" },
+                top.max_stall_ms,
+                top.blocking_call.as_deref().unwrap_or("garbage collection"),
+                top.endpoint.as_deref().map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
+            )
+        } else if kind == pools::CATEGORY {
             format!(
                 "Every worker thread was busy {:.0}% of the time ({}): `def` routes and `run_in_threadpool` calls queued while the event loop idled; the workers waited in {}{}{}.",
                 top.share_pct,

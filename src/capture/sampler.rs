@@ -15,7 +15,7 @@ use super::procfs::{self, Syscall};
 use super::syscalls;
 use super::CaptureError;
 use crate::capture::stop::StoppedThread;
-use crate::recording::{ProcessInfo, RawFrame, RawThread};
+use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread};
 use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
 use remoteprocess::ProcessMemory;
@@ -51,6 +51,8 @@ pub enum Msg {
         cpu_us: u64,
         /// Every Python thread.
         threads: Vec<RawThread>,
+        /// The garbage collector's state, read just after the stacks (CPython 3.9+).
+        gc: Option<GcSample>,
     },
     /// One failed tick.
     Error {
@@ -561,8 +563,15 @@ impl ProcessSampler {
                         .collect(),
                 });
             }
+            // Read after the threads resumed: a collection lasts milliseconds, the gap from
+            // the stack read is a few microseconds.
+            let gc = self.spy.gc_state().ok().flatten().map(|g| GcSample {
+                collecting: g.collecting,
+                collections: g.collections,
+            });
             self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
             let _ = self.ctx.tx.send(Msg::Sample {
+                gc,
                 pid,
                 t_us,
                 read_us: read.as_micros().min(u32::MAX as u128) as u32,

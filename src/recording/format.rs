@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_NAME: &str = "loopprof-recording";
 
 /// The version of the recording format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 added the garbage collector's state to `tick` records (`gc`); versions 1 and 2
+/// are still read.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
 /// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
@@ -235,6 +237,39 @@ pub struct Sample {
     pub cpu_us: u64,
     /// Every Python thread of the process.
     pub threads: Vec<ThreadSample>,
+    /// The interpreter's garbage collector at this sample (version 3; CPython 3.9+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcSample>,
+}
+
+/// The garbage collector's state at one sample, read from the interpreter's
+/// `PyInterpreterState.gc` (CPython's `struct _gc_runtime_state`) just after the stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GcSample {
+    /// A collection was running.
+    pub collecting: bool,
+    /// Collections so far of generations 0, 1 and 2 (`generation_stats[i].collections`).
+    pub collections: [u64; 3],
+}
+
+/// The garbage collector in one [`Tick`]: whether a collection was running, and the
+/// collections of each generation since the previous tick of the process (the first: so far).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TickGc {
+    /// A collection was running.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub on: bool,
+    /// Collections of generations 0, 1, 2 since the previous tick.
+    #[serde(default, skip_serializing_if = "is_zeros")]
+    pub dn: [u64; 3],
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_zeros(v: &[u64; 3]) -> bool {
+    *v == [0, 0, 0]
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -265,6 +300,9 @@ pub struct Tick {
     pub dcpu_us: i64,
     /// Every Python thread of the process.
     pub threads: Vec<TickThread>,
+    /// The garbage collector (version 3), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<TickGc>,
 }
 
 /// One Python thread in one [`Tick`]: as [`ThreadSample`], with the scheduler times as

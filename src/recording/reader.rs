@@ -237,6 +237,8 @@ struct TickState {
     process: HashMap<u32, (u64, i64)>,
     /// Per (process, thread): running sums of the scheduler times (units).
     sched: HashMap<(u32, u32), [i64; 2]>,
+    /// Per process: running sums of the GC collections per generation.
+    gc: HashMap<u32, [u64; 3]>,
 }
 
 impl TickState {
@@ -245,6 +247,7 @@ impl TickState {
             unit: u64::from(unit.max(1)),
             process: HashMap::new(),
             sched: HashMap::new(),
+            gc: HashMap::new(),
         }
     }
 
@@ -278,7 +281,18 @@ impl TickState {
                 }
             })
             .collect();
+        let gc = t.gc.map(|g| {
+            let sum = self.gc.entry(pid).or_insert([0; 3]);
+            for i in 0..3 {
+                sum[i] = sum[i].saturating_add(g.dn[i]);
+            }
+            GcSample {
+                collecting: g.on,
+                collections: *sum,
+            }
+        });
         Sample {
+            gc,
             pid,
             t_us: t_units.saturating_mul(unit),
             read_us: t.read_us,

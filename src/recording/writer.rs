@@ -96,6 +96,8 @@ pub struct RecordingWriter {
     last_tick: HashMap<u32, (u64, u64)>,
     /// Per (process, thread): the last cumulative scheduler times, in units.
     last_sched: HashMap<(u32, u32), [u64; 2]>,
+    /// Per process: the last collection counts of each GC generation.
+    last_gc: HashMap<u32, [u64; 3]>,
 }
 
 impl RecordingWriter {
@@ -134,6 +136,7 @@ impl RecordingWriter {
             unit: 1,
             last_tick: HashMap::new(),
             last_sched: HashMap::new(),
+            last_gc: HashMap::new(),
         }
     }
 
@@ -256,6 +259,21 @@ impl RecordingWriter {
         cpu_us: u64,
         threads: &'a [RawThread],
     ) -> Result<Vec<&'a RawFrame>, RecordingError> {
+        self.write_sample_gc(pid, t_us, read_us, late_us, cpu_us, None, threads)
+    }
+
+    /// As [`Self::write_sample`], with the garbage collector's state read at that sample.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_sample_gc<'a>(
+        &mut self,
+        pid: u32,
+        t_us: u64,
+        read_us: u32,
+        late_us: u32,
+        cpu_us: u64,
+        gc: Option<GcSample>,
+        threads: &'a [RawThread],
+    ) -> Result<Vec<&'a RawFrame>, RecordingError> {
         let mut new_frames = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
         let unit = self.unit;
@@ -291,6 +309,13 @@ impl RecordingWriter {
             .last_tick
             .insert(pid, (t_units, cpu_us))
             .unwrap_or((0, 0));
+        let gc = gc.map(|g| {
+            let before = self.last_gc.insert(pid, g.collections).unwrap_or([0; 3]);
+            TickGc {
+                on: g.collecting,
+                dn: [0, 1, 2].map(|i| g.collections[i].saturating_sub(before[i])),
+            }
+        });
         self.write(&Record::Tick(Tick {
             pid,
             dt: t_units.saturating_sub(last_t),
@@ -298,6 +323,7 @@ impl RecordingWriter {
             late: ((u64::from(late_us) + unit / 2) / unit).min(u64::from(u32::MAX)) as u32,
             dcpu_us: cpu_us as i64 - last_cpu as i64,
             threads: out,
+            gc,
         }))?;
         Ok(new_frames)
     }

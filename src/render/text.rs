@@ -107,13 +107,12 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         if d.loops.len() == 1 { "" } else { "s" }
     );
     for (i, f) in d.findings.iter().enumerate().take(8) {
-        let site = f
-            .call_site
-            .as_ref()
-            .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
-            .unwrap_or_else(|| "?".into());
         let _ = writeln!(out, "\n{}. [{}] {}", i + 1, f.category, sanitize(&f.title));
-        let _ = writeln!(out, "   at {}", sanitize(&site));
+        // A garbage collection has no call site of its own (never the line that allocated).
+        if let Some(c) = &f.call_site {
+            let site = format!("{}:{} in {}", short_file(&c.file), c.line, c.function);
+            let _ = writeln!(out, "   at {}", sanitize(&site));
+        }
         if let Some(src) = f.call_site.as_ref().and_then(|c| c.source.as_deref()) {
             let _ = writeln!(out, "      {}", sanitize(src));
         }

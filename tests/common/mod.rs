@@ -214,9 +214,24 @@ pub fn start_app_with(
     upstream_port: Option<u16>,
     env: &[(&str, String)],
 ) -> App {
+    start_module(kind, python, "app:app", upstream_port, env)
+}
+
+/// Starts the ASGI app `module` (`gc_app:app`) of `tests/python` and waits until it answers
+/// `/health`.
+pub fn start_module(
+    kind: Server,
+    python: &str,
+    module: &str,
+    upstream_port: Option<u16>,
+    env: &[(&str, String)],
+) -> App {
     let venv = venv(python);
     let port = free_port();
-    let cmd = server_command(kind, &venv, port);
+    let mut cmd = server_command(kind, &venv, port);
+    if let Some(last) = cmd.last_mut() {
+        *last = module.to_owned();
+    }
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .current_dir(root().join("tests/python"))

@@ -52,7 +52,7 @@ mod utils;
 mod version;
 
 pub use config::Config;
-pub use python_spy::PythonSpy;
+pub use python_spy::{GcState, PythonSpy};
 pub use remoteprocess::Pid;
 pub use stack_trace::Frame;
 pub use stack_trace::StackTrace;

@@ -26,6 +26,15 @@ use crate::stack_trace::{
 use crate::version::Version;
 
 /// Lets you retrieve stack traces of a running python program
+/// loopprof patch: the garbage collector's state at one instant ([`PythonSpy::gc_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcState {
+    /// A collection was running.
+    pub collecting: bool,
+    /// Collections so far of generations 0, 1 and 2.
+    pub collections: [u64; 3],
+}
+
 pub struct PythonSpy {
     pub pid: Pid,
     pub process: Process,
@@ -202,6 +211,50 @@ impl PythonSpy {
                 "Unsupported version of Python: {}",
                 self.version
             )),
+        }
+    }
+
+    /// loopprof patch: the interpreter's garbage-collector state, read from
+    /// `PyInterpreterState.gc` (`struct _gc_runtime_state`, Include/internal/pycore_gc.h:
+    /// `collecting` is set while a collection runs, `generation_stats[i].collections` counts
+    /// the collections of generation i). CPython 3.9-3.15 (3.8 keeps the state in
+    /// `_PyRuntime`): `Ok(None)` for other versions. One read of the stats and the flag.
+    pub fn gc_state(&self) -> Result<Option<GcState>, Error> {
+        macro_rules! read_gc {
+            ($py:ident) => {{
+                let base = self.addresses.interpreter_address + std::mem::offset_of!($py::_is, gc);
+                let stats = std::mem::offset_of!($py::_gc_runtime_state, generation_stats);
+                let flag = std::mem::offset_of!($py::_gc_runtime_state, collecting);
+                let stat_size = std::mem::size_of::<$py::gc_generation_stats>();
+                let counter = std::mem::offset_of!($py::gc_generation_stats, collections);
+                let len = flag + 4 - stats;
+                let bytes = self.process.copy(base + stats, len)?;
+                let word = |at: usize| -> u64 {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&bytes[at..at + 8]);
+                    u64::from_ne_bytes(b)
+                };
+                let mut flag_bytes = [0u8; 4];
+                flag_bytes.copy_from_slice(&bytes[flag - stats..flag - stats + 4]);
+                Ok(Some(GcState {
+                    collecting: i32::from_ne_bytes(flag_bytes) != 0,
+                    collections: [
+                        word(counter),
+                        word(stat_size + counter),
+                        word(2 * stat_size + counter),
+                    ],
+                }))
+            }};
+        }
+        match (self.version.major, self.version.minor) {
+            (3, 9) => read_gc!(v3_9_5),
+            (3, 10) => read_gc!(v3_10_0),
+            (3, 11) => read_gc!(v3_11_0),
+            (3, 12) => read_gc!(v3_12_0),
+            (3, 13) => read_gc!(v3_13_0),
+            (3, 14) => read_gc!(v3_14_0),
+            (3, 15) => read_gc!(v3_15_0),
+            _ => Ok(None),
         }
     }
 
