@@ -283,8 +283,8 @@ impl TickState {
             .collect();
         let gc = t.gc.map(|g| {
             let sum = self.gc.entry(pid).or_insert([0; 3]);
-            for i in 0..3 {
-                sum[i] = sum[i].saturating_add(g.dn[i]);
+            for (s, d) in sum.iter_mut().zip(g.dn) {
+                *s = s.saturating_add(d);
             }
             GcSample {
                 collecting: g.on,
