@@ -232,6 +232,7 @@ fn main() {
             state,
             syscall: Some(syscall.into()),
             sched: None,
+            wait: None,
             frames: main_frames.clone(),
         }];
         for t in 0..3u32 {
@@ -244,6 +245,7 @@ fn main() {
                 state: if busy { 'R' } else { 'S' },
                 syscall: Some(if busy { "running" } else { "futex" }.into()),
                 sched: None,
+                wait: None,
                 frames: workers[((i / 37) as usize + t as usize * 7) % workers.len()].clone(),
             });
         }

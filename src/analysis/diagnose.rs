@@ -97,6 +97,11 @@ pub struct Finding {
     pub call_site: Option<CallSite>,
     /// The library API the application called, or the callee named on the source line.
     pub blocking_call: Option<String>,
+    /// What the loop waited on, for a waiting finding, when the syscall's descriptor was
+    /// known (`tcp socket to 127.0.0.1:5432`, `pipe from child process 77 (convert ...)`):
+    /// the most frequent by time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_target: Option<String>,
     /// How the catalog entry was chosen: `frame`, `source` or `fallback`.
     pub matched_by: String,
     /// The endpoint (FastAPI path function, or the generator's enclosing function).
@@ -217,6 +222,8 @@ struct Block {
     activities: Vec<(Activity, f64)>,
     /// GIL holders during GIL waits: (tid, name, stack).
     culprits: Vec<(u32, String, u32)>,
+    /// What the loop thread waited on in each sample (string id), when known.
+    waits: Vec<Option<u32>>,
     duration_ms: f64,
     /// Wall time minus the time the loop thread was runnable but had no CPU (the machine
     /// or its cgroup was out of CPU): what the code itself held the loop for.
@@ -536,15 +543,16 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         let cover = coverage_ms(&times);
         let sched = sched_fractions(&samples, lt.tid);
         let mut current: Option<Block> = None;
+        // A garbage collection running inside the current callback's block.
+        let mut gc_inside: Option<Block> = None;
         for ((s, w), sched) in samples.iter().zip(&cover).zip(&sched) {
             let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
             let state = loops::classify(rec, lt, s, t);
             let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
             let (key, activity, anchor, culprit) = match state {
                 LoopState::NotLoop => {
-                    if let Some(b) = current.take() {
-                        blocks.push(b);
-                    }
+                    blocks.extend(current.take());
+                    blocks.extend(gc_inside.take());
                     continue;
                 }
                 LoopState::Idle | LoopState::Overhead => (None, None, 0, None),
@@ -612,39 +620,51 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                     gil_ms += w;
                 }
             }
+            let new_block = |key: SiteKey| Block {
+                pid: lt.pid,
+                thread: lt.name.clone(),
+                key,
+                stacks: vec![(t.stack, anchor)],
+                tid: lt.tid,
+                times: vec![s.t_us],
+                activities: vec![(activity.unwrap(), *w)],
+                culprits: culprit.clone().into_iter().collect(),
+                waits: vec![t.wait],
+                duration_ms: *w,
+                effective_ms: effective,
+            };
+            let extend = |b: &mut Block| {
+                b.waits.push(t.wait);
+                b.stacks.push((t.stack, anchor));
+                b.times.push(s.t_us);
+                b.activities.push((activity.unwrap(), *w));
+                b.culprits.extend(culprit.clone());
+                b.duration_ms += w;
+                b.effective_ms += effective;
+            };
             match (key, current.as_mut()) {
+                // A collection inside a callback: its own block, and the callback's block goes
+                // on after it (each cause keeps its own time; neither hides the other).
+                (Some(SiteKey::Gc), Some(b)) if b.key != SiteKey::Gc => match gc_inside.as_mut() {
+                    Some(g) => extend(g),
+                    None => gc_inside = Some(new_block(SiteKey::Gc)),
+                },
                 (Some(k), Some(b)) if b.key == k => {
-                    b.stacks.push((t.stack, anchor));
-                    b.times.push(s.t_us);
-                    b.activities.push((activity.unwrap(), *w));
-                    b.culprits.extend(culprit);
-                    b.duration_ms += w;
-                    b.effective_ms += effective;
+                    blocks.extend(gc_inside.take());
+                    extend(b);
                 }
                 (Some(k), _) => {
-                    if let Some(b) = current.take() {
-                        blocks.push(b);
-                    }
-                    current = Some(Block {
-                        pid: lt.pid,
-                        thread: lt.name.clone(),
-                        key: k,
-                        stacks: vec![(t.stack, anchor)],
-                        tid: lt.tid,
-                        times: vec![s.t_us],
-                        activities: vec![(activity.unwrap(), *w)],
-                        culprits: culprit.into_iter().collect(),
-                        duration_ms: *w,
-                        effective_ms: effective,
-                    });
+                    blocks.extend(current.take());
+                    blocks.extend(gc_inside.take());
+                    current = Some(new_block(k));
                 }
                 (None, _) => {
-                    if let Some(b) = current.take() {
-                        blocks.push(b);
-                    }
+                    blocks.extend(current.take());
+                    blocks.extend(gc_inside.take());
                 }
             }
         }
+        blocks.extend(gc_inside.take());
         if let Some(b) = current.take() {
             blocks.push(b);
         }
@@ -1002,6 +1022,21 @@ fn build_findings(
             };
             (a.entry, a.matched_by, a.call_site, blocking_call, None)
         };
+        let wait_target = if matches!(major, Activity::Waiting(_)) {
+            wait_target_of(rec, &group)
+        } else {
+            None
+        };
+        // A pipe whose other end a child process holds: the loop waits for that child's
+        // output (`Popen(...).stdout.readline()`), whatever the syscall looked like.
+        let entry = match (&wait_target, entry.id.as_str()) {
+            (Some(w), "unknown-blocking" | "thread-sync-wait")
+                if w.starts_with(CHILD_PIPE_PREFIX) =>
+            {
+                catalog.get(SUBPROCESS_CATEGORY).unwrap_or(entry)
+            }
+            _ => entry,
+        };
         let mut durations = if stall_durations.is_empty() {
             short.clone()
         } else {
@@ -1022,6 +1057,7 @@ fn build_findings(
             state_mix,
             call_site,
             blocking_call,
+            wait_target,
             matched_by: match matched_by {
                 MatchedBy::Frame(_) => "frame",
                 MatchedBy::Source => "source",
@@ -1125,6 +1161,15 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         state_mix: mix,
         call_site: inner.call_site,
         blocking_call: inner.blocking_call,
+        wait_target: {
+            let mut by: BTreeMap<u32, f64> = BTreeMap::new();
+            for (id, w) in sats.iter().flat_map(|s| &s.waits) {
+                *by.entry(*id).or_default() += w;
+            }
+            by.into_iter()
+                .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
+                .map(|(id, _)| rec.str(id).to_owned())
+        },
         matched_by: match inner.matched_by {
             MatchedBy::Frame(_) => "frame",
             MatchedBy::Source => "source",
@@ -1147,6 +1192,27 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         stack: stack.iter().map(|f| frame_label(rec, f)).collect(),
         fix,
     })
+}
+
+/// How the capture stage describes a pipe shared with a child process of the target.
+const CHILD_PIPE_PREFIX: &str = "pipe from child process";
+
+/// The catalog id of a blocking wait for a child process.
+const SUBPROCESS_CATEGORY: &str = "blocking-subprocess";
+
+/// The wait target that took the most time over a group's samples.
+fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
+    let mut by: BTreeMap<u32, f64> = BTreeMap::new();
+    for b in group {
+        for (w, (_, t)) in b.waits.iter().zip(&b.activities) {
+            if let Some(id) = w {
+                *by.entry(*id).or_default() += t;
+            }
+        }
+    }
+    by.into_iter()
+        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
+        .map(|(id, _)| rec.str(id).to_owned())
 }
 
 /// The catalog id of a garbage-collection pause.
@@ -1427,7 +1493,7 @@ fn verdict(
 mod tests {
     use super::*;
     use crate::recording::testing::*;
-    use crate::recording::RawFrame;
+    use crate::recording::{GcSample, RawFrame};
 
     const ST: &str = "/usr/lib/python3.11";
     const SP: &str = "/venv/lib/python3.11/site-packages";
@@ -1575,6 +1641,64 @@ mod tests {
         assert_eq!(cruncher.on_cpu_pct, 100.0);
         let main = d.threads.iter().find(|t| t.event_loop).unwrap();
         assert!(main.gil_wait_pct > 50.0);
+    }
+
+    #[test]
+    fn a_collection_inside_a_callback_is_the_collectors_not_the_allocating_lines() {
+        // 6 samples computing in `crunch`, 8 more in `crunch` while a generation-2 collection
+        // runs, 8 more computing: the callback keeps its own 140 ms, the collector its 80 ms.
+        let crunch = request(&[frame("crunch", "/srv/app/score.py", 30)], "score");
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut collections = [100u64, 10, 1];
+        for i in 0..24u64 {
+            let th = if i == 0 || i == 23 {
+                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+            } else {
+                thread(1, "MainThread", 'R', "running", true, crunch.clone())
+            };
+            let collecting = (7..15).contains(&i);
+            if i == 15 {
+                collections[2] += 1;
+                collections[0] += 1;
+                collections[1] += 1;
+            }
+            b.sample_gc(
+                1,
+                i * 10_000,
+                i * 5_000,
+                GcSample {
+                    collecting,
+                    collections,
+                },
+                &[th],
+            );
+        }
+        let d = diag(&b.finish(end(240_000, 24)));
+        let gc = d
+            .findings
+            .iter()
+            .find(|f| f.category == GC_CATEGORY)
+            .unwrap();
+        assert!((gc.max_stall_ms - 80.0).abs() < 0.01, "{}", gc.max_stall_ms);
+        assert!(gc.call_site.is_none());
+        assert_eq!(
+            gc.blocking_call.as_deref(),
+            Some("garbage collection (generation 2)")
+        );
+        let cpu = d
+            .findings
+            .iter()
+            .find(|f| f.category == "cpu-bound")
+            .unwrap();
+        assert_eq!(
+            cpu.stalls, 1,
+            "the callback is one block across the collection"
+        );
+        assert!(
+            (cpu.max_stall_ms - 140.0).abs() < 0.01,
+            "{}",
+            cpu.max_stall_ms
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Saturation {
     /// Busy worker stacks during saturation: (stack id, index of `WorkerThread.run`,
     /// activity) with the weight of each (ms of one sample's coverage, per thread).
     pub busy: Vec<(u32, usize, Activity, f64)>,
+    /// What the busy workers waited on during saturation (string id), with the same weights.
+    pub waits: Vec<(u32, f64)>,
 }
 
 impl Saturation {
@@ -94,6 +96,7 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
             episodes: Vec::new(),
             window_ms: cover.iter().sum(),
             busy: Vec::new(),
+            waits: Vec::new(),
         };
         let mut current: Option<Episode> = None;
         // Time since the current episode's last saturated sample: a worker that finished
@@ -111,15 +114,17 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
                 if idle(rec, &stack, anchor) {
                     idle_n += 1;
                 } else {
-                    busy.push((t.stack, anchor, loops::activity(rec, s, t)));
+                    busy.push((t.stack, anchor, loops::activity(rec, s, t), t.wait));
                 }
             }
             sat.max_busy = sat.max_busy.max(busy.len());
             sat.workers = sat.workers.max(busy.len() + idle_n);
             let saturated = busy.len() >= DEFAULT_LIMIT && idle_n == 0;
             if saturated {
+                sat.waits
+                    .extend(busy.iter().filter_map(|b| b.3).map(|id| (id, *w)));
                 sat.busy
-                    .extend(busy.into_iter().map(|(st, a, act)| (st, a, act, *w)));
+                    .extend(busy.into_iter().map(|(st, a, act, _)| (st, a, act, *w)));
                 match current.as_mut() {
                     Some(e) => {
                         e.t_us.1 = s.t_us;

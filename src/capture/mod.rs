@@ -13,6 +13,7 @@ pub mod source;
 pub mod stop;
 pub mod syscalls;
 pub mod target;
+pub mod waits;
 
 use crate::recording::format::time_unit_for;
 pub use crate::recording::outdir::DirPolicy;

@@ -189,10 +189,24 @@ impl ProcFiles {
 
     /// `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target).
     pub fn thread_syscall(&mut self, tid: u32) -> Syscall {
+        self.thread_syscall_args(tid).0
+    }
+
+    /// As [`Self::thread_syscall`], with the call's six arguments when it is in one.
+    pub fn thread_syscall_args(&mut self, tid: u32) -> (Syscall, Option<[u64; 6]>) {
         let mut buf = [0u8; 256];
         match self.read(tid, ProcFile::Syscall, &mut buf) {
-            Ok(n) => parse_syscall(&buf[..n]),
-            Err(_) => Syscall::Unknown,
+            Ok(n) => {
+                let sc = parse_syscall(&buf[..n]);
+                let args = match sc {
+                    Syscall::Nr(_) => std::str::from_utf8(&buf[..n])
+                        .ok()
+                        .and_then(super::waits::parse_args),
+                    _ => None,
+                };
+                (sc, args)
+            }
+            Err(_) => (Syscall::Unknown, None),
         }
     }
 

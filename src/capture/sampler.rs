@@ -358,6 +358,8 @@ fn syscall_name(s: Syscall) -> Option<String> {
 struct ThreadOs {
     state: char,
     syscall: Option<String>,
+    /// The syscall's arguments (those of the call being restarted after our own stop).
+    args: Option<[u64; 6]>,
     sched: Option<[u64; 2]>,
 }
 
@@ -372,8 +374,10 @@ pub struct ProcessSampler {
     tid_mapper: TidMapper,
     id_space: ThreadIdSpace,
     clock_tick_us: u64,
-    /// Per thread, the last syscall read that was not `restart_syscall`.
-    last_syscall: HashMap<u32, String>,
+    /// Per thread, the last syscall read that was not `restart_syscall`, with its arguments.
+    last_syscall: HashMap<u32, (String, Option<[u64; 6]>)>,
+    /// What waiting threads wait on.
+    waits: super::waits::WaitTargets,
     /// The `/proc` files read every tick, kept open.
     proc_files: procfs::ProcFiles,
 }
@@ -391,6 +395,7 @@ impl ProcessSampler {
             tid_mapper: TidMapper::default(),
             id_space: ThreadIdSpace::new(pid),
             last_syscall: HashMap::new(),
+            waits: super::waits::WaitTargets::new(pid),
             proc_files: procfs::ProcFiles::new(pid),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
@@ -514,8 +519,9 @@ impl ProcessSampler {
             let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
             self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
             // Keep open only the files of threads read again next tick.
-            self.proc_files
-                .retain_threads(&self.python_tids.iter().copied().collect());
+            let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
+            self.proc_files.retain_threads(&keep);
+            self.waits.retain_threads(&keep);
             // Without every OS thread id we cannot stop just the Python threads.
             if unknown_tid && self.locking == Locking::PythonThreads {
                 self.locking = Locking::AllThreads;
@@ -532,6 +538,7 @@ impl ProcessSampler {
                 let ThreadOs {
                     state,
                     syscall,
+                    args,
                     sched,
                 } = match before.get(&tid) {
                     Some(s) => s.clone(),
@@ -539,8 +546,16 @@ impl ProcessSampler {
                     None => ThreadOs {
                         state: '?',
                         syscall: None,
+                        args: None,
                         sched: None,
                     },
+                };
+                // What a thread blocked on a descriptor waits on (cached while unchanged).
+                let wait = match (&syscall, args) {
+                    (Some(sc), Some(a)) if state == 'S' || state == 'D' => {
+                        self.waits.describe(tid, sc, &a, &self.spy.process)
+                    }
+                    _ => None,
                 };
                 threads.push(RawThread {
                     tid,
@@ -552,6 +567,7 @@ impl ProcessSampler {
                     state,
                     syscall,
                     sched,
+                    wait,
                     frames: t
                         .frames
                         .into_iter()
@@ -594,7 +610,8 @@ impl ProcessSampler {
             .thread_stat(tid)
             .map(|s| s.state)
             .unwrap_or('?');
-        let mut syscall = syscall_name(self.proc_files.thread_syscall(tid));
+        let (raw, mut args) = self.proc_files.thread_syscall_args(tid);
+        let mut syscall = syscall_name(raw);
         // A sleeping thread whose syscall file says "running" is one whose wait was
         // restarted after our stop (seen with timed futex waits): treat it as a restart.
         let restarted = match syscall.as_deref() {
@@ -605,21 +622,26 @@ impl ProcessSampler {
         match syscall.as_deref() {
             // Without an earlier read (the wait began before this recording), keep
             // `restart_syscall` as read; a "running" that cannot be true becomes unknown.
-            _ if restarted => {
-                syscall = match self.last_syscall.get(&tid) {
-                    Some(prev) => Some(prev.clone()),
-                    None => syscall.filter(|s| s == "restart_syscall"),
+            _ if restarted => match self.last_syscall.get(&tid) {
+                Some((prev, prev_args)) => {
+                    syscall = Some(prev.clone());
+                    args = *prev_args;
                 }
-            }
+                None => {
+                    syscall = syscall.filter(|s| s == "restart_syscall");
+                    args = None;
+                }
+            },
             Some("running") => {}
             Some(name) => {
-                self.last_syscall.insert(tid, name.to_owned());
+                self.last_syscall.insert(tid, (name.to_owned(), args));
             }
             None => {}
         }
         ThreadOs {
             state,
             syscall,
+            args,
             sched: self.proc_files.thread_schedstat(tid),
         }
     }

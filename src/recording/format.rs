@@ -330,6 +330,9 @@ pub struct TickThread {
     /// whole units, are the running sums.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsched: Option<[i64; 2]>,
+    /// As [`ThreadSample::wait`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u32>,
 }
 
 /// One Python thread in one sample.
@@ -356,6 +359,11 @@ pub struct ThreadSample {
     /// CPU]`, from `/proc/<pid>/task/<tid>/schedstat` (absent when unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sched: Option<[u64; 2]>,
+    /// String id of what the thread waits on when blocked in a system call on a file
+    /// descriptor (`tcp socket to 127.0.0.1:5432`, `pipe from child process 77 (...)`,
+    /// `file /var/log/app.log`; version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u32>,
 }
 
 /// A failed tick.

@@ -278,6 +278,7 @@ impl TickState {
                     syscall: th.syscall,
                     stack: th.stack,
                     sched,
+                    wait: th.wait,
                 }
             })
             .collect();
@@ -406,6 +407,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
                 for t in &s.threads {
                     if t.stack as usize >= rec.stacks.len()
                         || t.name.is_some_and(|n| n as usize >= rec.strings.len())
+                        || t.wait.is_some_and(|n| n as usize >= rec.strings.len())
                     {
                         return Err(corrupt(format!(
                             "sample at t={}us uses an undefined stack or name",

@@ -53,6 +53,7 @@ pub fn thread(
         state,
         syscall: Some(syscall.into()),
         sched: None,
+        wait: None,
         frames,
     }
 }
@@ -122,6 +123,21 @@ impl RecordingBuilder {
     pub fn sample(&mut self, pid: u32, t_us: u64, cpu_us: u64, threads: &[RawThread]) -> &mut Self {
         self.writer
             .write_sample(pid, t_us, 500, 0, cpu_us, threads)
+            .unwrap();
+        self
+    }
+
+    /// Adds one sample with the garbage collector's state.
+    pub fn sample_gc(
+        &mut self,
+        pid: u32,
+        t_us: u64,
+        cpu_us: u64,
+        gc: GcSample,
+        threads: &[RawThread],
+    ) -> &mut Self {
+        self.writer
+            .write_sample_gc(pid, t_us, 500, 0, cpu_us, Some(gc), threads)
             .unwrap();
         self
     }

@@ -44,6 +44,8 @@ pub struct RawThread {
     pub syscall: Option<String>,
     /// Scheduler times `[run ns, run-queue wait ns]`, if known.
     pub sched: Option<[u64; 2]>,
+    /// What the thread waits on, when blocked in a system call on a file descriptor.
+    pub wait: Option<String>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
 }
@@ -284,6 +286,10 @@ impl RecordingWriter {
                 None => None,
             };
             let stack = self.intern_stack(&t.frames, &mut new_frames)?;
+            let wait = match &t.wait {
+                Some(w) => Some(self.intern_str(w)?),
+                None => None,
+            };
             let dsched = t.sched.map(|s| {
                 let now = [s[0] / sched_unit_ns, s[1] / sched_unit_ns];
                 let before = self.last_sched.insert((pid, t.tid), now).unwrap_or([0, 0]);
@@ -301,6 +307,7 @@ impl RecordingWriter {
                 syscall: t.syscall.clone(),
                 stack,
                 dsched,
+                wait,
             });
         }
         // Times are rounded to the unit once, as running sums, so no error accumulates.

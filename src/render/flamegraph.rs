@@ -101,8 +101,9 @@ fn counts(
     // Count by (process, thread, stack id, leaf) first and build each folded line once per
     // distinct key: a one-hour recording has millions of thread samples but few stacks.
     let multi = rec.processes.len() > 1;
-    let mut by_key: std::collections::HashMap<(u32, u32, u32, Option<&'static str>), u64> =
-        std::collections::HashMap::new();
+    // Key: (process, thread, stack, off-CPU leaf, what the wait was on).
+    type Key = (u32, u32, u32, Option<&'static str>, Option<u32>);
+    let mut by_key: std::collections::HashMap<Key, u64> = std::collections::HashMap::new();
     let mut names: std::collections::HashMap<(u32, u32), &str> = std::collections::HashMap::new();
     for s in &rec.samples {
         if pid.is_some_and(|p| p != s.pid) {
@@ -131,12 +132,15 @@ fn counts(
             names
                 .entry((s.pid, t.tid))
                 .or_insert_with(|| rec.thread_name(t).unwrap_or("?"));
-            *by_key.entry((s.pid, t.tid, t.stack, leaf)).or_default() += 1;
+            let target = if view == View::OffCpu { t.wait } else { None };
+            *by_key
+                .entry((s.pid, t.tid, t.stack, leaf, target))
+                .or_default() += 1;
         }
     }
     let mut labels: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for ((p, tid, stack, leaf), n) in by_key {
+    for ((p, tid, stack, leaf, target), n) in by_key {
         let name = names.get(&(p, tid)).copied().unwrap_or("?");
         let mut parts: Vec<String> = Vec::new();
         match roots {
@@ -156,6 +160,11 @@ fn counts(
         }
         if let Some(leaf) = leaf {
             parts.push(format!("[wait: {leaf}]"));
+        }
+        // What the wait was on (a socket's peer, a child's pipe, a file), from the target:
+        // sanitised like every other label.
+        if let Some(id) = target {
+            parts.push(sanitize(&format!("[on: {}]", rec.str(id))));
         }
         *counts.entry(parts.join(";")).or_default() += n;
     }

@@ -78,6 +78,9 @@ pub fn render(
         if let Some(b) = &f.blocking_call {
             let _ = writeln!(out, "- **Blocking call:** {}", code(b));
         }
+        if let Some(w) = &f.wait_target {
+            let _ = writeln!(out, "- **Waits on:** {}", code(w));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "- **Endpoint:** {}", code(e));
         }

@@ -119,6 +119,9 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         if let Some(b) = &f.blocking_call {
             let _ = writeln!(out, "   calls {}", sanitize(b));
         }
+        if let Some(w) = &f.wait_target {
+            let _ = writeln!(out, "   waits on {}", sanitize(w));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "   endpoint {}", sanitize(e));
         }

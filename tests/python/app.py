@@ -507,6 +507,46 @@ async def ctl_big_response_offloaded(n: int = 20_000):
     return Response(body, media_type="application/json")
 
 
+# ------------------------------- a child process's output read on the loop
+
+
+def _ticker_command(ms: float) -> list:
+    # a child that prints a line every `ms` milliseconds, three times
+    return ["sh", "-c", "for i in 1 2 3; do sleep %.3f; echo tick $i; done" % (clamp_ms(ms) / 1000.0)]
+
+
+@app.get("/pipe-stream")
+async def pipe_stream(ms: float = 150):
+    async def ticks():
+        proc = subprocess.Popen(_ticker_command(ms), stdout=subprocess.PIPE, text=True)
+        try:
+            for line in iter(proc.stdout.readline, ""):  # blocks the loop on the child's pipe
+                yield "data: %s\n\n" % line.strip()
+        finally:
+            proc.kill()
+            proc.wait()
+
+    return StreamingResponse(ticks(), media_type="text/event-stream")
+
+
+@app.get("/ctl/pipe-stream-to-thread")
+async def ctl_pipe_stream_to_thread(ms: float = 150):
+    # control: the same pipe read in a worker thread
+    async def ticks():
+        proc = subprocess.Popen(_ticker_command(ms), stdout=subprocess.PIPE, text=True)
+        try:
+            while True:
+                line = await asyncio.to_thread(proc.stdout.readline)
+                if not line:
+                    break
+                yield "data: %s\n\n" % line.strip()
+        finally:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    return StreamingResponse(ticks(), media_type="text/event-stream")
+
+
 # ------------------------------- worker-thread pool: `def` routes behind AnyIO's limiter
 
 
