@@ -413,7 +413,11 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
         if !s["findings"].as_array().unwrap().is_empty() {
             failures.push(format!("control {path} has findings: {}", describe(&s)));
         }
-        if s["verdict"]["kind"] != "healthy" {
+        // A cheap endpoint hammered by 8 clients fills the loop: a capacity state
+        // (`loop-saturated`), never a finding; every other control leaves it healthy.
+        let ok = s["verdict"]["kind"] == "healthy"
+            || (*path == "/health" && s["verdict"]["kind"] == "loop-saturated");
+        if !ok {
             failures.push(format!("control {path}: verdict {}", s["verdict"]["kind"]));
         }
     }

@@ -269,13 +269,32 @@ fn package(rec: &Recording, f: &FrameDef) -> String {
     module.split('.').next().unwrap_or(&module).to_owned()
 }
 
-/// The share of a loop's GIL waits (by samples) in which one thread must hold the GIL for a
-/// `gil-contention` finding.
-const MIN_GIL_HOLDER_SHARE: f64 = 0.3;
+/// The share of a loop's GIL waits with a holder in sight that the two most frequent holder
+/// threads must account for in a `gil-contention` finding.
+const MIN_GIL_TOP2_SHARE: f64 = 0.6;
 
-/// The share of the loop's time that GIL waits with no stall among them must reach for a
-/// `gil-contention` finding, percent.
-const MIN_GIL_SHORT_SHARE_PCT: f64 = 20.0;
+/// Without a stall, the share of its own samples in which the top holder must hold the GIL
+/// (a thread that keeps it, like a CPU-bound cruncher).
+const MIN_GIL_KEEPER_SHARE: f64 = 0.5;
+
+/// The share of thread `tid`'s samples (in process `pid`) in which it held the GIL.
+fn gil_share(rec: &Recording, pid: u32, tid: u32) -> f64 {
+    let (mut n, mut held) = (0usize, 0usize);
+    for t in rec
+        .samples
+        .iter()
+        .filter(|s| s.pid == pid)
+        .flat_map(|s| s.threads.iter().filter(|t| t.tid == tid))
+    {
+        n += 1;
+        held += usize::from(t.gil);
+    }
+    if n == 0 {
+        0.0
+    } else {
+        held as f64 / n as f64
+    }
+}
 
 /// The GIL-holder key of loop GIL waits during which no other thread held the GIL.
 const UNSEEN_HOLDER: &str = "(unseen)";
@@ -892,22 +911,29 @@ fn build_findings(
             // calling an upstream), which no code change at one site removes.
             let seen = !matches!(key, SiteKey::Gil { holder, .. } if holder == UNSEEN_HOLDER);
             // Nor is the GIL passed around among many threads of one name (forty AnyIO
-            // workers each parsing a response): contention is a thread keeping it, so the
-            // top holder must hold it in a good part of the waits.
+            // workers each parsing a response): contention is one or two threads keeping
+            // it, so the two most frequent holders must account for most of the waits.
             let mut by_tid: HashMap<u32, usize> = HashMap::new();
-            let mut waits = 0usize;
-            for b in &group {
-                waits += b.stacks.len();
-                for c in &b.culprits {
-                    *by_tid.entry(c.0).or_default() += 1;
-                }
+            for c in group.iter().flat_map(|b| &b.culprits) {
+                *by_tid.entry(c.0).or_default() += 1;
             }
-            let top = by_tid.values().copied().max().unwrap_or(0);
-            let kept = top as f64 >= MIN_GIL_HOLDER_SHARE * waits as f64;
-            // Short waits (a worker thread serializing a response while the loop waits a
-            // few ms at a time) are a finding only when they add up to a large share.
-            let heavy = !stall_durations.is_empty() || share >= MIN_GIL_SHORT_SHARE_PCT;
-            seen && kept && heavy && share >= opts.min_share_pct
+            let mut counts: Vec<(usize, u32)> = by_tid.iter().map(|(t, n)| (*n, *t)).collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let observed: usize = counts.iter().map(|c| c.0).sum();
+            let top2: usize = counts.iter().take(2).map(|c| c.0).sum();
+            let concentrated = top2 as f64 >= MIN_GIL_TOP2_SHARE * observed as f64;
+            // And either the loop stalled on it, or the holder keeps the GIL most of the
+            // recording (a CPU-bound thread), not briefly per request (a worker thread
+            // serializing a response delays the loop a few milliseconds at a time).
+            let keeps = counts.first().is_some_and(|&(_, tid)| {
+                group
+                    .iter()
+                    .find(|b| b.culprits.iter().any(|c| c.0 == tid))
+                    .is_some_and(|b| gil_share(rec, b.pid, tid) >= MIN_GIL_KEEPER_SHARE)
+            });
+            seen && concentrated
+                && (!stall_durations.is_empty() || keeps)
+                && share >= opts.min_share_pct
         } else if is_phase {
             // One library phase of one endpoint held the loop for the whole block: its inner
             // frames moved, its phase did not. Short blocks are left out, as for any
@@ -1215,6 +1241,10 @@ fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
         .map(|(id, _)| rec.str(id).to_owned())
 }
 
+/// The loop-busy share (percent of the loop time) from which a loop with no finding is
+/// `loop-saturated` rather than `healthy`.
+pub const SATURATED_BUSY_PCT: f64 = 80.0;
+
 /// The catalog id of a garbage-collection pause.
 pub const GC_CATEGORY: &str = "gc-pause";
 
@@ -1389,6 +1419,19 @@ fn verdict(
             "no-event-loop",
             "No asyncio/uvloop event loop was found in the recorded processes.".to_owned(),
         )
+    } else if findings.is_empty() && busy_pct >= SATURATED_BUSY_PCT {
+        // Many cheap callbacks that fill the loop: a capacity state, not a call site to fix.
+        (
+            "loop-saturated",
+            format!(
+                "The event loop was busy {busy_pct:.0}% of the time in short callbacks, none of {threshold_ms:.0} ms or more: it is saturated by the request rate, not blocked by one call site; add worker processes or make the most frequent requests cheaper{}.",
+                if starved_pct >= 20.0 {
+                    format!(" (it also waited for a CPU {starved_pct:.0}% of the time: the machine or its CPU limit is saturated too)")
+                } else {
+                    String::new()
+                }
+            ),
+        )
     } else if findings.is_empty() {
         (
             "healthy",
@@ -1428,7 +1471,17 @@ fn verdict(
             .as_deref()
             .map(|b| format!(" — {b}"))
             .unwrap_or_default();
-        let summary = if kind == GC_CATEGORY {
+        let summary = if kind == GC_CATEGORY && top.stalls == 0 {
+            format!(
+                "No stall reached {threshold_ms:.0} ms, but garbage collection held the event loop {:.0}% of the time: {} pause{} of up to {:.0} ms ({}){}.",
+                top.share_pct,
+                top.short_blocks,
+                if top.short_blocks == 1 { "" } else { "s" },
+                top.max_stall_ms,
+                top.blocking_call.as_deref().unwrap_or("garbage collection"),
+                top.endpoint.as_deref().map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
+            )
+        } else if kind == GC_CATEGORY {
             format!(
                 "The event loop was blocked {:.0}% of the time, most by garbage collection: {} pause{} of up to {:.0} ms ({}){}.",
                 blocked_pct,
@@ -1462,6 +1515,18 @@ fn verdict(
                         cs.line
                     ))
                     .unwrap_or_default()
+            )
+        } else if worst_ms == 0.0 {
+            // Only repeated short blocks: say so, never "blocked 0% ... worst stall 0 ms".
+            format!(
+                "No stall reached {threshold_ms:.0} ms, but short blocks at {} call site{} held the event loop; the largest share, {:.0}% of the loop's time in blocks of up to {:.0} ms, in `{}`{}{}.",
+                sites,
+                if sites == 1 { "" } else { "s" },
+                top.share_pct,
+                top.max_stall_ms,
+                top.endpoint.as_deref().or(top.call_site.as_ref().map(|c| c.function.as_str())).unwrap_or("?"),
+                at,
+                what
             )
         } else {
             format!(
@@ -1748,7 +1813,13 @@ mod tests {
         }
         let d = diag(&b.finish(end(400_000, 40)));
         assert!(d.findings.is_empty(), "{:?}", d.findings);
-        assert_eq!(d.verdict.kind, "healthy");
+        // No call site to blame, but a loop busy all the time is not healthy: saturated.
+        assert_eq!(d.verdict.kind, "loop-saturated");
+        assert!(
+            d.verdict.summary.contains("saturated"),
+            "{}",
+            d.verdict.summary
+        );
         assert_eq!(d.verdict.worst_stall_ms, 0.0);
         // The same code blocked in the kernel for 300 ms is a stall.
         let mut b = RecordingBuilder::new(header(1, 100.0));

@@ -64,7 +64,7 @@ pub const METRICS: &[Metric] = &[
     Metric { name: "probe_max_ms", kind: Kind::Number, scope: Scope::Report, unit: "ms", doc: "longest `--probe` latency, timeouts included; not measured without --probe" },
     Metric { name: "probe_timeouts", kind: Kind::Number, scope: Scope::Report, unit: "", doc: "`--probe` requests that timed out; not measured without --probe" },
     Metric { name: "category", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the catalog categories of the findings (`==`: any finding has it)" },
-    Metric { name: "verdict", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the verdict: healthy, loop-blocked, cpu-bound-loop, gil-contention, thread-pool-exhausted, gc-pause, no-event-loop" },
+    Metric { name: "verdict", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the verdict: healthy, loop-blocked, cpu-bound-loop, gil-contention, thread-pool-exhausted, gc-pause, loop-saturated, no-event-loop" },
     Metric { name: "regression", kind: Kind::Flag, scope: Scope::Diff, unit: "", doc: "AFTER is worse than BEFORE: a new or worse finding, a verdict that left healthy, or the loop blocked clearly more (see docs/cli.md)" },
     Metric { name: "new_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings only in AFTER" },
     Metric { name: "worse_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings in both that got clearly worse" },
@@ -83,6 +83,7 @@ pub const VERDICTS: &[&str] = &[
     "gil-contention",
     "thread-pool-exhausted",
     "gc-pause",
+    "loop-saturated",
     "no-event-loop",
 ];
 

@@ -521,7 +521,6 @@ impl ProcessSampler {
             // Keep open only the files of threads read again next tick.
             let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
             self.proc_files.retain_threads(&keep);
-            self.waits.retain_threads(&keep);
             // Without every OS thread id we cannot stop just the Python threads.
             if unknown_tid && self.locking == Locking::PythonThreads {
                 self.locking = Locking::AllThreads;
@@ -553,7 +552,7 @@ impl ProcessSampler {
                 // What a thread blocked on a descriptor waits on (cached while unchanged).
                 let wait = match (&syscall, args) {
                     (Some(sc), Some(a)) if state == 'S' || state == 'D' => {
-                        self.waits.describe(tid, sc, &a, &self.spy.process)
+                        self.waits.describe(sc, &a, &self.spy.process)
                     }
                     _ => None,
                 };

@@ -145,109 +145,130 @@ pub fn parse_net_table(text: &str, proto: &'static str) -> HashMap<u64, NetEntry
 /// Describes the descriptors of one process, with caches.
 pub struct WaitTargets {
     pid: u32,
-    /// Per thread: the syscall line's arguments last described, and the description.
-    by_thread: HashMap<u32, (String, [u64; 6], Option<String>)>,
-    /// Per (fd, link target): the description.
-    by_link: HashMap<(i32, String), Option<String>>,
+    /// Per link target (`socket:[123]`, `pipe:[45]`, a path): the description. Inodes are
+    /// unique while open, so a reused descriptor number with a new link is a new entry.
+    by_link: HashMap<String, Option<String>>,
+    /// The target's TCP/UDP sockets by inode, and when they were read.
+    net: Option<(std::time::Instant, HashMap<u64, NetEntry>)>,
 }
+
+/// How old the socket tables may be before an inode missing from them makes loopprof read
+/// them again. A host with thousands of connections (or TIME_WAIT entries) has tables of a
+/// few hundred kilobytes: they are read at most this often, never per socket.
+const NET_TABLE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Bounds the description cache (a process that opens many short connections).
+const MAX_CACHED_LINKS: usize = 4096;
 
 impl WaitTargets {
     /// Nothing cached yet for process `pid`.
     pub fn new(pid: u32) -> Self {
         WaitTargets {
             pid,
-            by_thread: HashMap::new(),
             by_link: HashMap::new(),
+            net: None,
         }
     }
 
-    /// What thread `tid`, blocked in `syscall` with `args`, waits on; cached while the call
-    /// and its arguments stay the same.
+    /// What a thread blocked in `syscall` with `args` waits on. Costs one `readlink` (and,
+    /// for `poll`/`select`, one read of the target's memory); descriptions are cached by
+    /// link target.
     pub fn describe(
         &mut self,
-        tid: u32,
         syscall: &str,
         args: &[u64; 6],
         mem: &impl ProcessMemory,
     ) -> Option<String> {
-        if let Some((s, a, d)) = self.by_thread.get(&tid) {
-            if s == syscall && a == args {
-                return d.clone();
-            }
-        }
-        let d = fd_of(syscall, args, mem).and_then(|fd| self.describe_fd(fd));
-        self.by_thread
-            .insert(tid, (syscall.to_owned(), *args, d.clone()));
-        d
-    }
-
-    /// Forgets threads not in `keep`.
-    pub fn retain_threads(&mut self, keep: &std::collections::HashSet<u32>) {
-        self.by_thread.retain(|t, _| keep.contains(t));
+        let fd = fd_of(syscall, args, mem)?;
+        self.describe_fd(fd)
     }
 
     /// What descriptor `fd` of the process is.
     pub fn describe_fd(&mut self, fd: i32) -> Option<String> {
         let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid)).ok()?;
         let link = link.to_string_lossy().into_owned();
-        if let Some(d) = self.by_link.get(&(fd, link.clone())) {
+        if let Some(d) = self.by_link.get(&link) {
             return d.clone();
         }
-        let d = self.classify_link(&link);
-        self.by_link.insert((fd, link), d.clone());
+        let (d, settled) = self.classify_link(&link);
+        if settled {
+            if self.by_link.len() >= MAX_CACHED_LINKS {
+                self.by_link.clear();
+            }
+            self.by_link.insert(link, d.clone());
+        }
         d
     }
 
-    fn classify_link(&self, link: &str) -> Option<String> {
+    /// The description of a link, and whether it is settled (cacheable): a socket missing
+    /// from socket tables read before it was created is not.
+    fn classify_link(&mut self, link: &str) -> (Option<String>, bool) {
         let inode = |prefix: &str| -> Option<u64> {
             link.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok()
         };
         if let Some(ino) = inode("socket:[") {
-            return Some(self.socket(ino));
+            let (d, settled) = self.socket(ino);
+            return (Some(d), settled);
         }
         if let Some(ino) = inode("pipe:[") {
-            return Some(match self.pipe_peer(ino) {
-                Some((pid, cmd)) => format!("pipe from child process {pid} ({cmd})"),
-                None => "pipe".to_owned(),
-            });
+            return (
+                Some(match self.pipe_peer(ino) {
+                    Some((pid, cmd)) => format!("pipe from child process {pid} ({cmd})"),
+                    None => "pipe".to_owned(),
+                }),
+                true,
+            );
         }
         if let Some(kind) = link
             .strip_prefix("anon_inode:")
             .map(|k| k.trim_matches(|c| c == '[' || c == ']'))
         {
-            return Some(kind.to_owned());
+            return (Some(kind.to_owned()), true);
         }
         if link.starts_with("/dev/pts/") || link.starts_with("/dev/tty") {
-            return Some(format!("terminal {link}"));
+            return (Some(format!("terminal {link}")), true);
         }
         if link.starts_with('/') {
-            return Some(format!("file {link}"));
+            return (Some(format!("file {link}")), true);
         }
-        None
+        (None, true)
     }
 
-    /// A socket by inode: TCP/UDP with its peer, else a Unix socket.
-    fn socket(&self, ino: u64) -> String {
-        for (file, proto) in [
-            ("tcp", "tcp"),
-            ("tcp6", "tcp"),
-            ("udp", "udp"),
-            ("udp6", "udp"),
-        ] {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{}/net/{file}", self.pid)) else {
-                continue;
-            };
-            if let Some(e) = parse_net_table(&text, proto).remove(&ino) {
-                return if e.state == 0x0A {
-                    format!("{} listening socket {}", e.proto, e.local)
-                } else if e.remote.ends_with(":0") {
-                    format!("{} socket {}", e.proto, e.local)
-                } else {
-                    format!("{} socket to {}", e.proto, e.remote)
-                };
+    /// A socket by inode: TCP/UDP with its peer, else a Unix socket; and whether that is
+    /// settled (found, or missing from tables read just now).
+    fn socket(&mut self, ino: u64) -> (String, bool) {
+        let stale = self
+            .net
+            .as_ref()
+            .is_none_or(|(at, t)| !t.contains_key(&ino) && at.elapsed() >= NET_TABLE_MAX_AGE);
+        if stale {
+            let mut table = HashMap::new();
+            for (file, proto) in [
+                ("tcp", "tcp"),
+                ("tcp6", "tcp"),
+                ("udp", "udp"),
+                ("udp6", "udp"),
+            ] {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/net/{file}", self.pid))
+                {
+                    table.extend(parse_net_table(&text, proto));
+                }
             }
+            self.net = Some((std::time::Instant::now(), table));
         }
-        "unix socket".to_owned()
+        match self.net.as_ref().and_then(|(_, t)| t.get(&ino)) {
+            Some(e) if e.state == 0x0A => {
+                (format!("{} listening socket {}", e.proto, e.local), true)
+            }
+            Some(e) if e.remote.ends_with(":0") => {
+                (format!("{} socket {}", e.proto, e.local), true)
+            }
+            Some(e) => (format!("{} socket to {}", e.proto, e.remote), true),
+            // Missing from tables read just now: not TCP/UDP. Missing from older tables:
+            // maybe a socket created since; say no more until they are read again.
+            None if stale => ("unix socket".to_owned(), true),
+            None => ("socket".to_owned(), false),
+        }
     }
 
     /// The first descendant process of the target that has the same pipe open.
