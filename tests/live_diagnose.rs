@@ -374,11 +374,20 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
     }
 
     // GIL contention: a CPU-bound thread starves the loop serving cheap requests.
-    http_get(app.port, "/gil?ms=6000", Duration::from_secs(5)).unwrap();
-    if kind == Server::Gunicorn {
-        // The request reached one worker; start it in the other one too.
-        http_get(app.port, "/gil?ms=6000", Duration::from_secs(5)).unwrap();
+    // Under gunicorn a request reaches whichever worker accepts it: ask until a cruncher
+    // runs in both workers (each answers with its pid), so the loaded worker is starved too.
+    let workers = if kind == Server::Gunicorn { 2 } else { 1 };
+    let mut crunching = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (_, body) = http_get(app.port, "/gil?ms=6000", Duration::from_secs(5)).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        crunching.insert(v["pid"].as_u64().unwrap());
+        if crunching.len() >= workers {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(crunching.len(), workers, "a cruncher in every worker");
     let s = record_case(
         &app,
         root_pid,

@@ -453,12 +453,12 @@ async def start_cruncher(ms: float = 2000):
     global _cruncher
     with _cruncher_lock:
         if _cruncher is not None and _cruncher.is_alive():
-            return {"started": False}
+            return {"started": False, "pid": os.getpid()}
         _cruncher = threading.Thread(
             target=crunch_in_background, args=(clamp_ms(ms),), name="cruncher", daemon=True
         )
         _cruncher.start()
-    return {"started": True}
+    return {"started": True, "pid": os.getpid()}
 
 
 @app.get("/hash")
