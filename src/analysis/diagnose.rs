@@ -994,7 +994,19 @@ fn build_findings(
             let Some(e) = catalog.get(GC_CATEGORY) else {
                 continue;
             };
-            let generation = group.iter().filter_map(|b| gc_generation(rec, b)).max();
+            let mut gc_times: HashMap<u32, Vec<(u64, [u64; 3])>> = HashMap::new();
+            for s in &rec.samples {
+                if let Some(g) = s.gc {
+                    gc_times
+                        .entry(s.pid)
+                        .or_default()
+                        .push((s.t_us, g.collections));
+                }
+            }
+            let generation = group
+                .iter()
+                .filter_map(|b| gc_generation(gc_times.get(&b.pid)?, b))
+                .max();
             (
                 e,
                 MatchedBy::Fallback,
@@ -1187,15 +1199,8 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         state_mix: mix,
         call_site: inner.call_site,
         blocking_call: inner.blocking_call,
-        wait_target: {
-            let mut by: BTreeMap<u32, f64> = BTreeMap::new();
-            for (id, w) in sats.iter().flat_map(|s| &s.waits) {
-                *by.entry(*id).or_default() += w;
-            }
-            by.into_iter()
-                .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
-                .map(|(id, _)| rec.str(id).to_owned())
-        },
+        wait_target: heaviest(sats.iter().flat_map(|s| s.waits.iter().copied()))
+            .map(|id| rec.str(id).to_owned()),
         matched_by: match inner.matched_by {
             MatchedBy::Frame(_) => "frame",
             MatchedBy::Source => "source",
@@ -1228,17 +1233,13 @@ const SUBPROCESS_CATEGORY: &str = "blocking-subprocess";
 
 /// The wait target that took the most time over a group's samples.
 fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
-    let mut by: BTreeMap<u32, f64> = BTreeMap::new();
-    for b in group {
-        for (w, (_, t)) in b.waits.iter().zip(&b.activities) {
-            if let Some(id) = w {
-                *by.entry(*id).or_default() += t;
-            }
-        }
-    }
-    by.into_iter()
-        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
-        .map(|(id, _)| rec.str(id).to_owned())
+    heaviest(group.iter().flat_map(|b| {
+        b.waits
+            .iter()
+            .zip(&b.activities)
+            .filter_map(|(w, (_, t))| Some(((*w)?, *t)))
+    }))
+    .map(|id| rec.str(id).to_owned())
 }
 
 /// The loop-busy share (percent of the loop time) from which a loop with no finding is
@@ -1250,34 +1251,33 @@ pub const GC_CATEGORY: &str = "gc-pause";
 
 /// The oldest generation collected during a block: the highest generation whose collection
 /// count grew from the process's last sample before the block to its first sample after it.
-fn gc_generation(rec: &Recording, b: &Block) -> Option<usize> {
+/// `gc_times` holds the process's samples with a GC state, in time order.
+fn gc_generation(gc_times: &[(u64, [u64; 3])], b: &Block) -> Option<usize> {
     let (first, last) = (*b.times.first()?, *b.times.last()?);
-    let samples = rec.samples.iter().filter(|s| s.pid == b.pid);
-    let before = samples
-        .clone()
-        .filter(|s| s.t_us < first)
-        .filter_map(|s| s.gc)
-        .next_back()?;
-    let after = samples.filter(|s| s.t_us > last).find_map(|s| s.gc)?;
-    (0..3)
-        .rev()
-        .find(|&i| after.collections[i] > before.collections[i])
+    let before = gc_times[..gc_times.partition_point(|(t, _)| *t < first)].last()?;
+    let after = gc_times.get(gc_times.partition_point(|(t, _)| *t <= last))?;
+    (0..3).rev().find(|&i| after.1[i] > before.1[i])
+}
+
+/// Of weighted keys, the one with the most weight (ties: the smallest key).
+fn heaviest<K: Ord>(weights: impl IntoIterator<Item = (K, f64)>) -> Option<K> {
+    let mut by: BTreeMap<K, f64> = BTreeMap::new();
+    for (k, w) in weights {
+        *by.entry(k).or_default() += w;
+    }
+    by.into_iter()
+        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
+        .map(|(k, _)| k)
 }
 
 /// The innermost frame's API that took the most time over a group's samples.
 fn dominant_leaf(rec: &Recording, group: &[&Block]) -> Option<String> {
-    let mut by_api: BTreeMap<String, f64> = BTreeMap::new();
-    for b in group {
-        for ((stack, _), (_, w)) in b.stacks.iter().zip(&b.activities) {
-            if let Some(leaf) = rec.stack(*stack).next() {
-                *by_api.entry(api_name(rec, leaf)).or_default() += w;
-            }
-        }
-    }
-    by_api
-        .into_iter()
-        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap().then(b.0.cmp(&a.0)))
-        .map(|(api, _)| api)
+    heaviest(group.iter().flat_map(|b| {
+        b.stacks
+            .iter()
+            .zip(&b.activities)
+            .filter_map(|((stack, _), (_, w))| Some((api_name(rec, rec.stack(*stack).next()?), *w)))
+    }))
 }
 
 struct Attribution<'c> {

@@ -18,7 +18,7 @@ use super::frames::{self, Origin};
 use super::loops::{self, Activity};
 use super::memo;
 use crate::recording::{FrameDef, Recording, Sample};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The catalog id (and verdict kind) of an exhausted worker pool.
 pub const CATEGORY: &str = "thread-pool-exhausted";
@@ -86,6 +86,9 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
         by_pid.entry(s.pid).or_default().push(s);
     }
     let mut out = Vec::new();
+    // Per stack id: the worker anchor and whether the worker is idle (None: not a worker).
+    // A long recording has millions of thread samples but few distinct stacks.
+    let mut kinds: HashMap<u32, Option<(usize, bool)>> = HashMap::new();
     for (pid, samples) in by_pid {
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         let cover = super::diagnose::coverage_ms(&times);
@@ -107,11 +110,14 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
             let mut busy = Vec::new();
             let mut idle_n = 0;
             for t in &s.threads {
-                let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
-                let Some(anchor) = worker_anchor(rec, &stack) else {
+                let kind = *kinds.entry(t.stack).or_insert_with(|| {
+                    let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
+                    worker_anchor(rec, &stack).map(|a| (a, idle(rec, &stack, a)))
+                });
+                let Some((anchor, is_idle)) = kind else {
                     continue;
                 };
-                if idle(rec, &stack, anchor) {
+                if is_idle {
                     idle_n += 1;
                 } else {
                     busy.push((t.stack, anchor, loops::activity(rec, s, t), t.wait));
