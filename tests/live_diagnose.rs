@@ -347,6 +347,30 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
         if top["endpoint"] != case.endpoint {
             problems.push(format!("endpoint {} != {}", top["endpoint"], case.endpoint));
         }
+        // A loop waiting on a join or a future names the thread it waits for, and what that
+        // thread does: the pool worker in `fetch_upstream` (reading the upstream's socket) or
+        // in `build_report` (sleeping).
+        let waited = match case.category {
+            "executor-shutdown-wait" => Some(("fetch_upstream", "waiting (socket)")),
+            "thread-sync-wait" => Some(("build_report", "waiting (sleep)")),
+            _ => None,
+        };
+        if let Some((function, state)) = waited {
+            let w = &top["waited_for"][0];
+            if w["call_site"]["function"] != function || w["state"] != state {
+                problems.push(format!("waited_for {w} != {function} {state}"));
+            }
+            if function == "fetch_upstream"
+                && !w["wait_target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("tcp socket to 127.0.0.1:"))
+            {
+                problems.push(format!(
+                    "waited-for thread's wait target {}",
+                    w["wait_target"]
+                ));
+            }
+        }
         // The first screen of report.html (the verdict banner) names the call site and fix.
         let page = std::fs::read_to_string(out_dir_path(&name).join("report.html")).unwrap();
         let banner = &page[page.find("id=\"verdict\"").unwrap()..];

@@ -61,6 +61,24 @@ pub struct Culprit {
     pub share_pct: f64,
 }
 
+/// A thread the blocked loop waited for (a join, a future, a lock held elsewhere).
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitedThread {
+    /// Thread name.
+    pub name: String,
+    /// OS thread id.
+    pub tid: u32,
+    /// Its innermost application frame.
+    pub call_site: CallSite,
+    /// What it was doing: `on-cpu`, `waiting (socket)`...
+    pub state: String,
+    /// What it waited on, when known (`tcp socket to 10.0.0.5:443`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_target: Option<String>,
+    /// Share of the finding's samples in which it was there, percent.
+    pub share_pct: f64,
+}
+
 /// The fix, from the catalog entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fix {
@@ -102,6 +120,11 @@ pub struct Finding {
     /// the most frequent by time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_target: Option<String>,
+    /// For a loop waiting on a join, future or lock: the other threads of the process busy in
+    /// application code during the finding's samples, most frequent first (at most three),
+    /// with what they did and waited on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waited_for: Vec<WaitedThread>,
     /// How the catalog entry was chosen: `frame`, `source` or `fallback`.
     pub matched_by: String,
     /// The endpoint (FastAPI path function, or the generator's enclosing function).
@@ -1093,6 +1116,11 @@ fn build_findings(
             state: major.name().into(),
             wait_reason: major.wait_reason().map(|r| r.name().to_owned()),
             state_mix,
+            waited_for: if major == Activity::Waiting(loops::WaitReason::Lock) {
+                waited_threads(rec, &group)
+            } else {
+                Vec::new()
+            },
             call_site,
             blocking_call,
             wait_target,
@@ -1201,6 +1229,7 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         blocking_call: inner.blocking_call,
         wait_target: heaviest(sats.iter().flat_map(|s| s.waits.iter().copied()))
             .map(|id| rec.str(id).to_owned()),
+        waited_for: Vec::new(),
         matched_by: match inner.matched_by {
             MatchedBy::Frame(_) => "frame",
             MatchedBy::Source => "source",
@@ -1257,6 +1286,71 @@ fn gc_generation(gc_times: &[(u64, [u64; 3])], b: &Block) -> Option<usize> {
     let before = gc_times[..gc_times.partition_point(|(t, _)| *t < first)].last()?;
     let after = gc_times.get(gc_times.partition_point(|(t, _)| *t <= last))?;
     (0..3).rev().find(|&i| after.1[i] > before.1[i])
+}
+
+/// The threads a loop waiting on a lock/join/future waited for: in the group's samples, the
+/// other threads of the same process with an application frame, by how often they were there.
+fn waited_threads(rec: &Recording, group: &[&Block]) -> Vec<WaitedThread> {
+    let times: HashSet<(u32, u64)> = group
+        .iter()
+        .flat_map(|b| b.times.iter().map(move |t| (b.pid, *t)))
+        .collect();
+    let loop_tids: HashSet<(u32, u32)> = group.iter().map(|b| (b.pid, b.tid)).collect();
+    // (name, app frame id) -> (count, a thread id, a sample's activity, its wait target).
+    // By name and place, not thread id: a pool created per request has new threads each time.
+    type Seen = (usize, u32, Activity, Option<u32>);
+    let mut seen: BTreeMap<(String, u32), Seen> = BTreeMap::new();
+    for s in rec
+        .samples
+        .iter()
+        .filter(|s| times.contains(&(s.pid, s.t_us)))
+    {
+        for t in &s.threads {
+            if loop_tids.contains(&(s.pid, t.tid)) {
+                continue;
+            }
+            let app = rec.stacks[t.stack as usize]
+                .iter()
+                .copied()
+                .find(|f| frames::origin(rec.str(rec.frame(*f).file)) == Origin::App);
+            if let Some(app) = app {
+                let name = rec.thread_name(t).unwrap_or("?").to_owned();
+                let e = seen.entry((name, app)).or_insert((
+                    0,
+                    t.tid,
+                    loops::activity(rec, s, t),
+                    t.wait,
+                ));
+                e.0 += 1;
+                // Keep a described wait when a later sample has one.
+                if e.3.is_none() {
+                    e.3 = t.wait;
+                }
+            }
+        }
+    }
+    let mut out: Vec<WaitedThread> = seen
+        .into_iter()
+        .map(|((name, app), (n, tid, activity, wait))| WaitedThread {
+            name,
+            tid,
+            call_site: call_site(rec, rec.frame(app)),
+            state: match activity {
+                Activity::Waiting(r) => format!("waiting ({})", r.name()),
+                a => a.name().to_owned(),
+            },
+            wait_target: wait.map(|w| rec.str(w).to_owned()),
+            share_pct: round1((100.0 * n as f64 / times.len().max(1) as f64).min(100.0)),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.share_pct
+            .partial_cmp(&a.share_pct)
+            .unwrap()
+            .then(a.tid.cmp(&b.tid))
+    });
+    out.truncate(3);
+    out
 }
 
 /// Of weighted keys, the one with the most weight (ties: the smallest key).

@@ -81,6 +81,9 @@ pub fn render(
         if let Some(w) = &f.wait_target {
             let _ = writeln!(out, "- **Waits on:** {}", code(w));
         }
+        for t in &f.waited_for {
+            let _ = writeln!(out, "- **Waits for:** {}", code(&super::waited_thread(t)));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "- **Endpoint:** {}", code(e));
         }

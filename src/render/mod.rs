@@ -12,7 +12,7 @@ pub mod markdown;
 pub mod text;
 pub mod timeline;
 
-use crate::analysis::diagnose::Finding;
+use crate::analysis::diagnose::{Finding, WaitedThread};
 
 /// The impact line of a saturated worker-pool finding (its figures are saturation episodes,
 /// not loop stalls); `None` for other findings.
@@ -28,4 +28,23 @@ pub fn pool_impact(f: &Finding) -> Option<String> {
             f.max_stall_ms
         )
     })
+}
+
+/// One line for a thread the loop waited for: `thread "pool_0" (77) in fetch (feeds.py:20),
+/// waiting (socket) on tcp socket to 10.0.0.5:443 (90% of the time)`.
+pub fn waited_thread(t: &WaitedThread) -> String {
+    format!(
+        "thread {:?} ({}) in {} ({}:{}), {}{} ({:.0}% of the time)",
+        t.name,
+        t.tid,
+        t.call_site.function,
+        crate::analysis::frames::short_file(&t.call_site.file),
+        t.call_site.line,
+        t.state,
+        t.wait_target
+            .as_deref()
+            .map(|w| format!(" on {w}"))
+            .unwrap_or_default(),
+        t.share_pct
+    )
 }

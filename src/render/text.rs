@@ -122,6 +122,9 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         if let Some(w) = &f.wait_target {
             let _ = writeln!(out, "   waits on {}", sanitize(w));
         }
+        for t in &f.waited_for {
+            let _ = writeln!(out, "   waits for {}", sanitize(&super::waited_thread(t)));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "   endpoint {}", sanitize(e));
         }
