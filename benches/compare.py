@@ -169,7 +169,7 @@ def parse_loopprof(path, pid):
                 header = d
             elif t == "end":
                 end = d
-            elif t in ("sample", "tick") and d["pid"] == pid:  # tick: format v2
+            elif t in ("sample", "tick") and d["pid"] == pid:  # tick: format v2+
                 reads.append(d["read_us"])
                 threads = d["threads"]
                 main = [th for th in threads if strings.get(th.get("name")) == "MainThread"]
@@ -584,7 +584,7 @@ def print_part3(args, runs, ss, tmp):
                      "bytes_per_sample": [r[key] / r["samples"] for r in rs if r.get("samples")]})
 
     lp, raw, speed = ss
-    add("loopprof record: recording.jsonl.gz (format v2)", [lp], "bytes")
+    add("loopprof record: recording.jsonl.gz (format v3)", [lp], "bytes")
     add("py-spy --format raw", [raw], "bytes")
     add("py-spy --format raw, gzip -9", [raw], "gz9_bytes")
     add("py-spy --format speedscope", [speed], "bytes")

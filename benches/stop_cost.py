@@ -71,7 +71,7 @@ def run_loopprof(pid, secs, extra, out):
     with gzip.open(os.path.join(out, "recording.jsonl.gz"), "rt") as f:
         for line in f:
             rec = json.loads(line)
-            if rec["type"] in ("sample", "tick") and rec["data"]["pid"] == pid:  # tick: format v2
+            if rec["type"] in ("sample", "tick") and rec["data"]["pid"] == pid:  # tick: format v2+
                 reads.append(rec["data"]["read_us"])
     return reads, cpu
 

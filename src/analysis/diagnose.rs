@@ -1285,7 +1285,14 @@ fn gc_generation(gc_times: &[(u64, [u64; 3])], b: &Block) -> Option<usize> {
     let (first, last) = (*b.times.first()?, *b.times.last()?);
     let before = gc_times[..gc_times.partition_point(|(t, _)| *t < first)].last()?;
     let after = gc_times.get(gc_times.partition_point(|(t, _)| *t <= last))?;
-    (0..3).rev().find(|&i| after.1[i] > before.1[i])
+    // Generation 0 is not counted in recordings (see `TickGc::dn`): a collection with no older
+    // generation counted is a young one.
+    Some(
+        (1..3)
+            .rev()
+            .find(|&i| after.1[i] > before.1[i])
+            .unwrap_or(0),
+    )
 }
 
 /// The threads a loop waiting on a lock/join/future waited for: in the group's samples, the

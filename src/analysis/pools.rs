@@ -18,7 +18,7 @@ use super::frames::{self, Origin};
 use super::loops::{self, Activity};
 use super::memo;
 use crate::recording::{FrameDef, Recording, Sample};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The catalog id (and verdict kind) of an exhausted worker pool.
 pub const CATEGORY: &str = "thread-pool-exhausted";
@@ -88,7 +88,15 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
     let mut out = Vec::new();
     // Per stack id: the worker anchor and whether the worker is idle (None: not a worker).
     // A long recording has millions of thread samples but few distinct stacks.
-    let mut kinds: HashMap<u32, Option<(usize, bool)>> = HashMap::new();
+    let kinds: Vec<Option<(usize, bool)>> = (0..rec.stacks.len() as u32)
+        .map(|id| {
+            let stack: Vec<&FrameDef> = rec.stack(id).collect();
+            worker_anchor(rec, &stack).map(|a| (a, idle(rec, &stack, a)))
+        })
+        .collect();
+    if kinds.iter().all(Option::is_none) {
+        return out;
+    }
     for (pid, samples) in by_pid {
         let times: Vec<u64> = samples.iter().map(|s| s.t_us).collect();
         let cover = super::diagnose::coverage_ms(&times);
@@ -110,11 +118,7 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
             let mut busy = Vec::new();
             let mut idle_n = 0;
             for t in &s.threads {
-                let kind = *kinds.entry(t.stack).or_insert_with(|| {
-                    let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
-                    worker_anchor(rec, &stack).map(|a| (a, idle(rec, &stack, a)))
-                });
-                let Some((anchor, is_idle)) = kind else {
+                let Some((anchor, is_idle)) = kinds[t.stack as usize] else {
                     continue;
                 };
                 if is_idle {

@@ -259,7 +259,8 @@ pub struct TickGc {
     /// A collection was running.
     #[serde(default, skip_serializing_if = "is_false")]
     pub on: bool,
-    /// Collections of generations 0, 1, 2 since the previous tick.
+    /// Collections of generations 0, 1, 2 since the previous tick (loopprof writes 0 for
+    /// generation 0, which is collected on most ticks of a busy process).
     #[serde(default, skip_serializing_if = "is_zeros")]
     pub dn: [u64; 3],
 }

@@ -316,13 +316,25 @@ impl RecordingWriter {
             .last_tick
             .insert(pid, (t_units, cpu_us))
             .unwrap_or((0, 0));
-        let gc = gc.map(|g| {
-            let before = self.last_gc.insert(pid, g.collections).unwrap_or([0; 3]);
-            TickGc {
-                on: g.collecting,
-                dn: [0, 1, 2].map(|i| g.collections[i].saturating_sub(before[i])),
-            }
-        });
+        // Generation 0 is collected every few thousand allocations, on most ticks of a busy
+        // process: its count would add bytes to nearly every tick and says nothing the
+        // `on` flag does not, so only generations 1 and 2 are counted.
+        // A tick where nothing happened carries no `gc` at all.
+        let gc = gc
+            .map(|g| {
+                let before = self.last_gc.insert(pid, g.collections).unwrap_or([0; 3]);
+                TickGc {
+                    on: g.collecting,
+                    dn: [0, 1, 2].map(|i| {
+                        if i == 0 {
+                            0
+                        } else {
+                            g.collections[i].saturating_sub(before[i])
+                        }
+                    }),
+                }
+            })
+            .filter(|g| g.on || g.dn != [0; 3]);
         self.write(&Record::Tick(Tick {
             pid,
             dt: t_units.saturating_sub(last_t),
