@@ -283,3 +283,56 @@ fn a_childs_pipe_read_on_the_loop_is_named_and_in_a_thread_is_clean_asyncio() {
 fn a_childs_pipe_read_on_the_loop_is_named_and_in_a_thread_is_clean_uvloop() {
     pipe_suite(Server::UvicornUvloop, "3.13");
 }
+
+/// The loop blocked on the result of a coroutine it scheduled on itself: nothing else runs,
+/// the finding says the loop waits for itself. A future completed by a pool thread (the
+/// fixture's `/future-result`) is the control: its finding names that thread instead.
+fn self_wait_suite(kind: Server, python: &str) {
+    let app = start_app(kind, python, None);
+    let s = record_with_think(
+        &app,
+        &format!("selfwait-{kind:?}-control"),
+        "/future-result?ms=150",
+        1,
+        100,
+    );
+    let f = &s["findings"][0];
+    assert_eq!(f["category"], "thread-sync-wait", "{f:#}");
+    assert!(
+        !f["fix"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("waits for itself"),
+        "a pool thread completes this future: {f:#}"
+    );
+    assert_eq!(f["waited_for"][0]["call_site"]["function"], "build_report");
+
+    let s = record_with_think(
+        &app,
+        &format!("selfwait-{kind:?}"),
+        "/self-wait?ms=150",
+        1,
+        100,
+    );
+    let f = &s["findings"][0];
+    assert_eq!(f["category"], "thread-sync-wait", "{f:#}");
+    assert_eq!(f["call_site"]["function"], "self_wait");
+    assert!(f["waited_for"].is_null(), "{f:#}");
+    assert!(
+        f["fix"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the loop waits for itself"),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn a_loop_waiting_for_itself_is_called_so_and_a_pool_future_is_not_asyncio() {
+    self_wait_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn a_loop_waiting_for_itself_is_called_so_and_a_pool_future_is_not_uvloop() {
+    self_wait_suite(Server::UvicornUvloop, "3.13");
+}

@@ -1098,6 +1098,15 @@ fn build_findings(
             }
             _ => entry,
         };
+        let waited_for = if major == Activity::Waiting(loops::WaitReason::Lock) {
+            waited_threads(rec, &group)
+        } else {
+            Vec::new()
+        };
+        let mut fix = fix_of(entry);
+        if waits_for_itself(&waited_for, blocking_call.as_deref(), major) {
+            fix.summary = format!("{SELF_WAIT_NOTE} {}", fix.summary);
+        }
         let mut durations = if stall_durations.is_empty() {
             short.clone()
         } else {
@@ -1116,11 +1125,6 @@ fn build_findings(
             state: major.name().into(),
             wait_reason: major.wait_reason().map(|r| r.name().to_owned()),
             state_mix,
-            waited_for: if major == Activity::Waiting(loops::WaitReason::Lock) {
-                waited_threads(rec, &group)
-            } else {
-                Vec::new()
-            },
             call_site,
             blocking_call,
             wait_target,
@@ -1148,7 +1152,8 @@ fn build_findings(
             short_blocked_ms: round1(short_total),
             share_pct: round1(share),
             stack: stack.iter().map(|f| frame_label(rec, f)).collect(),
-            fix: fix_of(entry),
+            fix,
+            waited_for,
         });
     }
     out.sort_by(|a, b| {
@@ -1358,6 +1363,21 @@ fn waited_threads(rec: &Recording, group: &[&Block]) -> Vec<WaitedThread> {
     });
     out.truncate(3);
     out
+}
+
+/// Said first in the fix of a loop blocked on a future's result while no other thread ran
+/// application code: the future may be one only this loop could complete.
+pub const SELF_WAIT_NOTE: &str = "No other thread was running application code while the loop waited: if the future belongs to a coroutine scheduled on this same loop (`asyncio.run_coroutine_threadsafe(coro, loop)` called from the loop), the loop waits for itself, a deadlock that ends only with the timeout; `await coro` instead.";
+
+/// Whether a loop waiting on `Future.result` had no thread working for it.
+fn waits_for_itself(
+    waited_for: &[WaitedThread],
+    blocking_call: Option<&str>,
+    major: Activity,
+) -> bool {
+    major == Activity::Waiting(loops::WaitReason::Lock)
+        && waited_for.is_empty()
+        && blocking_call.is_some_and(|b| b.ends_with("Future.result"))
 }
 
 /// Of weighted keys, the one with the most weight (ties: the smallest key).

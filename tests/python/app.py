@@ -23,6 +23,7 @@ Query parameters are clamped (ms <= 10000, mb <= 256) so nothing runs unbounded.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import hashlib
@@ -545,6 +546,22 @@ async def ctl_pipe_stream_to_thread(ms: float = 150):
             await asyncio.to_thread(proc.wait)
 
     return StreamingResponse(ticks(), media_type="text/event-stream")
+
+
+# ------------------------------- the loop waiting for itself
+
+
+@app.get("/self-wait")
+async def self_wait(ms: float = 200):
+    # schedules a coroutine on this very loop, then blocks the loop waiting for it: only the
+    # timeout ends the wait
+    loop = asyncio.get_running_loop()
+    future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+    try:
+        future.result(timeout=clamp_ms(ms) / 1000.0)
+    except concurrent.futures.TimeoutError:
+        pass
+    return {"waited_ms": ms}
 
 
 # ------------------------------- worker-thread pool: `def` routes behind AnyIO's limiter
