@@ -559,6 +559,8 @@ fn bad_targets_and_outputs_give_actionable_errors() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 3999999"));
+    // A failed attach leaves no empty output directory behind.
+    assert!(!dir.exists(), "{} was created for nothing", dir.display());
 
     let sleeper = Proc::spawn("sleep", Command::new("sleep").arg("30"));
     let out = run_loopprof(
@@ -575,6 +577,7 @@ fn bad_targets_and_outputs_give_actionable_errors() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a Python process"));
+    assert!(!dir.exists(), "not a Python process: no output directory");
 
     let out = run_loopprof(
         &[

@@ -190,12 +190,25 @@ pub struct Progress {
     pub processes: usize,
 }
 
+/// Checks the output directory without creating it ([`crate::recording::outdir::check_dir`])
+/// and refuses one that already holds a recording: run before attaching, so a bad `-o` fails
+/// first and a failed attach leaves no empty directory behind.
+pub fn check_output(dir: &Path, policy: DirPolicy) -> Result<(), CaptureError> {
+    crate::recording::outdir::check_dir(dir, policy)
+        .map_err(|e| CaptureError::Recording(e.into()))?;
+    refuse_recording(dir)
+}
+
 /// Prepares the output directory ([`crate::recording::outdir::prepare_dir`]: created private,
 /// never through a symlink, an existing one only when the user named it and owns it) and
 /// refuses one that already holds a recording.
 pub fn prepare_output(dir: &Path, policy: DirPolicy) -> Result<(), CaptureError> {
     crate::recording::outdir::prepare_dir(dir, policy)
         .map_err(|e| CaptureError::Recording(e.into()))?;
+    refuse_recording(dir)
+}
+
+fn refuse_recording(dir: &Path) -> Result<(), CaptureError> {
     for name in [
         crate::recording::RECORDING_FILE,
         crate::recording::RECORDING_FILE.trim_end_matches(".gz"),
@@ -230,7 +243,7 @@ pub fn record(
             why: "internal: rate must be in (0, 10000]".into(),
         });
     }
-    prepare_output(&opts.output_dir, opts.output_policy)?;
+    check_output(&opts.output_dir, opts.output_policy)?;
     let mut notes = Vec::new();
     let mut child = None;
     let (root, how, pattern) = match &opts.target {
@@ -429,6 +442,11 @@ fn record_tree(
     } else {
         crate::recording::RECORDING_FILE.trim_end_matches(".gz")
     });
+    // Created only now that something attached: a failed attach leaves nothing behind.
+    if let Err(e) = prepare_output(&opts.output_dir, opts.output_policy) {
+        sampler_stop.store(true, Ordering::Relaxed);
+        return Err(e);
+    }
     let mut writer = RecordingWriter::create(&path, opts.compress)?;
     let root_cmdline = procfs::cmdline(root).unwrap_or_default();
     writer.write(&Record::Header(Header {

@@ -102,6 +102,52 @@ fn hand_over(file: &File) {
     }
 }
 
+/// Checks, without creating anything, that [`prepare_dir`] would accept `path`: an existing
+/// path must pass the same checks; a missing one is accepted (its creation can still fail).
+/// Lets a command refuse a bad output directory before it starts work, and create it only
+/// once there is something to put in it.
+pub fn check_dir(path: &Path, policy: DirPolicy) -> Result<(), OutputError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+        Ok(meta) => check_existing(path, &meta, policy),
+    }
+}
+
+/// The checks on an existing output path.
+fn check_existing(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    policy: DirPolicy,
+) -> Result<(), OutputError> {
+    if meta.file_type().is_symlink() {
+        return Err(OutputError::Symlink {
+            path: path.to_path_buf(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(OutputError::NotADirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    if policy == DirPolicy::New {
+        return Err(OutputError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner = meta.uid();
+    if owner != me && invoker().map(|(u, _)| u) != Some(owner) {
+        return Err(OutputError::NotOwned {
+            path: path.to_path_buf(),
+            owner,
+            me,
+        });
+    }
+    Ok(())
+}
+
 /// Creates directory `path` (its missing parents too) or checks an existing one against
 /// `policy`. Errors: [`OutputError`] naming the path and what to do.
 pub fn prepare_dir(path: &Path, policy: DirPolicy) -> Result<(), OutputError> {
@@ -129,32 +175,7 @@ pub fn prepare_dir(path: &Path, policy: DirPolicy) -> Result<(), OutputError> {
         }
     }
     let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
-    if meta.file_type().is_symlink() {
-        return Err(OutputError::Symlink {
-            path: path.to_path_buf(),
-        });
-    }
-    if !meta.is_dir() {
-        return Err(OutputError::NotADirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    if policy == DirPolicy::New {
-        return Err(OutputError::Exists {
-            path: path.to_path_buf(),
-        });
-    }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let owner = meta.uid();
-    if owner != me && invoker().map(|(u, _)| u) != Some(owner) {
-        return Err(OutputError::NotOwned {
-            path: path.to_path_buf(),
-            owner,
-            me,
-        });
-    }
-    Ok(())
+    check_existing(path, &meta, policy)
 }
 
 /// Creates `path` for writing; fails if anything (a file, a symlink) already has the name.
