@@ -253,7 +253,7 @@ fn main() {
             run_ns[k] += if t.state == 'R' { 9_000_000 } else { 40_000 };
             t.sched = Some([run_ns[k], 100_000 * i]);
         }
-        w.write_sample(7, i * 10_000, 400, 0, i * 3_000, &threads)
+        w.write_sample(7, i * 10_000, 400, 0, i * 3_000, None, &threads)
             .unwrap();
         for t in &threads {
             let mut parts = vec![format!("thread {}", t.name.as_deref().unwrap_or("?"))];

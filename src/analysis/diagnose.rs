@@ -626,12 +626,9 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             };
             // A garbage collection holds the GIL: the loop either runs it (on CPU) or waits
             // for the thread that does. Such samples are the collector's, never the code that
-            // happened to allocate.
+            // happened to allocate. (Native code without the GIL is not held by it.)
             let collecting = s.gc.is_some_and(|g| g.collecting)
-                && matches!(
-                    activity,
-                    Some(Activity::OnCpu | Activity::Native | Activity::GilWait)
-                );
+                && matches!(activity, Some(Activity::OnCpu | Activity::GilWait));
             let key = if collecting { Some(SiteKey::Gc) } else { key };
             window_ms += w;
             *window_by_pid.entry(lt.pid).or_default() += w;

@@ -508,7 +508,7 @@ fn record_tree(
                 gc,
             } => {
                 let new_frames =
-                    writer.write_sample_gc(pid, t_us, read_us, late_us, cpu_us, gc, &threads)?;
+                    writer.write_sample(pid, t_us, read_us, late_us, cpu_us, gc, &threads)?;
                 for f in new_frames {
                     // Application frames get a few lines of context for the report.
                     let context = if crate::analysis::frames::origin(&f.file)

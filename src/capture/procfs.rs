@@ -187,12 +187,8 @@ impl ProcFiles {
         parse_stat(&buf[..n]).ok_or_else(|| std::io::Error::other("unparsable stat"))
     }
 
-    /// `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target).
-    pub fn thread_syscall(&mut self, tid: u32) -> Syscall {
-        self.thread_syscall_args(tid).0
-    }
-
-    /// As [`Self::thread_syscall`], with the call's six arguments when it is in one.
+    /// `/proc/<pid>/task/<tid>/syscall` (needs ptrace permission on the target), with the
+    /// call's six arguments when the thread is in one.
     pub fn thread_syscall_args(&mut self, tid: u32) -> (Syscall, Option<[u64; 6]>) {
         let mut buf = [0u8; 256];
         match self.read(tid, ProcFile::Syscall, &mut buf) {

@@ -8,8 +8,9 @@
 //! target's memory. `/proc/PID/fd/N` then tells what it is: a TCP/UDP socket (its peer from
 //! `/proc/PID/net/tcp*`/`udp*`, the target's own network namespace), a Unix socket, a pipe
 //! (and which child process of the target holds it too), a regular file, an eventfd or a tty.
-//! Descriptions are cached per thread and syscall arguments, so an unchanged wait costs
-//! nothing; every link read is the target's own `/proc` entry.
+//! Each waiting thread costs one `readlink` per tick; descriptions are cached by link target
+//! (a socket or pipe inode is unique while open), and the socket tables are re-read at most
+//! every 250 ms. Every link read is the target's own `/proc` entry.
 
 use remoteprocess::ProcessMemory;
 use std::collections::HashMap;

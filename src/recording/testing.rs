@@ -122,7 +122,7 @@ impl RecordingBuilder {
     /// Adds one sample.
     pub fn sample(&mut self, pid: u32, t_us: u64, cpu_us: u64, threads: &[RawThread]) -> &mut Self {
         self.writer
-            .write_sample(pid, t_us, 500, 0, cpu_us, threads)
+            .write_sample(pid, t_us, 500, 0, cpu_us, None, threads)
             .unwrap();
         self
     }
@@ -137,7 +137,7 @@ impl RecordingBuilder {
         threads: &[RawThread],
     ) -> &mut Self {
         self.writer
-            .write_sample_gc(pid, t_us, 500, 0, cpu_us, Some(gc), threads)
+            .write_sample(pid, t_us, 500, 0, cpu_us, Some(gc), threads)
             .unwrap();
         self
     }

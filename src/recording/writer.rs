@@ -249,24 +249,11 @@ impl RecordingWriter {
         }))
     }
 
-    /// Interns the threads of one tick and writes the sample. Returns the frames that were new
-    /// in this sample (their source lines have not been recorded yet).
+    /// Interns the threads of one tick and writes the sample, with the garbage collector's
+    /// state read at that sample (`None` when unreadable). Returns the frames that were new in
+    /// this sample (their source lines have not been recorded yet).
     #[allow(clippy::too_many_arguments)]
     pub fn write_sample<'a>(
-        &mut self,
-        pid: u32,
-        t_us: u64,
-        read_us: u32,
-        late_us: u32,
-        cpu_us: u64,
-        threads: &'a [RawThread],
-    ) -> Result<Vec<&'a RawFrame>, RecordingError> {
-        self.write_sample_gc(pid, t_us, read_us, late_us, cpu_us, None, threads)
-    }
-
-    /// As [`Self::write_sample`], with the garbage collector's state read at that sample.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_sample_gc<'a>(
         &mut self,
         pid: u32,
         t_us: u64,
