@@ -485,7 +485,7 @@ class Item(BaseModel):
 # application's own code.
 CATALOG_ITEMS = [
     {"id": i, "name": "item %d" % i, "tags": ["a", "b", "c"], "price": i * 1.5}
-    for i in range(60_000)
+    for i in range(100_000)
 ]
 # Keep these long-lived objects out of every later collection: without this, each
 # generation-2 collection (in any thread, holding the GIL) walks them for ~100 ms.
