@@ -233,6 +233,8 @@ fn main() {
             syscall: Some(syscall.into()),
             sched: None,
             wait: None,
+            // A busy loop serves a request (format 4 records the route).
+            route: (!std::ptr::eq(main_frames, &idle)).then(|| "GET /quotes/{symbol}".into()),
             frames: main_frames.clone(),
         }];
         for t in 0..3u32 {
@@ -246,6 +248,7 @@ fn main() {
                 syscall: Some(if busy { "running" } else { "futex" }.into()),
                 sched: None,
                 wait: None,
+                route: None,
                 frames: workers[((i / 37) as usize + t as usize * 7) % workers.len()].clone(),
             });
         }

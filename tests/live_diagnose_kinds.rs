@@ -140,6 +140,8 @@ fn serialization_suite(kind: Server, python: &str) {
         .unwrap_or_else(|| panic!("no response-serialization finding: {s:#}"));
     assert_ne!(s["verdict"]["kind"], "healthy");
     assert_eq!(f["call_site"]["function"], "serialize_response", "{f:#}");
+    // No application frame, yet the route being served is named (from the ASGI scope).
+    assert_eq!(f["route"], "GET /big-response", "{f:#}");
     assert!(f["stalls"].as_u64().unwrap() >= 1);
     assert!(
         f["blocking_call"]
@@ -337,4 +339,84 @@ fn a_loop_waiting_for_itself_is_called_so_and_a_pool_future_is_not_asyncio() {
 #[test]
 fn a_loop_waiting_for_itself_is_called_so_and_a_pool_future_is_not_uvloop() {
     self_wait_suite(Server::UvicornUvloop, "3.13");
+}
+
+/// A blocking call in an `async def` dependency of a route with a path parameter: the frame on
+/// the loop is the dependency (no endpoint function on the stack), the route is the method and
+/// path template from the ASGI scope; a gate on that route fails and a gate on the control's
+/// route does not. The control, `await asyncio.sleep` under the same load, stays clean.
+fn route_suite(kind: Server, python: &str) {
+    let app = start_app(kind, python, None);
+    let _ = http_get(app.port, "/accounts/7?ms=1", Duration::from_secs(10));
+    let _control = start_load(&app, &["/ctl/async-sleep?ms=100"], 4, 9.0);
+    let _load = start_load_think(&app, &["/accounts/7?ms=100"], 1, 9.0, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = out_dir(&format!("route-{kind:?}"));
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "--duration",
+            "3",
+            "-o",
+            dir.to_str().unwrap(),
+            "--fail-on",
+            "route == 'GET /accounts/{account_id}'",
+            "--fail-on",
+            "route == 'GET /ctl/async-sleep'",
+        ],
+        Duration::from_secs(40),
+    );
+    let s = summary(&dir);
+    let findings = s["findings"].as_array().unwrap();
+    let f = findings
+        .iter()
+        .find(|f| f["category"] == "blocking-sleep")
+        .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
+    assert_eq!(f["route"], "GET /accounts/{account_id}", "{f:#}");
+    assert_eq!(f["call_site"]["function"], "load_account", "{f:#}");
+    assert!(
+        s["verdict"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("(GET /accounts/{account_id})"),
+        "{:#}",
+        s["verdict"]
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["route"] != "GET /ctl/async-sleep"),
+        "the control route got a finding: {findings:#?}"
+    );
+    // Exit 7: a gate failed; the first (the blocking route), not the second.
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let gates = s["gates"].as_array().expect("summary.json lists the gates");
+    assert_eq!(gates.len(), 2, "{gates:#?}");
+    assert_eq!(gates[0]["failed"], true, "{gates:#?}");
+    assert_eq!(gates[1]["failed"], false, "{gates:#?}");
+    // Every output names the route.
+    for file in ["report.md", "report.html"] {
+        let page = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            page.contains("GET /accounts/{account_id}"),
+            "{file} does not name the route"
+        );
+    }
+    assert!(
+        text(&out).contains("route GET /accounts/{account_id}"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn routes_are_named_from_the_asgi_scope_asyncio() {
+    route_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn routes_are_named_from_the_asgi_scope_uvloop() {
+    route_suite(Server::UvicornUvloop, "3.12");
 }

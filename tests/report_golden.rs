@@ -11,7 +11,7 @@ use loopprof::analysis::diff::{self, Status, Thresholds};
 use loopprof::analysis::gates::{self, Scope};
 use loopprof::recording::testing::*;
 use loopprof::recording::{RawFrame, Recording};
-use loopprof::render::{flamegraph, html, json, markdown};
+use loopprof::render::{flamegraph, html, json, markdown, text};
 use std::path::PathBuf;
 
 const ST: &str = "/usr/lib/python3.11";
@@ -90,7 +90,16 @@ fn shaped_recording(
     for i in 0..n {
         let blocked = blocked_ranges.iter().any(|(a, b)| (*a..*b).contains(&i));
         let th = if blocked {
-            thread(4242, thread_name, 'S', "poll", false, blocking.clone())
+            let mut th = thread(4242, thread_name, 'S', "poll", false, blocking.clone());
+            // The route comes from the target too: a hostile endpoint gets a hostile path.
+            th.route = Some(
+                if endpoint.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                    "GET /quotes/{symbol}".to_owned()
+                } else {
+                    format!("GET /{endpoint}")
+                },
+            );
+            th
         } else {
             thread(4242, thread_name, 'S', "epoll_pwait", false, base())
         };
@@ -215,6 +224,12 @@ fn untrusted_names_render_as_text() {
         }
     }
     assert!(md.contains("`<script>alert(1)</script>`"));
+    assert!(
+        page.contains("GET /&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "route shown as text"
+    );
+    let txt = text::diagnosis(&d);
+    assert!(txt.contains("route GET /<script>alert(1)</script>"));
 }
 
 #[test]

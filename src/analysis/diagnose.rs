@@ -129,6 +129,11 @@ pub struct Finding {
     pub matched_by: String,
     /// The endpoint (FastAPI path function, or the generator's enclosing function).
     pub endpoint: Option<String>,
+    /// The HTTP route the loop was serving during the finding's samples, by time
+    /// (`GET /orders/{order_id}`, `WS /feed`, `lifespan`): read from the ASGI scope (recordings
+    /// of version 4); absent when no sample had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// The process with the most blocked time at this site.
     pub pid: u32,
     /// Every process where it happened.
@@ -247,6 +252,8 @@ struct Block {
     culprits: Vec<(u32, String, u32)>,
     /// What the loop thread waited on in each sample (string id), when known.
     waits: Vec<Option<u32>>,
+    /// The route the loop thread served in each sample (string id), when known.
+    routes: Vec<Option<u32>>,
     duration_ms: f64,
     /// Wall time minus the time the loop thread was runnable but had no CPU (the machine
     /// or its cgroup was out of CPU): what the code itself held the loop for.
@@ -669,11 +676,13 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                 activities: vec![(activity.unwrap(), *w)],
                 culprits: culprit.clone().into_iter().collect(),
                 waits: vec![t.wait],
+                routes: vec![t.route],
                 duration_ms: *w,
                 effective_ms: effective,
             };
             let extend = |b: &mut Block| {
                 b.waits.push(t.wait);
+                b.routes.push(t.route);
                 b.stacks.push((t.stack, anchor));
                 b.times.push(s.t_us);
                 b.activities.push((activity.unwrap(), *w));
@@ -1136,6 +1145,7 @@ fn build_findings(
             } else {
                 endpoint(rec, &stack, anchor.min(stack.len()))
             },
+            route: route_of(rec, &group),
             pid,
             pids: by_pid.keys().copied().collect(),
             thread: group[0].thread.clone(),
@@ -1239,6 +1249,8 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
         }
         .into(),
         endpoint: endpoint(rec, &stack, anchor),
+        // Worker threads carry no ASGI frame: their route is not known from stacks.
+        route: None,
         pid,
         pids: sats.iter().map(|s| s.pid).collect(),
         thread: format!("{workers} AnyIO worker threads"),
@@ -1261,6 +1273,17 @@ const CHILD_PIPE_PREFIX: &str = "pipe from child process";
 
 /// The catalog id of a blocking wait for a child process.
 const SUBPROCESS_CATEGORY: &str = "blocking-subprocess";
+
+/// The route that took the most time over a group's samples.
+fn route_of(rec: &Recording, group: &[&Block]) -> Option<String> {
+    heaviest(group.iter().flat_map(|b| {
+        b.routes
+            .iter()
+            .zip(&b.activities)
+            .filter_map(|(r, (_, t))| Some(((*r)?, *t)))
+    }))
+    .map(|id| rec.str(id).to_owned())
+}
 
 /// The wait target that took the most time over a group's samples.
 fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
@@ -1584,6 +1607,11 @@ fn verdict(
             .as_ref()
             .map(|c| format!(" at {}:{}", frames::short_file(&c.file), c.line))
             .unwrap_or_default();
+        let served = top
+            .route
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         let what = top
             .blocking_call
             .as_deref()
@@ -1597,7 +1625,7 @@ fn verdict(
                 if top.short_blocks == 1 { "" } else { "s" },
                 top.max_stall_ms,
                 top.blocking_call.as_deref().unwrap_or("garbage collection"),
-                top.endpoint.as_deref().map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
+                top.route.as_deref().or(top.endpoint.as_deref()).map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
             )
         } else if kind == GC_CATEGORY {
             format!(
@@ -1607,7 +1635,7 @@ fn verdict(
                 if top.stalls.max(top.short_blocks) == 1 { "" } else { "s" },
                 top.max_stall_ms,
                 top.blocking_call.as_deref().unwrap_or("garbage collection"),
-                top.endpoint.as_deref().map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
+                top.route.as_deref().or(top.endpoint.as_deref()).map(|e| format!(", triggered while serving `{e}`")).unwrap_or_default(),
             )
         } else if kind == pools::CATEGORY {
             format!(
@@ -1637,24 +1665,26 @@ fn verdict(
         } else if worst_ms == 0.0 {
             // Only repeated short blocks: say so, never "blocked 0% ... worst stall 0 ms".
             format!(
-                "No stall reached {threshold_ms:.0} ms, but short blocks at {} call site{} held the event loop; the largest share, {:.0}% of the loop's time in blocks of up to {:.0} ms, in `{}`{}{}.",
+                "No stall reached {threshold_ms:.0} ms, but short blocks at {} call site{} held the event loop; the largest share, {:.0}% of the loop's time in blocks of up to {:.0} ms, in `{}`{}{}{}.",
                 sites,
                 if sites == 1 { "" } else { "s" },
                 top.share_pct,
                 top.max_stall_ms,
                 top.endpoint.as_deref().or(top.call_site.as_ref().map(|c| c.function.as_str())).unwrap_or("?"),
                 at,
+                served,
                 what
             )
         } else {
             format!(
-                "The event loop was blocked {:.0}% of the time; {} call site{} did it; worst stall {:.0} ms in `{}`{}{}.",
+                "The event loop was blocked {:.0}% of the time; {} call site{} did it; worst stall {:.0} ms in `{}`{}{}{}.",
                 blocked_pct,
                 sites,
                 if sites == 1 { "" } else { "s" },
                 worst_ms,
                 top.endpoint.as_deref().or(top.call_site.as_ref().map(|c| c.function.as_str())).unwrap_or("?"),
                 at,
+                served,
                 what
             )
         };
@@ -1773,6 +1803,50 @@ mod tests {
         assert_eq!(f.wait_reason.as_deref(), Some("sleep"));
         assert_eq!(d.verdict.kind, "loop-blocked");
         assert!((d.verdict.worst_stall_ms - 100.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_finding_names_the_route_served_most_of_its_time() {
+        // 8 samples serving GET /quotes/{symbol}, 2 of a POST at the same site, 1 unknown:
+        // the route that took the most time is the finding's, and it is in the verdict.
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut t = 0u64;
+        for i in 0..14 {
+            let mut th = if (1..12).contains(&i) {
+                thread(
+                    1,
+                    "MainThread",
+                    'S',
+                    "clock_nanosleep",
+                    false,
+                    sleep_stack(),
+                )
+            } else {
+                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+            };
+            th.route = match i {
+                1..=8 => Some("GET /quotes/{symbol}".into()),
+                9 | 10 => Some("POST /quotes".into()),
+                _ => None,
+            };
+            b.sample(1, t, t / 2, &[th]);
+            t += 10_000;
+        }
+        let d = diag(&b.finish(end(t, 14)));
+        let f = &d.findings[0];
+        assert_eq!(f.route.as_deref(), Some("GET /quotes/{symbol}"));
+        assert!(
+            d.verdict.summary.contains("(GET /quotes/{symbol})"),
+            "{}",
+            d.verdict.summary
+        );
+        // A recording without routes (format 3 and older) has none, and says nothing of it.
+        let d = diag(&recording(
+            &"issssssssssi".chars().collect::<Vec<_>>(),
+            false,
+        ));
+        assert_eq!(d.findings[0].route, None);
+        assert!(!d.verdict.summary.contains("(GET"), "{}", d.verdict.summary);
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct FindingDiff {
     pub before_call_site: Option<CallSite>,
     /// Endpoint.
     pub endpoint: Option<String>,
+    /// The HTTP route (AFTER's when in both), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Figures in BEFORE (`null` when new).
     pub before: Option<Figures>,
     /// Figures in AFTER (`null` when fixed).
@@ -216,12 +219,12 @@ fn site_key(c: &Option<CallSite>) -> Option<(String, String)> {
 }
 
 /// Matches AFTER's findings to BEFORE's: exact call site, then same file and function (the
-/// line moved), then same endpoint. Returns, per AFTER finding, the BEFORE index it matches.
+/// line moved), then same endpoint, then same route. Returns, per AFTER finding, the BEFORE index it matches.
 fn match_findings(before: &[Finding], after: &[Finding]) -> Vec<Option<usize>> {
     let mut taken = vec![false; before.len()];
     let mut out = vec![None; after.len()];
     type Level = fn(&Finding, &Finding) -> bool;
-    let levels: [Level; 3] = [
+    let levels: [Level; 4] = [
         |a, b| {
             site_key(&a.call_site).is_some()
                 && site_key(&a.call_site) == site_key(&b.call_site)
@@ -229,6 +232,7 @@ fn match_findings(before: &[Finding], after: &[Finding]) -> Vec<Option<usize>> {
         },
         |a, b| site_key(&a.call_site) == site_key(&b.call_site),
         |a, b| a.endpoint.is_some() && a.endpoint == b.endpoint,
+        |a, b| a.route.is_some() && a.route == b.route && a.category == b.category,
     ];
     for level in levels {
         for (i, a) in after.iter().enumerate() {
@@ -321,6 +325,7 @@ pub fn diff(
             call_site: a.call_site.clone(),
             before_call_site: before_site,
             endpoint: a.endpoint.clone(),
+            route: a.route.clone(),
             before: before_fig,
             after: Some(fa),
             fix: a.fix.summary.clone(),
@@ -339,6 +344,7 @@ pub fn diff(
             call_site: b.call_site.clone(),
             before_call_site: None,
             endpoint: b.endpoint.clone(),
+            route: b.route.clone(),
             before: Some(fb),
             after: None,
             fix: b.fix.summary.clone(),
@@ -455,6 +461,15 @@ pub fn facts(
     cats.sort();
     cats.dedup();
     f.names.insert("new_category", cats);
+    let mut routes: Vec<String> = d
+        .findings
+        .iter()
+        .filter(|x| matches!(x.status, Status::New | Status::Worse))
+        .filter_map(|x| x.route.clone())
+        .collect();
+    routes.sort();
+    routes.dedup();
+    f.names.insert("new_route", routes);
     f.flags.insert(
         "regression",
         (d.regression, d.regression_reasons.join("; ")),

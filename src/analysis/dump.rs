@@ -36,6 +36,9 @@ pub struct ThreadDump {
     pub stack: Vec<String>,
     /// Source text of the innermost application frame, when recorded.
     pub source: Option<String>,
+    /// The HTTP route the thread served in most of those snapshots, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// A thread the blocked loop is probably waiting for.
@@ -94,6 +97,8 @@ type Seen = (String, BTreeMap<(u32, Option<Activity>), usize>, usize);
 pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
     // (pid, tid) -> (name, (stack id, activity) -> count, total)
     let mut seen: BTreeMap<(u32, u32), Seen> = BTreeMap::new();
+    // (pid, tid, stack id) -> route id -> snapshots
+    let mut routes: BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>> = BTreeMap::new();
     for s in &rec.samples {
         for t in &s.threads {
             let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == t.tid);
@@ -114,6 +119,13 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
             }
             *e.1.entry((t.stack, activity)).or_default() += 1;
             e.2 += 1;
+            if let Some(r) = t.route {
+                *routes
+                    .entry((s.pid, t.tid, t.stack))
+                    .or_default()
+                    .entry(r)
+                    .or_default() += 1;
+            }
         }
     }
     let mut threads: Vec<ThreadDump> = seen
@@ -125,7 +137,15 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
                 .unwrap();
             let frames: Vec<_> = rec.stack(stack).collect();
             let (state, wait_reason) = state_of(activity);
+            let route = routes
+                .get(&(pid, tid, stack))
+                .and_then(|r| {
+                    r.iter()
+                        .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
+                })
+                .map(|(id, _)| rec.str(*id).to_owned());
             ThreadDump {
+                route,
                 pid,
                 tid,
                 name,

@@ -64,16 +64,21 @@ pub const METRICS: &[Metric] = &[
     Metric { name: "probe_max_ms", kind: Kind::Number, scope: Scope::Report, unit: "ms", doc: "longest `--probe` latency, timeouts included; not measured without --probe" },
     Metric { name: "probe_timeouts", kind: Kind::Number, scope: Scope::Report, unit: "", doc: "`--probe` requests that timed out; not measured without --probe" },
     Metric { name: "category", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the catalog categories of the findings (`==`: any finding has it)" },
+    Metric { name: "route", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the HTTP routes of the findings, quoted: `route == \"GET /metrics\"` (`==`: any finding has it; any route may be named)" },
     Metric { name: "verdict", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the verdict: healthy, loop-blocked, cpu-bound-loop, gil-contention, thread-pool-exhausted, gc-pause, loop-saturated, no-event-loop" },
     Metric { name: "regression", kind: Kind::Flag, scope: Scope::Diff, unit: "", doc: "AFTER is worse than BEFORE: a new or worse finding, a verdict that left healthy, or the loop blocked clearly more (see docs/cli.md)" },
     Metric { name: "new_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings only in AFTER" },
     Metric { name: "worse_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings in both that got clearly worse" },
     Metric { name: "fixed_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings only in BEFORE" },
     Metric { name: "new_category", kind: Kind::Names, scope: Scope::Diff, unit: "", doc: "the categories of new or worse findings" },
+    Metric { name: "new_route", kind: Kind::Names, scope: Scope::Diff, unit: "", doc: "the HTTP routes of new or worse findings, quoted" },
     Metric { name: "delta_loop_blocked_pct", kind: Kind::Number, scope: Scope::Diff, unit: "%", doc: "AFTER minus BEFORE loop_blocked_pct, percentage points" },
     Metric { name: "delta_max_stall_ms", kind: Kind::Number, scope: Scope::Diff, unit: "ms", doc: "AFTER minus BEFORE max_stall_ms" },
     Metric { name: "delta_process_cpu_pct", kind: Kind::Number, scope: Scope::Diff, unit: "%", doc: "AFTER minus BEFORE process_cpu_pct, percentage points" },
 ];
+
+/// The name metrics whose values are the application's routes (not checked against a list).
+const ROUTE_METRICS: &[&str] = &["route", "new_route"];
 
 /// The verdict kinds `verdict == ...` accepts.
 pub const VERDICTS: &[&str] = &[
@@ -389,7 +394,8 @@ impl Parser<'_> {
                     ));
                 }
                 let known = (self.known_names)(m.name);
-                if !known.iter().any(|k| k == &w) {
+                // Routes are the application's own: any may be named.
+                if !ROUTE_METRICS.contains(&m.name) && !known.iter().any(|k| k == &w) {
                     return Err(format!(
                         "`{w}` is not a known {}; use one of: {}",
                         if m.name == "verdict" {
@@ -641,6 +647,10 @@ pub fn facts_of(
     cats.sort();
     cats.dedup();
     f.names.insert("category", cats);
+    let mut routes: Vec<String> = d.findings.iter().filter_map(|x| x.route.clone()).collect();
+    routes.sort();
+    routes.dedup();
+    f.names.insert("route", routes);
     f.names.insert("verdict", vec![v.kind.clone()]);
     f
 }
@@ -669,6 +679,8 @@ mod tests {
         f.names
             .insert("category", vec!["blocking-sleep".to_owned()]);
         f.names.insert("verdict", vec!["loop-blocked".to_owned()]);
+        f.names
+            .insert("route", vec!["GET /orders/{order_id}".to_owned()]);
         f.flags.insert("regression", (true, "1 new finding".into()));
         f
     }
@@ -711,6 +723,20 @@ mod tests {
         ));
         assert!(!fails("not regression", Scope::Diff));
         assert!(fails("regression || loop_blocked_pct > 99", Scope::Diff));
+    }
+
+    #[test]
+    fn routes_are_any_quoted_name() {
+        assert!(fails(r#"route == "GET /orders/{order_id}""#, Scope::Report));
+        assert!(!fails("route == 'GET /metrics'", Scope::Report));
+        assert!(fails("route != 'GET /metrics'", Scope::Report));
+        // Not a catalog id, yet not an error: routes are the application's own.
+        assert!(p("route == lifespan").is_ok());
+        assert!(
+            p("new_route == 'GET /x'").is_err(),
+            "a diff metric on record"
+        );
+        assert!(parse("new_route == 'GET /x'", Scope::Diff, &cats()).is_ok());
     }
 
     #[test]

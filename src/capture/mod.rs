@@ -8,6 +8,7 @@
 
 pub mod probe;
 pub mod procfs;
+pub mod route;
 pub mod sampler;
 pub mod source;
 pub mod stop;

@@ -12,6 +12,7 @@
 //! through a channel; nothing here touches the recording file.
 
 use super::procfs::{self, Syscall};
+use super::route::route_label;
 use super::syscalls;
 use super::CaptureError;
 use crate::capture::stop::StoppedThread;
@@ -556,7 +557,14 @@ impl ProcessSampler {
                     }
                     _ => None,
                 };
+                // The route: the innermost frame's scope that reads as one (read after the
+                // resume; the scope dict lives as long as its request).
+                let route = t.asgi_scopes.iter().find_map(|&addr| {
+                    let scope = self.spy.asgi_scope(addr).ok().flatten()?;
+                    route_label(&scope)
+                });
                 threads.push(RawThread {
+                    route,
                     tid,
                     name: t.thread_name,
                     // py-spy's own `active` reads /proc after our stop (always "stopped");

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_NAME: &str = "loopprof-recording";
 
 /// The version of the recording format this build writes and reads.
-/// Version 3 added the garbage collector's state to `tick` records (`gc`); versions 1 and 2
-/// are still read.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 3 added the garbage collector's state to `tick` records (`gc`), version 4 the
+/// HTTP route each thread was serving (`route`); versions 1 to 3 are still read.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
 /// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
@@ -334,6 +334,9 @@ pub struct TickThread {
     /// As [`ThreadSample::wait`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<u32>,
+    /// As [`ThreadSample::route`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<u32>,
 }
 
 /// One Python thread in one sample.
@@ -365,6 +368,11 @@ pub struct ThreadSample {
     /// `file /var/log/app.log`; version 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<u32>,
+    /// String id of the HTTP route the thread's stack was serving, read from the ASGI
+    /// `scope` argument of its innermost ASGI application frame: `GET /orders/{order_id}`,
+    /// `WS /feed`, `lifespan` (version 4; see `docs/detection.md`, "Routes").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<u32>,
 }
 
 /// A failed tick.

@@ -279,6 +279,7 @@ impl TickState {
                     stack: th.stack,
                     sched,
                     wait: th.wait,
+                    route: th.route,
                 }
             })
             .collect();
@@ -408,6 +409,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
                     if t.stack as usize >= rec.stacks.len()
                         || t.name.is_some_and(|n| n as usize >= rec.strings.len())
                         || t.wait.is_some_and(|n| n as usize >= rec.strings.len())
+                        || t.route.is_some_and(|n| n as usize >= rec.strings.len())
                     {
                         return Err(corrupt(format!(
                             "sample at t={}us uses an undefined stack or name",

@@ -54,6 +54,7 @@ pub fn thread(
         syscall: Some(syscall.into()),
         sched: None,
         wait: None,
+        route: None,
         frames,
     }
 }

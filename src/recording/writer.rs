@@ -46,6 +46,8 @@ pub struct RawThread {
     pub sched: Option<[u64; 2]>,
     /// What the thread waits on, when blocked in a system call on a file descriptor.
     pub wait: Option<String>,
+    /// The HTTP route its stack was serving (`GET /orders/{order_id}`), when read.
+    pub route: Option<String>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
 }
@@ -277,6 +279,10 @@ impl RecordingWriter {
                 Some(w) => Some(self.intern_str(w)?),
                 None => None,
             };
+            let route = match &t.route {
+                Some(r) => Some(self.intern_str(r)?),
+                None => None,
+            };
             let dsched = t.sched.map(|s| {
                 let now = [s[0] / sched_unit_ns, s[1] / sched_unit_ns];
                 let before = self.last_sched.insert((pid, t.tid), now).unwrap_or([0, 0]);
@@ -295,6 +301,7 @@ impl RecordingWriter {
                 stack,
                 dsched,
                 wait,
+                route,
             });
         }
         // Times are rounded to the unit once, as running sums, so no error accumulates.

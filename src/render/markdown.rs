@@ -84,6 +84,9 @@ pub fn render(
         for t in &f.waited_for {
             let _ = writeln!(out, "- **Waits for:** {}", code(&super::waited_thread(t)));
         }
+        if let Some(r) = &f.route {
+            let _ = writeln!(out, "- **Route:** {}", code(r));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "- **Endpoint:** {}", code(e));
         }
@@ -300,6 +303,10 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
                     ))
                 })
                 .unwrap_or_else(|| "–".into());
+            let site = match &f.route {
+                Some(r) => format!("{site} · {}", code(r)),
+                None => site,
+            };
             let _ = writeln!(
                 out,
                 "| **{}** | `{}` | {} | {} | {} |",

@@ -125,6 +125,9 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         for t in &f.waited_for {
             let _ = writeln!(out, "   waits for {}", sanitize(&super::waited_thread(t)));
         }
+        if let Some(r) = &f.route {
+            let _ = writeln!(out, "   route {}", sanitize(r));
+        }
         if let Some(e) = &f.endpoint {
             let _ = writeln!(out, "   endpoint {}", sanitize(e));
         }
@@ -197,6 +200,9 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
             t.snapshots,
             t.of
         );
+        if let Some(r) = &t.route {
+            let _ = writeln!(out, "    serving {}", sanitize(r));
+        }
         for f in &t.stack {
             let _ = writeln!(out, "    {}", sanitize(f));
         }
@@ -247,9 +253,13 @@ pub fn gates(results: &[crate::analysis::gates::GateResult]) -> String {
 }
 
 fn site_line(f: &crate::analysis::diff::FindingDiff) -> String {
-    match &f.call_site {
+    let site = match &f.call_site {
         Some(c) => format!("{}:{} in {}", short_file(&c.file), c.line, c.function),
         None => "(no application frame)".into(),
+    };
+    match &f.route {
+        Some(r) => format!("{site} · {r}"),
+        None => site,
     }
 }
 

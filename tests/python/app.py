@@ -43,7 +43,7 @@ from time import sleep
 import httpx
 import redis
 import requests
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, TypeAdapter
 
@@ -319,6 +319,19 @@ async def sleep_endpoint(ms: float = 200):
     with stats.measure("/sleep"):
         rate_limited(clamp_ms(ms))
     return {"slept_ms": ms}
+
+
+async def load_account(account_id: int, ms: float = 200):
+    """An async dependency that blocks: the frame on the loop is this dependency, not an
+    endpoint; the route (`GET /accounts/{account_id}`) comes from the ASGI scope."""
+    with stats.measure("/accounts/{account_id}"):
+        time.sleep(clamp_ms(ms) / 1000)
+    return {"id": account_id}
+
+
+@app.get("/accounts/{account_id}")
+async def get_account(account: dict = Depends(load_account)):
+    return account
 
 
 @app.get("/sleep-from-import")

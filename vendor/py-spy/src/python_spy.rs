@@ -49,6 +49,8 @@ pub struct PythonSpy {
     thread_name_lookup_time: Instant,
     /// loopprof patch: code-object data reused between samples.
     pub code_cache: CodeCache,
+    /// loopprof patch: long-lived objects met while reading ASGI scopes.
+    pub asgi_cache: crate::asgi::AsgiCache,
     #[cfg(target_os = "linux")]
     pub dockerized: bool,
 }
@@ -102,6 +104,7 @@ impl PythonSpy {
             python_thread_ids: HashMap::new(),
             python_thread_names: HashMap::new(),
             code_cache: CodeCache::for_process(pid),
+            asgi_cache: Default::default(),
             thread_name_lookup_time: Instant::now(),
         })
     }
@@ -211,6 +214,34 @@ impl PythonSpy {
                 "Unsupported version of Python: {}",
                 self.version
             )),
+        }
+    }
+
+    /// loopprof patch: the ASGI scope at `addr`, an address from
+    /// [`crate::stack_trace::StackTrace::asgi_scopes`] (see [`crate::asgi::read_scope`]).
+    /// Read after the thread was resumed: the dict lives as long as its request, and what is
+    /// read is checked to be a scope; `Ok(None)` when it is not one.
+    pub fn asgi_scope(&mut self, addr: usize) -> Result<Option<crate::asgi::AsgiScope>, Error> {
+        macro_rules! read {
+            ($py:ident) => {
+                crate::asgi::read_scope::<$py::_is, Process>(
+                    &self.process,
+                    &self.version,
+                    addr,
+                    &mut self.asgi_cache,
+                )
+            };
+        }
+        match (self.version.major, self.version.minor) {
+            (3, 8) => read!(v3_8_0),
+            (3, 9) => read!(v3_9_5),
+            (3, 10) => read!(v3_10_0),
+            (3, 11) => read!(v3_11_0),
+            (3, 12) => read!(v3_12_0),
+            (3, 13) => read!(v3_13_0),
+            (3, 14) => read!(v3_14_0),
+            (3, 15) => read!(v3_15_0),
+            _ => Ok(None),
         }
     }
 

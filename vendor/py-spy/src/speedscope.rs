@@ -297,6 +297,7 @@ mod tests {
             thread_id: 1,
             thread_name: None,
             os_thread_id: None,
+            asgi_scopes: Vec::new(),
             active: true,
             owns_gil: false,
             frames: vec![frame],

@@ -31,7 +31,16 @@ pub struct StackTrace {
     pub frames: Vec<Frame>,
     /// process commandline / parent process info
     pub process_info: Option<Arc<ProcessInfo>>,
+    /// loopprof patch: the values of the `scope` argument of the innermost (at most
+    /// [`MAX_SCOPE_FRAMES`]) frames whose code object takes one (an ASGI application's
+    /// `(scope, receive, send)`), innermost first, read while the thread was stopped. Unchecked
+    /// object addresses (0 when the slot was empty): see `PythonSpy::asgi_scope`.
+    #[serde(skip)]
+    pub asgi_scopes: Vec<usize>,
 }
+
+/// loopprof patch: most frames per stack whose `scope` argument is read.
+pub const MAX_SCOPE_FRAMES: usize = 3;
 
 /// Information about a single function call in a stack trace
 #[derive(Debug, Hash, Eq, PartialEq, Ord, PartialOrd, Clone, Serialize)]
@@ -132,6 +141,9 @@ where
 pub struct FrameChain<F> {
     frame_ptr: *mut F,
     chain: Vec<F>,
+    /// The `scope` argument of the innermost frames that take one (see
+    /// [`StackTrace::asgi_scopes`]).
+    scopes: Vec<usize>,
 }
 
 impl<F> FrameChain<F> {
@@ -166,6 +178,7 @@ where
 
     let frame_ptr = thread.frame(frame_address);
     let mut chain: Vec<T::FrameObject> = Vec::new();
+    let mut scopes = Vec::new();
     if let (false, Some(cache)) = (copy_locals, cache) {
         if let Some(pid) = cache.pid {
             let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
@@ -188,13 +201,39 @@ where
                 ptr = frame.back();
                 chain.push(frame);
             }
+            // The `scope` argument of the innermost frames whose code object (as cached at
+            // this address) takes one: one vectored read of the argument slots while the
+            // thread is still stopped. `localsplus` (`f_localsplus` before 3.11) is the last
+            // field of the frame struct and starts with the arguments, as `get_locals` reads.
+            let ptr_size = std::mem::size_of::<usize>();
+            let slots: Vec<usize> = chain
+                .iter()
+                .zip(&addrs)
+                .filter(|(f, _)| f.is_python_frame())
+                .filter_map(|(f, addr)| {
+                    let arg = cache.entries.get(&(f.code() as usize))?.scope_arg?;
+                    Some(
+                        addr + std::mem::size_of::<T::FrameObject>() - ptr_size
+                            + arg as usize * ptr_size,
+                    )
+                })
+                .take(MAX_SCOPE_FRAMES)
+                .collect();
+            scopes = read_structs::<usize>(pid, &slots)
+                .into_iter()
+                .map(|v| v.unwrap_or(0))
+                .collect();
             if cache.chains.len() >= 4096 {
                 cache.chains.clear();
             }
             cache.chains.insert(thread.thread_id(), addrs);
         }
     }
-    Ok(FrameChain { frame_ptr, chain })
+    Ok(FrameChain {
+        frame_ptr,
+        chain,
+        scopes,
+    })
 }
 
 /// loopprof patch: turns a frame chain into a stack trace: code objects (all of them in one
@@ -215,6 +254,7 @@ where
     let FrameChain {
         mut frame_ptr,
         chain,
+        scopes,
     } = chain;
 
     // We are iterating in reverse, i.e. from last call to first call.
@@ -350,7 +390,8 @@ where
         if let Some(cache) = cache.as_deref_mut() {
             if lineno != LineNo::LastInstruction || table.is_some() {
                 let table = table.unwrap_or_default();
-                cache.insert(frame.code() as usize, &code, &name, &filename, table);
+                let scope_arg = scope_argument(&code, process);
+                cache.insert(frame.code() as usize, &code, &name, &filename, table, scope_arg);
             }
         }
 
@@ -391,7 +432,29 @@ where
         active: true,
         os_thread_id: thread.native_thread_id(),
         process_info: None,
+        asgi_scopes: scopes,
     })
+}
+
+/// loopprof patch: the position of an argument named `scope` among the first arguments of a
+/// code object taking 3 to 5 (an ASGI application: `(scope, receive, send)`, or a method
+/// `(self, scope, receive, send)`), read from `co_varnames` (`co_localsplusnames` on 3.11+,
+/// where the arguments come first too). Read once per code object, when it is cached.
+fn scope_argument<C: CodeObject, P: ProcessMemory>(code: &C, process: &P) -> Option<u8> {
+    let argcount = code.argcount();
+    if !(3..=5).contains(&argcount) {
+        return None;
+    }
+    let names = process.copy_pointer(code.varnames()).ok()?;
+    for i in 0..2.min(names.size()) {
+        let ptr: *const C::StringObject = process
+            .copy_struct(names.address(code.varnames() as usize, i))
+            .ok()?;
+        if copy_string(ptr, process).ok()? == "scope" {
+            return Some(i as u8);
+        }
+    }
+    None
 }
 
 impl StackTrace {
@@ -435,6 +498,8 @@ struct CachedCode {
     table: Vec<u8>,
     /// Line numbers already computed, by last instruction.
     lines: HashMap<i32, i32>,
+    /// Position of its `scope` argument, for an ASGI application (see `scope_argument`).
+    scope_arg: Option<u8>,
 }
 
 /// loopprof patch: cache of code-object data (names, filename, line table) by address, so a
@@ -562,6 +627,7 @@ impl CodeCache {
         name: &str,
         filename: &str,
         table: Vec<u8>,
+        scope_arg: Option<u8>,
     ) {
         if self.entries.len() >= CODE_CACHE_LIMIT {
             self.entries.clear();
@@ -574,6 +640,7 @@ impl CodeCache {
                 filename: filename.to_owned(),
                 table,
                 lines: HashMap::new(),
+                scope_arg,
             },
         );
     }
