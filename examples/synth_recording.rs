@@ -235,6 +235,7 @@ fn main() {
             wait: None,
             // A busy loop serves a request (format 4 records the route).
             route: (!std::ptr::eq(main_frames, &idle)).then(|| "GET /quotes/{symbol}".into()),
+            request: (!std::ptr::eq(main_frames, &idle)).then_some(i / 25),
             frames: main_frames.clone(),
         }];
         for t in 0..3u32 {
@@ -249,6 +250,7 @@ fn main() {
                 sched: None,
                 wait: None,
                 route: None,
+                request: None,
                 frames: workers[((i / 37) as usize + t as usize * 7) % workers.len()].clone(),
             });
         }

@@ -409,6 +409,26 @@ fn route_suite(kind: Server, python: &str) {
         "{}",
         text(&out)
     );
+    drop(_load);
+    drop(_control);
+
+    // Three clients back to back on the same 100 ms block: the loop never idles between the
+    // requests, yet each request is its own stall (the request changes between samples), not
+    // one long stall per run of requests.
+    let s = record_under_load(
+        &app,
+        &format!("route-{kind:?}-back-to-back"),
+        "/accounts/8?ms=100",
+        3,
+    );
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "blocking-sleep")
+        .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
+    assert!(f["max_stall_ms"].as_f64().unwrap() < 160.0, "{f:#}");
+    assert!(f["stalls"].as_u64().unwrap() >= 10, "{f:#}");
 }
 
 #[test]

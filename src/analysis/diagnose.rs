@@ -254,6 +254,9 @@ struct Block {
     waits: Vec<Option<u32>>,
     /// The route the loop thread served in each sample (string id), when known.
     routes: Vec<Option<u32>>,
+    /// The request number of its last sample that had one
+    /// ([`crate::recording::ThreadSample::req`]).
+    req: Option<u32>,
     duration_ms: f64,
     /// Wall time minus the time the loop thread was runnable but had no CPU (the machine
     /// or its cgroup was out of CPU): what the code itself held the loop for.
@@ -677,12 +680,14 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                 culprits: culprit.clone().into_iter().collect(),
                 waits: vec![t.wait],
                 routes: vec![t.route],
+                req: t.req,
                 duration_ms: *w,
                 effective_ms: effective,
             };
             let extend = |b: &mut Block| {
                 b.waits.push(t.wait);
                 b.routes.push(t.route);
+                b.req = t.req.or(b.req);
                 b.stacks.push((t.stack, anchor));
                 b.times.push(s.t_us);
                 b.activities.push((activity.unwrap(), *w));
@@ -697,7 +702,9 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
                     Some(g) => extend(g),
                     None => gc_inside = Some(new_block(SiteKey::Gc)),
                 },
-                (Some(k), Some(b)) if b.key == k => {
+                // Same site, same request (or not known): one callback goes on. Another
+                // request at the same site is another callback, however close in time.
+                (Some(k), Some(b)) if b.key == k && !other_request(b.req, t.req) => {
                     blocks.extend(gc_inside.take());
                     extend(b);
                 }
@@ -1274,6 +1281,11 @@ const CHILD_PIPE_PREFIX: &str = "pipe from child process";
 /// The catalog id of a blocking wait for a child process.
 const SUBPROCESS_CATEGORY: &str = "blocking-subprocess";
 
+/// Whether two samples' request numbers say they served different requests.
+fn other_request(a: Option<u32>, b: Option<u32>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
 /// The route that took the most time over a group's samples.
 fn route_of(rec: &Recording, group: &[&Block]) -> Option<String> {
     heaviest(group.iter().flat_map(|b| {
@@ -1847,6 +1859,44 @@ mod tests {
         ));
         assert_eq!(d.findings[0].route, None);
         assert!(!d.verdict.summary.contains("(GET"), "{}", d.verdict.summary);
+    }
+
+    #[test]
+    fn back_to_back_requests_at_one_site_are_separate_stalls() {
+        // 20 samples blocked at one line with no idle sample between them: two requests of
+        // 100 ms each (request numbers 4 and 5), not one 200 ms stall. Without request numbers
+        // (older recordings, or no ASGI frame) they stay one block, as before.
+        let run = |reqs: bool| {
+            let mut b = RecordingBuilder::new(header(1, 100.0));
+            let mut t = 0u64;
+            for i in 0..24 {
+                let mut th = if (2..22).contains(&i) {
+                    thread(
+                        1,
+                        "MainThread",
+                        'S',
+                        "clock_nanosleep",
+                        false,
+                        sleep_stack(),
+                    )
+                } else {
+                    thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                };
+                if reqs && (2..22).contains(&i) {
+                    th.request = Some(if i < 12 { 0xa0 } else { 0xb0 });
+                }
+                b.sample(1, t, t / 2, &[th]);
+                t += 10_000;
+            }
+            diag(&b.finish(end(t, 24)))
+        };
+        let d = run(true);
+        let f = &d.findings[0];
+        assert_eq!(f.stalls, 2, "{f:?}");
+        assert!((f.max_stall_ms - 100.0).abs() < 0.01, "{}", f.max_stall_ms);
+        let d = run(false);
+        assert_eq!(d.findings[0].stalls, 1);
+        assert!((d.findings[0].max_stall_ms - 200.0).abs() < 0.01);
     }
 
     #[test]

@@ -565,6 +565,7 @@ impl ProcessSampler {
                 });
                 threads.push(RawThread {
                     route,
+                    request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
                     tid,
                     name: t.thread_name,
                     // py-spy's own `active` reads /proc after our stop (always "stopped");

@@ -337,6 +337,9 @@ pub struct TickThread {
     /// As [`ThreadSample::route`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<u32>,
+    /// As [`ThreadSample::req`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
 }
 
 /// One Python thread in one sample.
@@ -373,6 +376,13 @@ pub struct ThreadSample {
     /// `WS /feed`, `lifespan` (version 4; see `docs/detection.md`, "Routes").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<u32>,
+    /// Request number on this thread: changes exactly when the request being served (the
+    /// server's ASGI scope object, in the outermost ASGI frame) changes between samples of
+    /// the thread; absent when no ASGI frame was on the stack (version 4). Two samples with
+    /// different numbers are different callbacks; equal numbers may still be two requests
+    /// (an address reused by the allocator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
 }
 
 /// A failed tick.

@@ -280,6 +280,7 @@ impl TickState {
                     sched,
                     wait: th.wait,
                     route: th.route,
+                    req: th.req,
                 }
             })
             .collect();

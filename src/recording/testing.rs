@@ -55,6 +55,7 @@ pub fn thread(
         sched: None,
         wait: None,
         route: None,
+        request: None,
         frames,
     }
 }

@@ -48,6 +48,9 @@ pub struct RawThread {
     pub wait: Option<String>,
     /// The HTTP route its stack was serving (`GET /orders/{order_id}`), when read.
     pub route: Option<String>,
+    /// An opaque identity of the request being served (not written: it becomes
+    /// [`crate::recording::ThreadSample::req`]).
+    pub request: Option<u64>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
 }
@@ -100,6 +103,8 @@ pub struct RecordingWriter {
     last_tick: HashMap<u32, (u64, u64)>,
     /// Per (process, thread): the last cumulative scheduler times, in units.
     last_sched: HashMap<(u32, u32), [u64; 2]>,
+    /// Per (pid, tid): the last request identity and its number.
+    last_request: HashMap<(u32, u32), (u64, u32)>,
     /// Per process: the last collection counts of each GC generation.
     last_gc: HashMap<u32, [u64; 3]>,
 }
@@ -140,6 +145,7 @@ impl RecordingWriter {
             unit: 1,
             last_tick: HashMap::new(),
             last_sched: HashMap::new(),
+            last_request: HashMap::new(),
             last_gc: HashMap::new(),
         }
     }
@@ -291,6 +297,13 @@ impl RecordingWriter {
                     now[1] as i64 - before[1] as i64,
                 ]
             });
+            let req = t.request.map(|id| {
+                let e = self.last_request.entry((pid, t.tid)).or_insert((id, 0));
+                if e.0 != id {
+                    *e = (id, e.1.wrapping_add(1));
+                }
+                e.1
+            });
             out.push(TickThread {
                 tid: t.tid,
                 name,
@@ -302,6 +315,7 @@ impl RecordingWriter {
                 dsched,
                 wait,
                 route,
+                req,
             });
         }
         // Times are rounded to the unit once, as running sums, so no error accumulates.

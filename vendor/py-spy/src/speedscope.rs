@@ -298,6 +298,7 @@ mod tests {
             thread_name: None,
             os_thread_id: None,
             asgi_scopes: Vec::new(),
+            asgi_request: 0,
             active: true,
             owns_gil: false,
             frames: vec![frame],

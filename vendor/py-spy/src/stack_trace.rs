@@ -37,6 +37,11 @@ pub struct StackTrace {
     /// object addresses (0 when the slot was empty): see `PythonSpy::asgi_scope`.
     #[serde(skip)]
     pub asgi_scopes: Vec<usize>,
+    /// loopprof patch: the `scope` argument of the outermost such frame (the server's own
+    /// scope dict, created once per request and referenced until the request ends), 0 when
+    /// none: an identity of the request being served, read while the thread was stopped.
+    #[serde(skip)]
+    pub asgi_request: usize,
 }
 
 /// loopprof patch: most frames per stack whose `scope` argument is read.
@@ -142,8 +147,9 @@ pub struct FrameChain<F> {
     frame_ptr: *mut F,
     chain: Vec<F>,
     /// The `scope` argument of the innermost frames that take one (see
-    /// [`StackTrace::asgi_scopes`]).
+    /// [`StackTrace::asgi_scopes`]), and that of the outermost one.
     scopes: Vec<usize>,
+    request: usize,
 }
 
 impl<F> FrameChain<F> {
@@ -179,6 +185,7 @@ where
     let frame_ptr = thread.frame(frame_address);
     let mut chain: Vec<T::FrameObject> = Vec::new();
     let mut scopes = Vec::new();
+    let mut request = 0;
     if let (false, Some(cache)) = (copy_locals, cache) {
         if let Some(pid) = cache.pid {
             let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
@@ -217,12 +224,21 @@ where
                             + arg as usize * ptr_size,
                     )
                 })
-                .take(MAX_SCOPE_FRAMES)
                 .collect();
-            scopes = read_structs::<usize>(pid, &slots)
+            // The innermost few (the most specific scope) and the outermost (the request).
+            let mut wanted: Vec<usize> = slots.iter().copied().take(MAX_SCOPE_FRAMES).collect();
+            let outer = slots.len().checked_sub(1);
+            if slots.len() > MAX_SCOPE_FRAMES {
+                wanted.push(slots[slots.len() - 1]);
+            }
+            let values: Vec<usize> = read_structs::<usize>(pid, &wanted)
                 .into_iter()
                 .map(|v| v.unwrap_or(0))
                 .collect();
+            if let Some(outer) = outer {
+                request = values[outer.min(values.len() - 1)];
+            }
+            scopes = values.into_iter().take(MAX_SCOPE_FRAMES).collect();
             if cache.chains.len() >= 4096 {
                 cache.chains.clear();
             }
@@ -233,6 +249,7 @@ where
         frame_ptr,
         chain,
         scopes,
+        request,
     })
 }
 
@@ -255,6 +272,7 @@ where
         mut frame_ptr,
         chain,
         scopes,
+        request,
     } = chain;
 
     // We are iterating in reverse, i.e. from last call to first call.
@@ -433,6 +451,7 @@ where
         os_thread_id: thread.native_thread_id(),
         process_info: None,
         asgi_scopes: scopes,
+        asgi_request: request,
     })
 }
 
