@@ -321,7 +321,9 @@ impl<'a, P: ProcessMemory> DictIterator<'a, P> {
             _ => std::mem::size_of::<crate::python_bindings::v3_11_0::PyDictUnicodeEntry>(),
         };
         let ptr = std::mem::size_of::<usize>();
-        let table = self.process.copy(self.entries_addr, self.entries * entry_size)?;
+        let table = self
+            .process
+            .copy(self.entries_addr, self.entries * entry_size)?;
         let values = if self.values != 0 {
             Some(self.process.copy(self.values, self.entries * ptr)?)
         } else {

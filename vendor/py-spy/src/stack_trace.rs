@@ -409,7 +409,14 @@ where
             if lineno != LineNo::LastInstruction || table.is_some() {
                 let table = table.unwrap_or_default();
                 let scope_arg = scope_argument(&code, process);
-                cache.insert(frame.code() as usize, &code, &name, &filename, table, scope_arg);
+                cache.insert(
+                    frame.code() as usize,
+                    &code,
+                    &name,
+                    &filename,
+                    table,
+                    scope_arg,
+                );
             }
         }
 
