@@ -440,3 +440,92 @@ fn routes_are_named_from_the_asgi_scope_asyncio() {
 fn routes_are_named_from_the_asgi_scope_uvloop() {
     route_suite(Server::UvicornUvloop, "3.12");
 }
+
+/// Library hooks on the loop (`tests/python/hooks_app.py`): prometheus_client's multiprocess
+/// `/metrics` merging the files of 2,000 dead workers (no application frame on the stack), and
+/// an OpenTelemetry `SimpleSpanProcessor` exporting each span with OTLP/HTTP to a slow
+/// collector when an `async def` route's span ends. Each is named as the hook, with its own
+/// fix and route, not as the library call deep inside it (`requests`); the control (no stale
+/// files, `BatchSpanProcessor`) under the same load stays clean.
+fn hooks_suite(kind: Server, python: &str) {
+    let (_collector, col_port) = start_upstream(python);
+    let export = format!("http://127.0.0.1:{col_port}/slow?ms=100");
+    let record = |stale: &str, spans: &str, name: &str| -> Value {
+        let app = start_module(
+            kind,
+            python,
+            "hooks_app:app",
+            None,
+            &[
+                ("STALE_WORKERS", stale.to_owned()),
+                ("SPAN_PROCESSOR", spans.to_owned()),
+                ("EXPORT_URL", export.clone()),
+            ],
+        );
+        let _ = http_get(app.port, "/metrics/", Duration::from_secs(10));
+        let _scrapes = start_load_think(&app, &["/metrics/"], 1, 9.0, 100);
+        let _traced = start_load_think(&app, &["/traced?ms=5"], 2, 9.0, 50);
+        std::thread::sleep(Duration::from_millis(500));
+        let dir = out_dir(name);
+        record_pid(app.proc.pid(), 3.0, &dir, &[]);
+        summary(&dir)
+    };
+
+    let s = record("0", "batch", &format!("hooks-{kind:?}-control"));
+    assert!(
+        s["findings"].as_array().unwrap().is_empty(),
+        "no stale files and a batch span processor: {:#}",
+        s["findings"]
+    );
+    assert_eq!(s["verdict"]["kind"], "healthy", "{:#}", s["verdict"]);
+
+    let s = record("2000", "simple", &format!("hooks-{kind:?}"));
+    let findings = s["findings"].as_array().unwrap();
+    let find = |cat: &str| {
+        findings
+            .iter()
+            .find(|f| f["category"] == cat)
+            .unwrap_or_else(|| panic!("no {cat} finding: {findings:#?}"))
+    };
+    let m = find("metrics-collection");
+    assert_eq!(m["route"], "GET /metrics/", "{m:#}");
+    assert!(m["stalls"].as_u64().unwrap() >= 1, "{m:#}");
+    assert!(
+        m["blocking_call"]
+            .as_str()
+            .unwrap_or("")
+            .contains("MultiProcessCollector"),
+        "the dominant library call: {m:#}"
+    );
+    let t = find("sync-span-export");
+    assert_eq!(t["route"], "GET /traced", "{t:#}");
+    assert_eq!(t["blocking_call"], "SimpleSpanProcessor.on_end", "{t:#}");
+    assert_eq!(t["call_site"]["function"], "traced", "{t:#}");
+    assert_eq!(
+        t["wait_target"],
+        format!("tcp socket to 127.0.0.1:{col_port}"),
+        "{t:#}"
+    );
+    assert!(
+        t["fix"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("BatchSpanProcessor"),
+        "{t:#}"
+    );
+    assert!(
+        findings.iter().all(|f| f["category"] != "sync-http-client"),
+        "the exporter's HTTP call is the hook's, not the application's: {findings:#?}"
+    );
+    assert_ne!(s["verdict"]["kind"], "healthy");
+}
+
+#[test]
+fn metrics_and_telemetry_hooks_on_the_loop_are_named_and_their_fixes_are_clean_asyncio() {
+    hooks_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn metrics_and_telemetry_hooks_on_the_loop_are_named_and_their_fixes_are_clean_uvloop() {
+    hooks_suite(Server::UvicornUvloop, "3.13");
+}

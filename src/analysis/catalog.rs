@@ -339,6 +339,9 @@ mod tests {
             "client-per-request",
             "dns-lookup",
             "gil-contention",
+            "response-serialization",
+            "metrics-collection",
+            "sync-span-export",
             "unknown-blocking",
         ] {
             let e = c.get(id).unwrap_or_else(|| panic!("{id} missing"));
@@ -366,6 +369,31 @@ mod tests {
             Some("socket"),
         );
         assert_eq!(c.classify(&f).0.id, "blocking-logging");
+        // A span ending in a route: the synchronous span processor is the hook to fix, not the
+        // exporter's HTTP client underneath it.
+        let f = facts(
+            &[
+                ("opentelemetry.trace", "use_span"),
+                ("opentelemetry.sdk.trace", "Span.end"),
+                (
+                    "opentelemetry.sdk.trace",
+                    "SynchronousMultiSpanProcessor.on_end",
+                ),
+                (
+                    "opentelemetry.sdk.trace.export",
+                    "SimpleSpanProcessor.on_end",
+                ),
+                (
+                    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                    "OTLPSpanExporter.export",
+                ),
+                ("requests.sessions", "Session.post"),
+            ],
+            Some("    with tracer.start_as_current_span(\"traced\"):"),
+            "waiting",
+            Some("socket"),
+        );
+        assert_eq!(c.classify(&f).0.id, "sync-span-export");
         // Leaving a with-ThreadPoolExecutor block: Executor.__exit__ before Thread.join.
         let f = facts(
             &[
