@@ -1127,6 +1127,16 @@ fn build_findings(
         };
         durations.sort_by(|a, b| a.partial_cmp(b).unwrap());
         reported_keys.insert(key.clone());
+        let endpoint_fn = if is_gil {
+            None
+        } else {
+            endpoint(rec, &stack, anchor.min(stack.len()))
+        };
+        let route = route_of(rec, &group).or_else(|| {
+            endpoint_fn
+                .as_deref()
+                .and_then(|e| route_by_endpoint(rec, e))
+        });
         out.push(Finding {
             category: entry.id.clone(),
             title: entry.title.clone(),
@@ -1147,12 +1157,8 @@ fn build_findings(
                 MatchedBy::Fallback => "fallback",
             }
             .into(),
-            endpoint: if is_gil {
-                None
-            } else {
-                endpoint(rec, &stack, anchor.min(stack.len()))
-            },
-            route: route_of(rec, &group),
+            endpoint: endpoint_fn,
+            route,
             pid,
             pids: by_pid.keys().copied().collect(),
             thread: group[0].thread.clone(),
@@ -1255,9 +1261,9 @@ fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Fi
             MatchedBy::Fallback => "fallback",
         }
         .into(),
+        // Worker threads carry no ASGI frame: the route comes from the route table.
+        route: endpoint(rec, &stack, anchor).and_then(|e| route_by_endpoint(rec, &e)),
         endpoint: endpoint(rec, &stack, anchor),
-        // Worker threads carry no ASGI frame: their route is not known from stacks.
-        route: None,
         pid,
         pids: sats.iter().map(|s| s.pid).collect(),
         thread: format!("{workers} AnyIO worker threads"),
@@ -1280,6 +1286,18 @@ const CHILD_PIPE_PREFIX: &str = "pipe from child process";
 
 /// The catalog id of a blocking wait for a child process.
 const SUBPROCESS_CATEGORY: &str = "blocking-subprocess";
+
+/// The route whose endpoint function is `endpoint` in the recorded route tables
+/// ([`crate::recording::RouteDef`]), when exactly one route has it.
+fn route_by_endpoint(rec: &Recording, endpoint: &str) -> Option<String> {
+    let mut routes = rec
+        .routes
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .map(|r| r.route.as_str());
+    let first = routes.next()?;
+    routes.all(|r| r == first).then(|| first.to_owned())
+}
 
 /// Whether two samples' request numbers say they served different requests.
 fn other_request(a: Option<u32>, b: Option<u32>) -> bool {
@@ -1859,6 +1877,45 @@ mod tests {
         ));
         assert_eq!(d.findings[0].route, None);
         assert!(!d.verdict.summary.contains("(GET"), "{}", d.verdict.summary);
+    }
+
+    #[test]
+    fn without_a_route_in_the_samples_the_route_table_names_the_endpoints_route() {
+        let pattern: Vec<char> = "issssssssssi".chars().collect();
+        let with_table = |routes: &[&str]| {
+            let mut b = RecordingBuilder::new(header(1, 100.0));
+            for r in routes {
+                b.record(crate::recording::Record::Route(
+                    crate::recording::RouteDef {
+                        pid: 1,
+                        route: (*r).into(),
+                        endpoint: "get_quote".into(),
+                    },
+                ));
+            }
+            let mut t = 0u64;
+            for c in &pattern {
+                let th = match c {
+                    's' => thread(
+                        1,
+                        "MainThread",
+                        'S',
+                        "clock_nanosleep",
+                        false,
+                        sleep_stack(),
+                    ),
+                    _ => thread(1, "MainThread", 'S', "epoll_pwait", false, base()),
+                };
+                b.sample(1, t, t / 2, &[th]);
+                t += 10_000;
+            }
+            diag(&b.finish(end(t, pattern.len() as u64)))
+        };
+        let d = with_table(&["GET /quotes/{symbol}"]);
+        assert_eq!(d.findings[0].route.as_deref(), Some("GET /quotes/{symbol}"));
+        // One endpoint function serving two routes: which one is not known, so none is named.
+        let d = with_table(&["GET /quotes/{symbol}", "GET /q/{symbol}"]);
+        assert_eq!(d.findings[0].route, None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::recording::format::time_unit_for;
 pub use crate::recording::outdir::DirPolicy;
 use crate::recording::{
     CaptureOptionsRecord, End, Header, ProcessEvent, ProcessEventKind, ProcessInfo, Record,
-    RecordingError, RecordingWriter, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
+    RecordingError, RecordingWriter, RouteDef, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
 };
 use sampler::{Counters, Msg, ProcessSampler, SamplerContext};
 use std::collections::{HashMap, HashSet};
@@ -526,6 +526,15 @@ fn record_tree(
                     }
                 }
             }
+            Msg::Routes { pid, routes } => {
+                for (route, endpoint) in routes {
+                    writer.write(&Record::Route(RouteDef {
+                        pid,
+                        route,
+                        endpoint,
+                    }))?;
+                }
+            }
             Msg::Error {
                 pid,
                 t_us,
@@ -640,7 +649,10 @@ fn record_tree(
     let mut no_tracked = HashMap::new();
     while let Ok(msg) = rx.try_recv() {
         // Ignore late attach/exit noise after the end; keep every sample.
-        if matches!(msg, Msg::Sample { .. } | Msg::Error { .. }) {
+        if matches!(
+            msg,
+            Msg::Sample { .. } | Msg::Error { .. } | Msg::Routes { .. }
+        ) {
             handle_msg(msg, &mut writer, &mut no_tracked, &mut skipped)?;
         }
     }

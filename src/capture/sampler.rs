@@ -12,7 +12,7 @@
 //! through a channel; nothing here touches the recording file.
 
 use super::procfs::{self, Syscall};
-use super::route::route_label;
+use super::route::{self, route_label};
 use super::syscalls;
 use super::CaptureError;
 use crate::capture::stop::StoppedThread;
@@ -65,6 +65,13 @@ pub enum Msg {
         kind: &'static str,
         /// The error.
         message: String,
+    },
+    /// The route table of an ASGI router met for the first time: (route, endpoint).
+    Routes {
+        /// Process id.
+        pid: u32,
+        /// Each route and the name stacks give its endpoint function.
+        routes: Vec<(String, String)>,
     },
     /// The process exited or can no longer be read; its sampler has stopped.
     Exited {
@@ -381,6 +388,15 @@ pub struct ProcessSampler {
     waits: super::waits::WaitTargets,
     /// The `/proc` files read every tick, kept open.
     proc_files: procfs::ProcFiles,
+    /// Router objects whose route table was read (they live as long as the application).
+    routers: HashSet<usize>,
+    /// The application's import string from the command line, until its route table was
+    /// read (or given up on), and when to try next.
+    app_import: Option<(String, String)>,
+    app_routes_next: Instant,
+    app_routes_tries: u32,
+    /// (route, endpoint) pairs already sent.
+    routes_sent: HashSet<(String, String)>,
 }
 
 impl ProcessSampler {
@@ -398,6 +414,11 @@ impl ProcessSampler {
             last_syscall: HashMap::new(),
             waits: super::waits::WaitTargets::new(pid),
             proc_files: procfs::ProcFiles::new(pid),
+            routers: HashSet::new(),
+            app_import: route::app_import_string(&procfs::cmdline(pid).unwrap_or_default()),
+            app_routes_next: Instant::now(),
+            app_routes_tries: 0,
+            routes_sent: HashSet::new(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -561,6 +582,19 @@ impl ProcessSampler {
                 // resume; the scope dict lives as long as its request).
                 let route = t.asgi_scopes.iter().find_map(|&addr| {
                     let scope = self.spy.asgi_scope(addr).ok().flatten()?;
+                    // A router met for the first time: its route table, once.
+                    if scope.router != 0
+                        && self.routers.len() < 64
+                        && self.routers.insert(scope.router)
+                    {
+                        let routes: Vec<(String, String)> = self
+                            .spy
+                            .asgi_routes(scope.router)
+                            .into_iter()
+                            .map(|r| (r.route, r.endpoint))
+                            .collect();
+                        self.send_routes(pid, routes);
+                    }
                     route_label(&scope)
                 });
                 threads.push(RawThread {
@@ -603,9 +637,46 @@ impl ProcessSampler {
                 cpu_us,
                 threads,
             });
+            self.read_app_routes(pid);
             break;
         }
         true
+    }
+
+    /// Reads the route table of the application named on the command line, while the
+    /// process runs (not stopped): at the first tick, then every 2 s until its module is
+    /// imported (a server started by `record -- CMD`), at most 15 times.
+    fn read_app_routes(&mut self, pid: u32) {
+        let Some((module, attr)) = &self.app_import else {
+            return;
+        };
+        if Instant::now() < self.app_routes_next {
+            return;
+        }
+        let routes: Vec<(String, String)> = self
+            .spy
+            .asgi_app_routes(module, attr)
+            .into_iter()
+            .map(|r| (r.route, r.endpoint))
+            .collect();
+        self.app_routes_tries += 1;
+        if !routes.is_empty() || self.app_routes_tries >= 15 {
+            self.app_import = None;
+        } else {
+            self.app_routes_next = Instant::now() + Duration::from_secs(2);
+        }
+        self.send_routes(pid, routes);
+    }
+
+    /// Sends the routes not sent before.
+    fn send_routes(&mut self, pid: u32, routes: Vec<(String, String)>) {
+        let routes: Vec<(String, String)> = routes
+            .into_iter()
+            .filter(|r| self.routes_sent.len() < 4096 && self.routes_sent.insert(r.clone()))
+            .collect();
+        if !routes.is_empty() {
+            let _ = self.ctx.tx.send(Msg::Routes { pid, routes });
+        }
     }
 
     /// A thread's OS state and syscall. Our own ptrace stop interrupts a blocking call, which

@@ -50,6 +50,8 @@ pub enum Record {
     SampleError(SampleError),
     /// One GET of a `--probe` URL made while recording.
     Probe(ProbeResult),
+    /// One route of an application's route table, with its endpoint function (version 4).
+    Route(RouteDef),
     /// Always the last record of a complete recording.
     End(End),
 }
@@ -68,6 +70,7 @@ impl Record {
         "tick",
         "sample_error",
         "probe",
+        "route",
         "end",
     ];
 }
@@ -383,6 +386,20 @@ pub struct ThreadSample {
     /// (an address reused by the allocator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
+}
+
+/// One route of a process's ASGI application, read once per router object from
+/// `scope["router"].routes` (Starlette and FastAPI; mounts followed): it names the route of
+/// work whose stack carries no ASGI frame (a `def` route on a worker thread, a streaming body
+/// in its own task) by its endpoint function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDef {
+    /// Process id.
+    pub pid: u32,
+    /// `GET /orders/{order_id}`, `WS /feed` (methods joined by `,`; `?` when unknown).
+    pub route: String,
+    /// The endpoint function as stacks name it (qualname on 3.11+, name before).
+    pub endpoint: String,
 }
 
 /// A failed tick.

@@ -180,6 +180,8 @@ pub struct Recording {
     pub errors: Vec<SampleError>,
     /// Probe requests (`record --probe`), in time order.
     pub probes: Vec<ProbeResult>,
+    /// Route tables of the recorded applications (version 4).
+    pub routes: Vec<RouteDef>,
     /// The end record; `None` when the file was cut short.
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
@@ -355,6 +357,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         samples: Vec::new(),
         errors: Vec::new(),
         probes: Vec::new(),
+        routes: Vec::new(),
         end: None,
         warnings: Vec::new(),
         memo: Default::default(),
@@ -422,6 +425,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
             }
             Record::SampleError(e) => rec.errors.push(e),
             Record::Probe(p) => rec.probes.push(p),
+            Record::Route(r) => rec.routes.push(r),
             Record::End(e) => rec.end = Some(e),
             Record::Tick(_) => unreachable!("ticks are turned into samples above"),
         }

@@ -193,6 +193,13 @@ impl<'a, P: ProcessMemory> DictIterator<'a, P> {
         // handle gil-less python branches
         let mut dict_addr: usize = process.copy_struct(addr - 3 * std::mem::size_of::<usize>())?;
 
+        // loopprof patch: on 3.13+ an object with inline values has no values pointer before
+        // it (the word at -4 is its weakref list): its values follow the object header, and
+        // they are the attributes unless a dict was materialized (`dict_addr` set).
+        if version.major == 3 && version.minor >= 13 && flags & PY_TPFLAGS_INLINE_VALUES != 0 {
+            values_addr = if dict_addr == 0 { addr } else { 0 };
+        }
+
         // for python 3.12, the values/dict are combined into a single tagged pointer
         if version.major == 3 && version.minor == 12 {
             if dict_addr & 1 == 0 {

@@ -245,6 +245,65 @@ impl PythonSpy {
         }
     }
 
+    /// loopprof patch: the route table of the ASGI router at `router` (an
+    /// [`crate::asgi::AsgiScope::router`]), see [`crate::asgi::read_routes`]. Empty when
+    /// nothing readable is there.
+    pub fn asgi_routes(&mut self, router: usize) -> Vec<crate::asgi::RouteEntry> {
+        macro_rules! read {
+            ($py:ident) => {
+                crate::asgi::read_routes::<$py::_is, Process>(
+                    &self.process,
+                    &self.version,
+                    router,
+                    &mut self.asgi_cache,
+                )
+            };
+        }
+        match (self.version.major, self.version.minor) {
+            (3, 8) => read!(v3_8_0),
+            (3, 9) => read!(v3_9_5),
+            (3, 10) => read!(v3_10_0),
+            (3, 11) => read!(v3_11_0),
+            (3, 12) => read!(v3_12_0),
+            (3, 13) => read!(v3_13_0),
+            (3, 14) => read!(v3_14_0),
+            (3, 15) => read!(v3_15_0),
+            _ => Vec::new(),
+        }
+    }
+
+    /// loopprof patch: the route table of the ASGI application `module:attr` (see
+    /// [`crate::asgi::read_app_routes`]), read from `sys.modules` while the process runs.
+    pub fn asgi_app_routes(&mut self, module: &str, attr: &str) -> Vec<crate::asgi::RouteEntry> {
+        let modules = self.addresses.imports_modules_address;
+        if modules == 0 {
+            return Vec::new();
+        }
+        macro_rules! read {
+            ($py:ident) => {
+                crate::asgi::read_app_routes::<$py::_is, Process>(
+                    &self.process,
+                    &self.version,
+                    modules,
+                    module,
+                    attr,
+                    &mut self.asgi_cache,
+                )
+            };
+        }
+        match (self.version.major, self.version.minor) {
+            (3, 8) => read!(v3_8_0),
+            (3, 9) => read!(v3_9_5),
+            (3, 10) => read!(v3_10_0),
+            (3, 11) => read!(v3_11_0),
+            (3, 12) => read!(v3_12_0),
+            (3, 13) => read!(v3_13_0),
+            (3, 14) => read!(v3_14_0),
+            (3, 15) => read!(v3_15_0),
+            _ => Vec::new(),
+        }
+    }
+
     /// loopprof patch: the interpreter's garbage-collector state, read from
     /// `PyInterpreterState.gc` (`struct _gc_runtime_state`, Include/internal/pycore_gc.h:
     /// `collecting` is set while a collection runs, `generation_stats[i].collections` counts
