@@ -538,3 +538,38 @@ fn metrics_and_telemetry_hooks_on_the_loop_are_named_and_their_fixes_are_clean_a
 fn metrics_and_telemetry_hooks_on_the_loop_are_named_and_their_fixes_are_clean_uvloop() {
     hooks_suite(Server::UvicornUvloop, "3.13");
 }
+
+/// Many cheap requests (an `async def` route computing for about 1 ms) from 4 clients back to
+/// back: the loop is busy nearly all the time, yet no callback holds it for 50 ms. That is a
+/// capacity state (`loop-saturated`, or `healthy` when a loaded machine leaves the loop idle
+/// part of the time), never a stall: each request is its own callback.
+fn cheap_requests_suite(kind: Server, python: &str) {
+    let app = start_app(kind, python, None);
+    let s = record_under_load(&app, &format!("cheap-{kind:?}"), "/cpu?ms=1", 4);
+    let v = &s["verdict"];
+    assert!(
+        ["loop-saturated", "healthy"].contains(&v["kind"].as_str().unwrap()),
+        "{v:#}\n{:#}",
+        s["findings"]
+    );
+    assert_eq!(v["worst_stall_ms"], 0.0, "{v:#}");
+    assert!(
+        s["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["stalls"] == 0),
+        "{:#}",
+        s["findings"]
+    );
+}
+
+#[test]
+fn many_cheap_requests_are_a_capacity_state_not_stalls_asyncio() {
+    cheap_requests_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn many_cheap_requests_are_a_capacity_state_not_stalls_uvloop() {
+    cheap_requests_suite(Server::UvicornUvloop, "3.12");
+}

@@ -1326,6 +1326,22 @@ fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
     .map(|id| rec.str(id).to_owned())
 }
 
+/// Whether a busy loop's findings leave it a capacity state: no stall anywhere, only
+/// repeated short blocks of ordinary call sites (no GIL, pool or GC finding), which together
+/// explain less than a quarter of the busy time (a route of 1 ms requests at a high rate,
+/// where a few consecutive samples of one request make a 2% short-block share).
+fn saturated_by_rate(findings: &[Finding], worst_ms: f64, busy_pct: f64) -> bool {
+    worst_ms == 0.0
+        && findings.iter().all(|f| {
+            f.kind == "repeated-short-blocks"
+                && !matches!(
+                    f.category.as_str(),
+                    "gil-contention" | GC_CATEGORY | pools::CATEGORY
+                )
+        })
+        && findings.iter().map(|f| f.share_pct).sum::<f64>() < busy_pct / 4.0
+}
+
 /// The loop-busy share (percent of the loop time) from which a loop with no finding is
 /// `loop-saturated` rather than `healthy`.
 pub const SATURATED_BUSY_PCT: f64 = 80.0;
@@ -1590,17 +1606,30 @@ fn verdict(
             "no-event-loop",
             "No asyncio/uvloop event loop was found in the recorded processes.".to_owned(),
         )
-    } else if findings.is_empty() && busy_pct >= SATURATED_BUSY_PCT {
+    } else if busy_pct >= SATURATED_BUSY_PCT && saturated_by_rate(findings, worst_ms, busy_pct) {
         // Many cheap callbacks that fill the loop: a capacity state, not a call site to fix.
+        // Short-block findings that explain little of the busy time stay listed.
+        let top = findings.first().map(|f| {
+            format!(
+                "; the largest share in short blocks, {:.0}% of the loop's time, is in `{}`{}, listed below",
+                f.share_pct,
+                f.endpoint
+                    .as_deref()
+                    .or(f.call_site.as_ref().map(|c| c.function.as_str()))
+                    .unwrap_or("?"),
+                f.route.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            )
+        });
         (
             "loop-saturated",
             format!(
-                "The event loop was busy {busy_pct:.0}% of the time in short callbacks, none of {threshold_ms:.0} ms or more: it is saturated by the request rate, not blocked by one call site; add worker processes or make the most frequent requests cheaper{}.",
+                "The event loop was busy {busy_pct:.0}% of the time in short callbacks, none of {threshold_ms:.0} ms or more: it is saturated by the request rate, not blocked by one call site; add worker processes or make the most frequent requests cheaper{}{}.",
                 if starved_pct >= 20.0 {
                     format!(" (it also waited for a CPU {starved_pct:.0}% of the time: the machine or its CPU limit is saturated too)")
                 } else {
                     String::new()
-                }
+                },
+                top.unwrap_or_default(),
             ),
         )
     } else if findings.is_empty() {
@@ -2134,6 +2163,38 @@ mod tests {
         assert_eq!(d.findings.len(), 1);
         assert_eq!(d.findings[0].category, "unknown-blocking");
         assert!((d.findings[0].max_stall_ms - 300.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn cheap_requests_filling_the_loop_are_saturation_with_the_short_blocks_listed() {
+        // 200 on-CPU samples at one application line, a new request in every sample except
+        // five pairs (a request seen twice): short blocks of 2% of the loop's time, no stall.
+        // The loop is saturated by the request rate; the short-block site stays listed.
+        let crunch = request(&[frame("crunch", "/srv/app/score.py", 30)], "score");
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut req = 0u64;
+        for i in 0..200u64 {
+            if !(i % 40 == 1) {
+                req += 1;
+            }
+            let mut th = thread(1, "MainThread", 'R', "running", true, crunch.clone());
+            th.request = Some(req);
+            th.sched = Some([i * 10_000_000, 0]);
+            b.sample(1, i * 10_000, i * 10_000, &[th]);
+        }
+        let d = diag(&b.finish(end(2_000_000, 200)));
+        assert_eq!(d.verdict.worst_stall_ms, 0.0);
+        assert_eq!(d.verdict.kind, "loop-saturated", "{}", d.verdict.summary);
+        assert!(
+            d.verdict.summary.contains("listed below"),
+            "{}",
+            d.verdict.summary
+        );
+        assert!(
+            d.findings.iter().all(|f| f.kind == "repeated-short-blocks"),
+            "{:?}",
+            d.findings
+        );
     }
 
     #[test]
