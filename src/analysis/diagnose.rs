@@ -2174,7 +2174,7 @@ mod tests {
         let mut b = RecordingBuilder::new(header(1, 100.0));
         let mut req = 0u64;
         for i in 0..200u64 {
-            if !(i % 40 == 1) {
+            if i % 40 != 1 {
                 req += 1;
             }
             let mut th = thread(1, "MainThread", 'R', "running", true, crunch.clone());
