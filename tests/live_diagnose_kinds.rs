@@ -434,6 +434,24 @@ fn route_suite(kind: Server, python: &str) {
         .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
     assert!(f["max_stall_ms"].as_f64().unwrap() < 160.0, "{f:#}");
     assert!(f["stalls"].as_u64().unwrap() >= 10, "{f:#}");
+
+    // A blocking async background task runs after the response, inside the request's ASGI
+    // call: its route says it is the background task of that route.
+    let s = record_with_think(
+        &app,
+        &format!("route-{kind:?}-background"),
+        "/signup-bg?ms=100",
+        1,
+        100,
+    );
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "blocking-sleep")
+        .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
+    assert_eq!(f["route"], "GET /signup-bg (background task)", "{f:#}");
+    assert_eq!(f["call_site"]["function"], "send_welcome_email", "{f:#}");
 }
 
 #[test]

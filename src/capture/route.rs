@@ -37,6 +37,12 @@ pub fn route_label(scope: &AsgiScope) -> Option<String> {
     }
 }
 
+/// Whether a frame's file is Starlette's background-task runner (`starlette/background.py`,
+/// `BackgroundTask.__call__`), which FastAPI's `BackgroundTasks` use too. Pure.
+pub fn is_background_task(file: &str) -> bool {
+    file.replace('\\', "/").ends_with("starlette/background.py")
+}
+
 /// The ASGI application's import string in a server's command line (`uvicorn app.main:app`,
 /// `gunicorn -k uvicorn.workers.UvicornWorker app.main:app`): the first argument that is a
 /// dotted module path, `:`, and a dotted attribute path, all Python identifiers (so
@@ -138,6 +144,14 @@ mod tests {
             None
         );
         assert_eq!(app_import_string(&argv("uvicorn localhost:8000")), None);
+    }
+
+    #[test]
+    fn background_tasks_are_told_by_starlettes_runner() {
+        assert!(is_background_task(
+            "/v/lib/python3.11/site-packages/starlette/background.py"
+        ));
+        assert!(!is_background_task("/srv/app/background.py"));
     }
 
     #[test]

@@ -597,6 +597,18 @@ impl ProcessSampler {
                     }
                     route_label(&scope)
                 });
+                // Starlette runs a response's background tasks after the response, inside the
+                // request's own ASGI call: say so (the work is not the request's handling).
+                let route = route.map(|r| {
+                    if t.frames
+                        .iter()
+                        .any(|f| route::is_background_task(&f.filename))
+                    {
+                        format!("{r} (background task)")
+                    } else {
+                        r
+                    }
+                });
                 threads.push(RawThread {
                     route,
                     request: (t.asgi_request != 0).then_some(t.asgi_request as u64),

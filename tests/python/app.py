@@ -43,7 +43,7 @@ from time import sleep
 import httpx
 import redis
 import requests
-from fastapi import Depends, FastAPI, Response
+from fastapi import BackgroundTasks, Depends, FastAPI, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, TypeAdapter
 
@@ -332,6 +332,18 @@ async def load_account(account_id: int, ms: float = 200):
 @app.get("/accounts/{account_id}")
 async def get_account(account: dict = Depends(load_account)):
     return account
+
+
+async def send_welcome_email(ms: float):
+    """An async background task that blocks (a sync SMTP client in real code)."""
+    with stats.measure("/signup-bg"):
+        time.sleep(clamp_ms(ms) / 1000)
+
+
+@app.get("/signup-bg")
+async def signup_bg(background_tasks: BackgroundTasks, ms: float = 100):
+    background_tasks.add_task(send_welcome_email, ms)
+    return {"queued": True}
 
 
 @app.get("/sleep-from-import")
