@@ -591,3 +591,51 @@ fn many_cheap_requests_are_a_capacity_state_not_stalls_asyncio() {
 fn many_cheap_requests_are_a_capacity_state_not_stalls_uvloop() {
     cheap_requests_suite(Server::UvicornUvloop, "3.12");
 }
+
+/// A large JSON body (100,000 items) parsed and validated by FastAPI on the loop before an
+/// `async def` handler runs, with no application frame on the stack: `request-validation`
+/// with the route. Control: 5,000 items read as bytes and validated in a worker thread.
+fn request_validation_suite(kind: Server, python: &str) {
+    let app = start_app(kind, python, None);
+    let record = |path: &str, items: u32, name: &str| -> Value {
+        let _load = start_load_post(&app, &[path], 1, 9.0, 100, items);
+        std::thread::sleep(Duration::from_millis(1500));
+        let dir = out_dir(name);
+        record_pid(app.proc.pid(), 3.0, &dir, &[]);
+        summary(&dir)
+    };
+    let s = record(
+        "/ctl/bulk-items-offloaded",
+        5000,
+        &format!("request-validation-{kind:?}-control"),
+    );
+    assert!(
+        s["findings"].as_array().unwrap().is_empty(),
+        "the body validated off the loop: {:#}",
+        s["findings"]
+    );
+    let s = record(
+        "/bulk-items",
+        100_000,
+        &format!("request-validation-{kind:?}"),
+    );
+    let f = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == "request-validation")
+        .unwrap_or_else(|| panic!("no request-validation finding: {s:#}"));
+    assert_eq!(f["route"], "POST /bulk-items", "{f:#}");
+    assert!(f["stalls"].as_u64().unwrap() >= 1, "{f:#}");
+    assert_ne!(s["verdict"]["kind"], "healthy");
+}
+
+#[test]
+fn a_large_request_body_validated_on_the_loop_is_found_and_offloading_is_clean_asyncio() {
+    request_validation_suite(Server::UvicornAsyncio, "3.11");
+}
+
+#[test]
+fn a_large_request_body_validated_on_the_loop_is_found_and_offloading_is_clean_uvloop() {
+    request_validation_suite(Server::UvicornUvloop, "3.13");
+}

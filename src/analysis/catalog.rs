@@ -339,6 +339,7 @@ mod tests {
             "client-per-request",
             "dns-lookup",
             "gil-contention",
+            "request-validation",
             "response-serialization",
             "metrics-collection",
             "sync-span-export",

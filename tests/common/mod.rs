@@ -323,9 +323,23 @@ pub fn start_load_think(
     secs: f64,
     think_ms: u32,
 ) -> Proc {
+    start_load_post(app, paths, concurrency, secs, think_ms, 0)
+}
+
+/// Like [`start_load_think`], each request a POST of a JSON list of `post_items` items
+/// (`{id, name, tags, price}`; 0: GET).
+pub fn start_load_post(
+    app: &App,
+    paths: &[&str],
+    concurrency: u32,
+    secs: f64,
+    think_ms: u32,
+    post_items: u32,
+) -> Proc {
     let mut c = Command::new(venv(&app.python).join("bin/python"));
     c.arg(root().join("tests/python/load.py"));
     c.args(["--think-ms", &think_ms.to_string()]);
+    c.args(["--post-json-items", &post_items.to_string()]);
     for p in paths {
         c.arg("--url")
             .arg(format!("http://127.0.0.1:{}{p}", app.port));

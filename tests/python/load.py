@@ -110,7 +110,15 @@ def worker(target, args, deadline, stop, results):
             conn = http.client.HTTPConnection(target.host, target.port, timeout=args.timeout)
         start = time.monotonic()
         try:
-            conn.request("GET", target.path, headers={"User-Agent": "loopprof-load"})
+            if args.post_body is not None:
+                conn.request(
+                    "POST",
+                    target.path,
+                    body=args.post_body,
+                    headers={"User-Agent": "loopprof-load", "Content-Type": "application/json"},
+                )
+            else:
+                conn.request("GET", target.path, headers={"User-Agent": "loopprof-load"})
             resp = conn.getresponse()
             if args.disconnect_after_first_chunk:
                 if hasattr(resp, "read1"):
@@ -152,7 +160,14 @@ def main(argv=None):
     ap.add_argument("--disconnect-after-first-chunk", action="store_true", help="read the first body chunk, then close")
     ap.add_argument("--json", action="store_true", help="print only the JSON summary line")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause after each request, per worker (default 0)")
+    ap.add_argument("--post-json-items", type=int, default=0, help="POST a JSON list of this many items ({id, name, tags, price}) instead of GET")
     args = ap.parse_args(argv)
+    args.post_body = None
+    if args.post_json_items > 0:
+        n = min(args.post_json_items, 1_000_000)
+        args.post_body = json.dumps(
+            [{"id": i, "name": f"item {i}", "tags": ["a", "b"], "price": i * 0.5} for i in range(n)]
+        ).encode()
 
     if not (0 < args.duration <= 3600):
         ap.error("--duration must be in (0, 3600]")
