@@ -42,6 +42,9 @@ fn hung_server_is_diagnosed(kind: Server) {
     ] {
         assert!(t.contains(needed), "{needed:?} missing:\n{t}");
     }
+    // The executor's worker says what it waits on: the upstream's socket.
+    let on = format!("waiting (socket) on tcp socket to 127.0.0.1:{up_port}");
+    assert!(t.contains(&on), "{on:?} missing:\n{t}");
     let out = run_loopprof(&["dump", "--pid", &pid, "--json"], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");

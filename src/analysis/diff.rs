@@ -110,6 +110,9 @@ pub struct FindingDiff {
     /// The HTTP route (AFTER's when in both), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// What the loop waited on (AFTER's when in both), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_target: Option<String>,
     /// Figures in BEFORE (`null` when new).
     pub before: Option<Figures>,
     /// Figures in AFTER (`null` when fixed).
@@ -326,6 +329,7 @@ pub fn diff(
             before_call_site: before_site,
             endpoint: a.endpoint.clone(),
             route: a.route.clone(),
+            wait_target: a.wait_target.clone(),
             before: before_fig,
             after: Some(fa),
             fix: a.fix.summary.clone(),
@@ -345,6 +349,7 @@ pub fn diff(
             before_call_site: None,
             endpoint: b.endpoint.clone(),
             route: b.route.clone(),
+            wait_target: b.wait_target.clone(),
             before: Some(fb),
             after: None,
             fix: b.fix.summary.clone(),

@@ -39,6 +39,10 @@ pub struct ThreadDump {
     /// The HTTP route the thread served in most of those snapshots, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// What it waited on in most of those snapshots (`tcp socket to 10.0.0.5:5432`), when
+    /// blocked on a file descriptor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_target: Option<String>,
 }
 
 /// A thread the blocked loop is probably waiting for.
@@ -99,6 +103,8 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
     let mut seen: BTreeMap<(u32, u32), Seen> = BTreeMap::new();
     // (pid, tid, stack id) -> route id -> snapshots
     let mut routes: BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>> = BTreeMap::new();
+    // (pid, tid, stack id) -> wait target id -> snapshots
+    let mut waits: BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>> = BTreeMap::new();
     for s in &rec.samples {
         for t in &s.threads {
             let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == t.tid);
@@ -119,6 +125,13 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
             }
             *e.1.entry((t.stack, activity)).or_default() += 1;
             e.2 += 1;
+            if let Some(w) = t.wait {
+                *waits
+                    .entry((s.pid, t.tid, t.stack))
+                    .or_default()
+                    .entry(w)
+                    .or_default() += 1;
+            }
             if let Some(r) = t.route {
                 *routes
                     .entry((s.pid, t.tid, t.stack))
@@ -137,15 +150,19 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
                 .unwrap();
             let frames: Vec<_> = rec.stack(stack).collect();
             let (state, wait_reason) = state_of(activity);
-            let route = routes
-                .get(&(pid, tid, stack))
-                .and_then(|r| {
-                    r.iter()
-                        .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
-                })
-                .map(|(id, _)| rec.str(*id).to_owned());
+            let most = |m: &BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>>| {
+                m.get(&(pid, tid, stack))
+                    .and_then(|r| {
+                        r.iter()
+                            .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
+                    })
+                    .map(|(id, _)| rec.str(*id).to_owned())
+            };
+            let route = most(&routes);
+            let wait_target = most(&waits);
             ThreadDump {
                 route,
+                wait_target,
                 pid,
                 tid,
                 name,

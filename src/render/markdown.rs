@@ -307,6 +307,10 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
                 Some(r) => format!("{site} · {}", code(r)),
                 None => site,
             };
+            let site = match &f.wait_target {
+                Some(w) => format!("{site} · waits on {}", code(w)),
+                None => site,
+            };
             let _ = writeln!(
                 out,
                 "| **{}** | `{}` | {} | {} | {} |",

@@ -186,9 +186,10 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} snapshots over {:.1} s\n", d.snapshots, d.window_s);
     for t in &d.threads {
-        let state = match &t.wait_reason {
-            Some(r) => format!("{} ({r})", t.state),
-            None => t.state.clone(),
+        let state = match (&t.wait_reason, &t.wait_target) {
+            (Some(r), Some(w)) => format!("{} ({r}) on {}", t.state, sanitize(w)),
+            (Some(r), None) => format!("{} ({r})", t.state),
+            _ => t.state.clone(),
         };
         let _ = writeln!(
             out,
@@ -297,6 +298,9 @@ pub fn diff(d: &crate::analysis::diff::Diff) -> String {
                 b.line,
                 sanitize(&b.function)
             );
+        }
+        if let Some(w) = &f.wait_target {
+            let _ = writeln!(out, "           waits on {}", sanitize(w));
         }
         let _ = writeln!(out, "           {}", sanitize(&f.why));
     }
