@@ -343,3 +343,81 @@ fn demo_before_and_after_the_fix() {
     let p99 = |side: &str| v[side]["probes"][0]["p99_ms"].as_f64().unwrap();
     assert!(p99("before") > 4.0 * p99("after"), "{t}");
 }
+
+/// "Verify the fix" works as printed: record a blocked server by pid, restart it with the fix
+/// deployed (a new pid), then run the two commands `record` printed, exactly, through `sh -c`:
+/// the new recording selects the restarted server by its command line and goes to a new
+/// directory, and `diff` reports the finding fixed. The same commands are in report.md.
+#[test]
+fn verify_the_fix_commands_work_as_printed_after_a_restart() {
+    let app = start_module(Server::UvicornAsyncio, "3.11", "verify_app:app", None, &[]);
+    let load = start_load_think(&app, &["/report?ms=150"], 1, 8.0, 50);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = out_dir("verify-before");
+    let after = before.with_file_name("verify-before-after");
+    let _ = std::fs::remove_dir_all(&after);
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "--duration",
+            "3",
+            "-o",
+            before.to_str().unwrap(),
+        ],
+        Duration::from_secs(40),
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    let commands: Vec<String> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("verify the fix"))
+        .skip(1)
+        .take(2)
+        .map(|l| l.trim().to_owned())
+        .collect();
+    assert_eq!(commands.len(), 2, "{printed}");
+    assert!(
+        commands[0].contains("--name verify_app:app"),
+        "{commands:?}"
+    );
+    let md = std::fs::read_to_string(before.join("report.md")).unwrap();
+    assert!(
+        md.contains(&commands[0]) && md.contains(&commands[1]),
+        "report.md has the same commands"
+    );
+    drop(load);
+    drop(app);
+
+    // The fix is deployed: a new server process (new pid), same command line.
+    let fixed = start_module(
+        Server::UvicornAsyncio,
+        "3.11",
+        "verify_app:app",
+        None,
+        &[("VERIFY_APP_FIXED", "1".to_owned())],
+    );
+    let _load = start_load_think(&fixed, &["/report?ms=150"], 1, 12.0, 50);
+    let sh = |cmd: &str| {
+        let exe = loopprof();
+        let path = format!(
+            "{}:{}",
+            exe.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("PATH", path)
+            .output()
+            .expect("sh runs")
+    };
+    let rec = sh(&commands[0]);
+    assert!(rec.status.success(), "{}\n{}", commands[0], text(&rec));
+    assert!(after.join("recording.jsonl.gz").exists());
+    let diff = sh(&commands[1]);
+    let t = text(&diff);
+    assert!(diff.status.success(), "{}\n{t}", commands[1]);
+    assert!(t.contains("FIXED  [blocking-sleep]"), "{t}");
+}

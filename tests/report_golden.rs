@@ -160,11 +160,18 @@ fn golden_outputs() {
     let opts = html::HtmlOptions {
         command: Some("loopprof record --pid 4242 --duration 1".into()),
         gates: results.clone(),
+        before: Some("loopprof-20261130-120000".into()),
     };
     golden("report.html", &html::render(&rec, &d, &opts).unwrap());
     golden(
         "report.md",
-        &markdown::render(&rec, &d, opts.command.as_deref(), &results),
+        &markdown::render(
+            &rec,
+            &d,
+            opts.command.as_deref(),
+            &results,
+            opts.before.as_deref(),
+        ),
     );
     golden("summary.json", &json::to_string(&rec, &d, &results));
     golden(
@@ -212,7 +219,7 @@ fn untrusted_names_render_as_text() {
     assert!(!svg.contains(evil_fn) && svg.contains("&lt;script&gt;"));
     // Markdown keeps target strings inside code spans: outside them, no `<` at all (the
     // report's own `<details>` wrapper aside).
-    let md = markdown::render(&rec, &d, None, &[]);
+    let md = markdown::render(&rec, &d, None, &[], None);
     for line in md.lines().filter(|l| !l.contains("details>")) {
         let mut in_code = false;
         for c in line.chars() {

@@ -415,7 +415,9 @@ impl ProcessSampler {
             waits: super::waits::WaitTargets::new(pid),
             proc_files: procfs::ProcFiles::new(pid),
             routers: HashSet::new(),
-            app_import: route::app_import_string(&procfs::cmdline(pid).unwrap_or_default()),
+            app_import: crate::recording::cmdline::app_import_string(
+                &procfs::cmdline(pid).unwrap_or_default(),
+            ),
             app_routes_next: Instant::now(),
             app_routes_tries: 0,
             routes_sent: HashSet::new(),

@@ -513,6 +513,14 @@ fn write_report(
     command: Option<String>,
 ) -> anyhow::Result<bool> {
     let rec = recording::load(recording_path)?;
+    // What `loopprof diff` is given as BEFORE: the output directory holding the recording,
+    // or the recording file itself.
+    let before = match recording_path.file_name().and_then(|n| n.to_str()) {
+        Some(recording::RECORDING_FILE) => recording_path.parent().unwrap_or(recording_path),
+        _ => recording_path,
+    }
+    .to_string_lossy()
+    .into_owned();
     for w in &rec.warnings {
         err!("warning: {}", render::text::sanitize(w));
     }
@@ -534,6 +542,7 @@ fn write_report(
         &render::html::HtmlOptions {
             command: command.clone(),
             gates: results.clone(),
+            before: Some(before.clone()),
         },
     )
     .context("rendering report.html")?;
@@ -541,7 +550,7 @@ fn write_report(
     let md = outdir::write_file(
         dir,
         "report.md",
-        render::markdown::render(&rec, &d, command.as_deref(), &results).as_bytes(),
+        render::markdown::render(&rec, &d, command.as_deref(), &results, Some(&before)).as_bytes(),
     )?;
     let flamegraphs = write_flamegraphs(&rec, &d, dir)?;
     out!("{}", render::text::diagnosis(&d));
@@ -550,6 +559,15 @@ fn write_report(
     out!("summary:   {}", summary.display());
     for path in flamegraphs {
         out!("flamegraph: {}", path.display());
+    }
+    if !d.findings.is_empty() {
+        let v = render::verify::steps(&rec, &before);
+        out!("\nverify the fix (after deploying it, under the same load):");
+        out!("  {}", render::text::sanitize(&v.record));
+        out!("  {}", render::text::sanitize(&v.diff));
+        if let Some(n) = &v.note {
+            out!("  ({})", render::text::sanitize(n));
+        }
     }
     Ok(report_gates(&results))
 }

@@ -6,6 +6,7 @@
 //! a file that was cut short. [`Recording`] is a fully loaded, resolved recording for analysis.
 //! The format is documented in `docs/recording-format.md`.
 
+pub mod cmdline;
 pub mod format;
 pub mod outdir;
 pub mod reader;

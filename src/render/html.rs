@@ -91,6 +91,9 @@ pub struct HtmlOptions {
     pub command: Option<String>,
     /// `--fail-on` outcomes, shown under the verdict.
     pub gates: Vec<GateResult>,
+    /// Where the recording is (its output directory, or the file), for the "verify the
+    /// fix" commands; `BEFORE` when not known.
+    pub before: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -170,7 +173,7 @@ struct Page<'a> {
     threads: Vec<ThreadVm>,
     details: Vec<Kv>,
     processes: Vec<Kv>,
-    command: String,
+    verify: super::verify::VerifySteps,
     health_url: String,
     warnings: &'a [String],
     gates: &'a [GateResult],
@@ -417,9 +420,7 @@ pub fn render(
                 ),
             }))
             .collect(),
-        command: opts.command.clone().unwrap_or_else(|| {
-            format!("loopprof record --pid {} --duration 30", rec.header.target.pid)
-        }),
+        verify: super::verify::steps(rec, opts.before.as_deref().unwrap_or("BEFORE")),
         health_url: rec
             .probes
             .first()

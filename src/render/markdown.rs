@@ -32,12 +32,14 @@ fn code(s: &str) -> String {
     format!("`{}`", clean.trim())
 }
 
-/// Renders the Markdown summary. `command` is the loopprof command line used, if known.
+/// Renders the Markdown summary. `command` is the loopprof command line used, if known;
+/// `before` where the recording is (for the "verify the fix" commands; `BEFORE` if `None`).
 pub fn render(
     rec: &Recording,
     d: &Diagnosis,
     command: Option<&str>,
     gates: &[GateResult],
+    before: Option<&str>,
 ) -> String {
     let v = &d.verdict;
     let mut out = String::new();
@@ -128,6 +130,19 @@ pub fn render(
             "...and {} more findings in `summary.json` / `report.html`.\n",
             d.findings.len() - TOP
         );
+    }
+    if !d.findings.is_empty() {
+        // Fenced blocks: the commands paste as they are (target strings are shell-quoted).
+        let v = super::verify::steps(rec, before.unwrap_or("BEFORE"));
+        let _ = writeln!(
+            out,
+            "### Verify the fix\n\nAfter deploying the fix, with the same load, record the restarted server into a new directory, then compare (`--fail-on regression` in CI):\n\n```sh\n{}\n{}\n```\n",
+            v.record.replace('`', "'"),
+            v.diff.replace('`', "'")
+        );
+        if let Some(n) = &v.note {
+            let _ = writeln!(out, "{n}\n");
+        }
     }
     let _ = writeln!(out, "<details><summary>What was measured</summary>\n");
     let _ =

@@ -11,6 +11,7 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 pub mod timeline;
+pub mod verify;
 
 use crate::analysis::diagnose::{Finding, WaitedThread};
 
