@@ -649,3 +649,52 @@ fn bad_targets_and_outputs_give_actionable_errors() {
         "{err}"
     );
 }
+
+/// Without a terminal (stderr captured, as in CI logs), `record` says what it records, for
+/// how long and where, then prints progress every 10 s. An idle server's recording says it saw
+/// no request (a `healthy` verdict would read as good news); the same server under load (a
+/// healthy `await asyncio.sleep` route) does not get that sentence.
+#[test]
+fn an_idle_window_says_it_saw_no_traffic_and_progress_shows_without_a_terminal() {
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let dir = out_dir("idle-window");
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &app.proc.pid().to_string(),
+            "--duration",
+            "11",
+            "-o",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "recording pid {} (1 process) for 11 s at 100 Hz; outputs go to ",
+            app.proc.pid()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("recording: 10 s of 11 s · "), "{err}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["verdict"]["no_traffic"], true, "{:#}", s["verdict"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No request was seen being served"));
+
+    let _load = start_load(&app, &["/ctl/async-sleep?ms=20"], 2, 8.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = out_dir("idle-window-loaded");
+    record_pid(app.proc.pid(), 3.0, &dir, &[]);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        s["verdict"].get("no_traffic").is_none(),
+        "{:#}",
+        s["verdict"]
+    );
+}

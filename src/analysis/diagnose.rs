@@ -184,6 +184,10 @@ pub struct Verdict {
     pub process_cpu_pct: f64,
     /// Longest stall, ms.
     pub worst_stall_ms: f64,
+    /// The window showed no request being served (an idle server): its figures say nothing
+    /// about a slowdown. Present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_traffic: bool,
 }
 
 /// One thread's time split.
@@ -792,6 +796,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
             starved_pct: pct(starved_ms),
             cpu_pct: cpu,
             worst_ms: worst,
+            traffic: served_anything(rec, &loops_found, pct(busy_ms), cpu),
         },
         &loops_found,
         opts.threshold_ms,
@@ -1585,6 +1590,45 @@ struct Measures {
     starved_pct: f64,
     cpu_pct: f64,
     worst_ms: f64,
+    /// Whether the window shows any request being served ([`served_anything`]).
+    traffic: bool,
+}
+
+/// The loop-busy share and the process CPU (percent) under which a window with no other sign
+/// of a request is said to have seen no traffic. A light load of fast requests (100/s of a
+/// route awaiting `asyncio.sleep`) keeps the loop under 1% busy but costs its process about
+/// 5% of a CPU; an idle uvicorn process uses 0.2–0.3% (its timers, and loopprof's stops).
+pub const NO_TRAFFIC_PCT: f64 = 1.0;
+
+/// Whether the recording shows any request being served: a loop busy at least
+/// [`NO_TRAFFIC_PCT`] of its time, processes using that much CPU, a thread sample with a
+/// route (format 4), or a thread other than a loop running or waiting in application code (a
+/// `def` route on a worker thread). An idle server's recording has none of these.
+fn served_anything(rec: &Recording, loops: &[LoopThread], busy_pct: f64, cpu_pct: f64) -> bool {
+    if busy_pct >= NO_TRAFFIC_PCT || cpu_pct >= NO_TRAFFIC_PCT {
+        return true;
+    }
+    // loopprof's own `--probe` requests are not the application's traffic.
+    let probe_routes: HashSet<String> = rec
+        .probes
+        .iter()
+        .filter_map(|p| {
+            let rest = p.url.split_once("://")?.1;
+            let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+            Some(format!("GET {}", path.split('?').next().unwrap_or(path)))
+        })
+        .collect();
+    let mut app_stack: HashMap<u32, bool> = HashMap::new();
+    rec.samples.iter().any(|s| {
+        s.threads.iter().any(|t| {
+            t.route.is_some_and(|r| !probe_routes.contains(rec.str(r)))
+                || (!loops.iter().any(|l| l.pid == s.pid && l.tid == t.tid)
+                    && *app_stack.entry(t.stack).or_insert_with(|| {
+                        rec.stack(t.stack)
+                            .any(|f| frames::origin(rec.str(f.file)) == frames::Origin::App)
+                    }))
+        })
+    })
 }
 
 fn verdict(
@@ -1600,6 +1644,7 @@ fn verdict(
         starved_pct,
         cpu_pct,
         worst_ms,
+        traffic,
     } = m;
     let (kind, summary) = if loops_found.is_empty() {
         (
@@ -1630,6 +1675,14 @@ fn verdict(
                     String::new()
                 },
                 top.unwrap_or_default(),
+            ),
+        )
+    } else if findings.is_empty() && !traffic {
+        (
+            "healthy",
+            format!(
+                "No request was seen being served: the event loop was idle {:.0}% of the time and the server used {cpu_pct:.1}% of a CPU, so this window probably saw no traffic. A recording of an idle server cannot show what slows it down; record while the problem happens (under the load that shows it), or add `--probe URL` to measure the server's answers.",
+                100.0 - busy_pct
             ),
         )
     } else if findings.is_empty() {
@@ -1758,6 +1811,7 @@ fn verdict(
         cpu_starved_pct: round1(starved_pct),
         process_cpu_pct: cpu_pct,
         worst_stall_ms: round1(worst_ms),
+        no_traffic: !traffic,
     }
 }
 
@@ -1945,6 +1999,50 @@ mod tests {
         // One endpoint function serving two routes: which one is not known, so none is named.
         let d = with_table(&["GET /quotes/{symbol}", "GET /q/{symbol}"]);
         assert_eq!(d.findings[0].route, None);
+    }
+
+    #[test]
+    fn an_idle_window_says_it_saw_no_traffic() {
+        let idle = |route: Option<&str>, probe: bool| {
+            let mut b = RecordingBuilder::new(header(1, 100.0));
+            if probe {
+                b.record(crate::recording::Record::Probe(
+                    crate::recording::ProbeResult {
+                        url: "http://127.0.0.1:8000/health".into(),
+                        t_us: 0,
+                        latency_ms: 0.9,
+                        status: Some(200),
+                        error: None,
+                    },
+                ));
+            }
+            for i in 0..100u64 {
+                let mut th = thread(1, "MainThread", 'S', "epoll_pwait", false, base());
+                if i == 50 {
+                    th.route = route.map(Into::into);
+                }
+                b.sample(1, i * 10_000, 0, &[th]);
+            }
+            diag(&b.finish(end(1_000_000, 100)))
+        };
+        let d = idle(None, false);
+        assert_eq!(d.verdict.kind, "healthy");
+        assert!(d.verdict.no_traffic);
+        assert!(
+            d.verdict.summary.starts_with("No request was seen"),
+            "{}",
+            d.verdict.summary
+        );
+        // loopprof's own probe requests are not traffic.
+        assert!(idle(Some("GET /health"), true).verdict.no_traffic);
+        // One sample serving a request is.
+        let d = idle(Some("GET /orders/{order_id}"), true);
+        assert!(!d.verdict.no_traffic);
+        assert!(
+            d.verdict.summary.contains("never blocked"),
+            "{}",
+            d.verdict.summary
+        );
     }
 
     #[test]

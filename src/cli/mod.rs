@@ -460,7 +460,50 @@ fn run_record(opts: RecordOptions, analysis: Analysis) -> i32 {
         indicatif::ProgressStyle::with_template("{spinner} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
+    // A start line (what, how long, where), then, without a terminal (CI logs, `nohup`), a
+    // progress line every 10 s: a long recording never looks hung.
+    let tty = std::io::stderr().is_terminal();
+    let what = match &opts.target {
+        capture::target::TargetSpec::Pid(pid) => format!("pid {pid}"),
+        capture::target::TargetSpec::Name(p) => format!("the process matching {p:?}"),
+        capture::target::TargetSpec::Command(c) => format!("{:?}", c.join(" ")),
+    };
+    let mut started = false;
+    let mut last_line = std::time::Instant::now();
     let result = capture::record(&opts, stop, |p| {
+        if !started {
+            started = true;
+            err!(
+                "recording {} ({} process{}) {} at {} Hz; outputs go to {} when it ends{}",
+                render::text::sanitize(&what),
+                p.processes,
+                if p.processes == 1 { "" } else { "es" },
+                p.duration
+                    .map(|d| format!("for {:.0} s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "until Ctrl-C".into()),
+                opts.rate_hz,
+                opts.output_dir.display(),
+                if p.duration.is_some() {
+                    " (Ctrl-C ends it early)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if !tty && last_line.elapsed() >= std::time::Duration::from_secs(10) {
+            last_line = std::time::Instant::now();
+            err!(
+                "recording: {:.0} s{} · {} samples · {} process{} · {} errors",
+                p.elapsed.as_secs_f64(),
+                p.duration
+                    .map(|d| format!(" of {:.0} s", d.as_secs_f64()))
+                    .unwrap_or_default(),
+                p.samples,
+                p.processes,
+                if p.processes == 1 { "" } else { "es" },
+                p.errors
+            );
+        }
         let secs = p.elapsed.as_secs_f64();
         let of = p
             .duration
