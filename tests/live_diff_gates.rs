@@ -342,6 +342,22 @@ fn demo_before_and_after_the_fix() {
     // The probe saw it too: /health answered much faster after the fix.
     let p99 = |side: &str| v[side]["probes"][0]["p99_ms"].as_f64().unwrap();
     assert!(p99("before") > 4.0 * p99("after"), "{t}");
+    // ...and every diff output shows it, before → after, one figure per row.
+    assert_eq!(v["probes"][0]["path"], "/health", "{t}");
+    assert!(t.contains("  probe /health: p50 "), "{t}");
+    let md = std::fs::read_to_string(after.join("diff.md")).unwrap();
+    for row in [
+        "| probe `/health` p50 |",
+        "| probe `/health` p99 |",
+        "| probe `/health` timeouts |",
+    ] {
+        assert!(md.contains(row), "{row} missing from diff.md:\n{md}");
+    }
+    let html = std::fs::read_to_string(after.join("diff.html")).unwrap();
+    assert!(
+        html.contains("<td>probe /health p99</td>"),
+        "diff.html has the probe rows"
+    );
 }
 
 /// "Verify the fix" works as printed: record a blocked server by pid, restart it with the fix

@@ -48,6 +48,48 @@ pub struct Side {
     pub probes: Vec<ProbeSummary>,
 }
 
+/// One probed path before and after: what users saw. URLs are matched by their path (a
+/// restarted server may listen on another port).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeChange {
+    /// The path probed (`/health`).
+    pub path: String,
+    /// BEFORE's figures (`null` when not probed there).
+    pub before: Option<ProbeSummary>,
+    /// AFTER's figures (`null` when not probed there).
+    pub after: Option<ProbeSummary>,
+}
+
+/// The path of a probe URL (`http://127.0.0.1:8000/health?x=1` → `/health?x=1`).
+fn probe_path(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/').map(|i| &rest[i..]).unwrap_or("/").to_owned()
+}
+
+/// Pairs the probes of both sides by path, in BEFORE's order then AFTER's new ones.
+pub fn probe_changes(before: &Side, after: &Side) -> Vec<ProbeChange> {
+    let mut out: Vec<ProbeChange> = Vec::new();
+    for p in &before.probes {
+        out.push(ProbeChange {
+            path: probe_path(&p.url),
+            before: Some(p.clone()),
+            after: None,
+        });
+    }
+    for p in &after.probes {
+        let path = probe_path(&p.url);
+        match out.iter_mut().find(|c| c.path == path && c.after.is_none()) {
+            Some(c) => c.after = Some(p.clone()),
+            None => out.push(ProbeChange {
+                path,
+                before: None,
+                after: Some(p.clone()),
+            }),
+        }
+    }
+    out
+}
+
 /// A finding's figures on one side, normalised per loop time.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Figures {
@@ -165,6 +207,9 @@ pub struct Diff {
     pub regression_reasons: Vec<String>,
     /// One sentence: what changed.
     pub summary: String,
+    /// `--probe` latency per path, before and after (empty without probes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeChange>,
 }
 
 fn side(path: &str, rec: &crate::recording::Recording, d: &Diagnosis) -> Side {
@@ -412,6 +457,7 @@ pub fn diff(
         count(Status::Unchanged),
     );
     Diff {
+        probes: probe_changes(&b, &a),
         before: b,
         after: a,
         findings: out,
@@ -480,4 +526,60 @@ pub fn facts(
         (d.regression, d.regression_reasons.join("; ")),
     );
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(urls: &[(&str, f64)]) -> Side {
+        Side {
+            recording: String::new(),
+            started_at: String::new(),
+            window_s: 30.0,
+            duration_s: 30.0,
+            rate_hz: 100.0,
+            verdict: "healthy".into(),
+            summary: String::new(),
+            loop_blocked_pct: 0.0,
+            loop_busy_pct: 0.0,
+            gil_wait_pct: 0.0,
+            process_cpu_pct: 0.0,
+            max_stall_ms: 0.0,
+            stalls_per_min: 0.0,
+            findings: 0,
+            probes: urls
+                .iter()
+                .map(|(u, p50)| ProbeSummary {
+                    url: (*u).into(),
+                    requests: 10,
+                    answered: 10,
+                    timeouts: 0,
+                    errors: 0,
+                    p50_ms: *p50,
+                    p99_ms: *p50,
+                    max_ms: *p50,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn probes_are_paired_by_path_across_a_port_change() {
+        let b = side(&[
+            ("http://127.0.0.1:8000/health", 2500.0),
+            ("http://127.0.0.1:8000/old", 1.0),
+        ]);
+        let a = side(&[
+            ("http://127.0.0.1:8001/health", 3.0),
+            ("http://127.0.0.1:8001/new?x=1", 2.0),
+        ]);
+        let c = probe_changes(&b, &a);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0].path, "/health");
+        assert_eq!(c[0].before.as_ref().unwrap().p50_ms, 2500.0);
+        assert_eq!(c[0].after.as_ref().unwrap().p50_ms, 3.0);
+        assert!(c[1].path == "/old" && c[1].after.is_none());
+        assert!(c[2].path == "/new?x=1" && c[2].before.is_none());
+    }
 }

@@ -434,7 +434,7 @@ pub fn render(
 
 #[derive(Serialize)]
 struct RowVm {
-    label: &'static str,
+    label: String,
     before: String,
     after: String,
     change: String,
@@ -473,6 +473,38 @@ struct DiffPage<'a> {
     details: Vec<Kv>,
 }
 
+/// The rows of one probed path: p50, p99 and timeouts, before and after (what users saw).
+fn probe_rows(c: &crate::analysis::diff::ProbeChange) -> Vec<RowVm> {
+    type Pick = fn(&crate::analysis::probes::ProbeSummary) -> f64;
+    let figures: [(&str, Pick, &str); 3] = [
+        ("p50", |p| p.p50_ms, " ms"),
+        ("p99", |p| p.p99_ms, " ms"),
+        ("timeouts", |p| p.timeouts as f64, ""),
+    ];
+    figures
+        .into_iter()
+        .map(|(what, pick, unit)| {
+            let label = format!("probe {} {what}", c.path);
+            match (&c.before, &c.after) {
+                (Some(b), Some(a)) => row(&label, pick(b), pick(a), unit, Some(true)),
+                (b, a) => RowVm {
+                    label,
+                    before: b
+                        .as_ref()
+                        .map(|p| format!("{:.0}{unit}", pick(p)))
+                        .unwrap_or_else(|| "not probed".into()),
+                    after: a
+                        .as_ref()
+                        .map(|p| format!("{:.0}{unit}", pick(p)))
+                        .unwrap_or_else(|| "not probed".into()),
+                    change: String::new(),
+                    class: "",
+                },
+            }
+        })
+        .collect()
+}
+
 fn figures_text(f: &Option<Figures>) -> String {
     match f {
         Some(f) if f.max_stall_ms > 0.0 => format!(
@@ -488,7 +520,7 @@ fn figures_text(f: &Option<Figures>) -> String {
 }
 
 /// One "before / after / change" row; `lower_is_better` colours the change.
-fn row(label: &'static str, b: f64, a: f64, unit: &str, lower_is_better: Option<bool>) -> RowVm {
+fn row(label: &str, b: f64, a: f64, unit: &str, lower_is_better: Option<bool>) -> RowVm {
     let fmt = |x: f64| {
         if unit == " ms" || unit.is_empty() && x.fract() == 0.0 {
             format!("{x:.0}{unit}")
@@ -503,7 +535,7 @@ fn row(label: &'static str, b: f64, a: f64, unit: &str, lower_is_better: Option<
         _ => "",
     };
     RowVm {
-        label,
+        label: label.to_owned(),
         before: fmt(b),
         after: fmt(a),
         change: if delta == 0.0 {
@@ -624,7 +656,10 @@ pub fn render_diff(
                 "",
                 Some(true),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(diff.probes.iter().flat_map(probe_rows))
+        .collect(),
         findings: diff
             .findings
             .iter()

@@ -284,18 +284,31 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
     ] {
         let _ = writeln!(out, "| {k} | {x} | {y} |");
     }
-    for (label, side) in [("before", b), ("after", a)] {
-        for p in &side.probes {
-            let _ = writeln!(
-                out,
-                "| probe {label} {} | p50 {:.0} ms, p99 {:.0} ms | {} timeouts of {} |",
-                code(&p.url),
-                p.p50_ms,
-                p.p99_ms,
-                p.timeouts,
-                p.requests
-            );
-        }
+    // What users saw: each probed path's latency, one figure per row.
+    for c in &d.probes {
+        let fig = |p: &Option<crate::analysis::probes::ProbeSummary>,
+                   f: &dyn Fn(&crate::analysis::probes::ProbeSummary) -> String| {
+            p.as_ref().map(f).unwrap_or_else(|| "not probed".into())
+        };
+        let path = code(&c.path);
+        let _ = writeln!(
+            out,
+            "| probe {path} p50 | {} | {} |",
+            fig(&c.before, &|p| format!("{:.0} ms", p.p50_ms)),
+            fig(&c.after, &|p| format!("{:.0} ms", p.p50_ms))
+        );
+        let _ = writeln!(
+            out,
+            "| probe {path} p99 | {} | {} |",
+            fig(&c.before, &|p| format!("{:.0} ms", p.p99_ms)),
+            fig(&c.after, &|p| format!("{:.0} ms", p.p99_ms))
+        );
+        let _ = writeln!(
+            out,
+            "| probe {path} timeouts | {} | {} |",
+            fig(&c.before, &|p| format!("{} of {}", p.timeouts, p.requests)),
+            fig(&c.after, &|p| format!("{} of {}", p.timeouts, p.requests))
+        );
     }
     out.push('\n');
     if d.findings.is_empty() {

@@ -282,6 +282,22 @@ pub fn diff(d: &crate::analysis::diff::Diff) -> String {
             sanitize(&s.recording)
         );
     }
+    for c in &d.probes {
+        let fig = |p: &Option<crate::analysis::probes::ProbeSummary>| match p {
+            Some(p) => format!(
+                "p50 {:.0} ms, p99 {:.0} ms, {} timeouts of {}",
+                p.p50_ms, p.p99_ms, p.timeouts, p.requests
+            ),
+            None => "not probed".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  probe {}: {} → {}",
+            sanitize(&c.path),
+            fig(&c.before),
+            fig(&c.after)
+        );
+    }
     for f in &d.findings {
         let _ = writeln!(
             out,
