@@ -65,3 +65,23 @@ fn dump_names_the_hang_on_asyncio() {
 fn dump_names_the_hang_on_uvloop() {
     hung_server_is_diagnosed(Server::UvicornUvloop);
 }
+
+/// `dump` takes exactly `--snapshots` snapshots (10 by default) and marks the application's
+/// frame in each stack, as the report does.
+#[test]
+fn dump_takes_the_snapshots_asked_for_and_marks_the_application_frame() {
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let _load = start_load(&app, &["/sleep?ms=300"], 1, 6.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = app.proc.pid().to_string();
+    let out = run_loopprof(&["dump", "--pid", &pid], Duration::from_secs(20));
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(t.starts_with("10 snapshots over "), "{t}");
+    assert!(t.contains("  ▶ rate_limited (python/app.py:"), "{t}");
+    let out = run_loopprof(
+        &["dump", "--pid", &pid, "--snapshots", "4"],
+        Duration::from_secs(20),
+    );
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(t.starts_with("4 snapshots over "), "{t}");
+}

@@ -36,6 +36,9 @@ pub struct ThreadDump {
     pub stack: Vec<String>,
     /// Source text of the innermost application frame, when recorded.
     pub source: Option<String>,
+    /// Index in `stack` of the innermost application frame (the line to look at), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_frame: Option<usize>,
     /// The HTTP route the thread served in most of those snapshots, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
@@ -171,6 +174,9 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
                 wait_reason,
                 snapshots: count,
                 of: total,
+                app_frame: frames
+                    .iter()
+                    .position(|f| frames::origin(rec.str(f.file)) == Origin::App),
                 source: frames
                     .iter()
                     .find(|f| frames::origin(rec.str(f.file)) == Origin::App)

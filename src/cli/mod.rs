@@ -806,8 +806,9 @@ fn run_dump(args: DumpArgs) -> i32 {
     let rate = args.snapshots as f64 / args.window;
     let opts = RecordOptions {
         target,
-        // The window plus a little, so the last snapshot is taken.
-        duration: Some(Duration::from_secs_f64(args.window + 0.5 / rate)),
+        // Ticks are taken at 0, 1/rate, ...: ending half an interval before the window's end
+        // takes exactly `--snapshots` of them.
+        duration: Some(Duration::from_secs_f64(args.window - 0.5 / rate)),
         rate_hz: rate,
         output_dir: dir.clone(),
         output_policy: DirPolicy::Named,

@@ -204,8 +204,14 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
         if let Some(r) = &t.route {
             let _ = writeln!(out, "    serving {}", sanitize(r));
         }
-        for f in &t.stack {
-            let _ = writeln!(out, "    {}", sanitize(f));
+        // The application's frame (the line to look at) is marked, as in the report.
+        for (i, f) in t.stack.iter().enumerate() {
+            let mark = if t.app_frame == Some(i) {
+                "  ▶ "
+            } else {
+                "    "
+            };
+            let _ = writeln!(out, "{mark}{}", sanitize(f));
         }
         if let Some(src) = &t.source {
             let _ = writeln!(out, "    > {}", sanitize(src));
