@@ -439,31 +439,34 @@ fn describe(t: &Tok) -> String {
     }
 }
 
+/// The metric named `word`, or an error naming the closest ones: by Jaro-Winkler similarity
+/// (`strsim`) of the names with `-` read as `_`, which catches typos (`regresion`), dropped
+/// letters (`loop_blockd_pct`) and `-`/`_` swaps (`max-stall-ms`).
 fn lookup(word: &str) -> Result<&'static Metric, String> {
-    METRICS.iter().find(|m| m.name == word).ok_or_else(|| {
-        let near: Vec<&str> = METRICS
+    let norm = word.replace('-', "_").to_lowercase();
+    if let Some(m) = METRICS.iter().find(|m| m.name == word) {
+        return Ok(m);
+    }
+    let mut scored: Vec<(f64, &str)> = METRICS
+        .iter()
+        .map(|m| (strsim::jaro_winkler(&norm, m.name), m.name))
+        .filter(|(score, name)| *score >= 0.85 || *name == norm)
+        .collect();
+    scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+    let near: Vec<&str> = scored.iter().take(2).map(|(_, n)| *n).collect();
+    Err(format!(
+        "unknown metric `{word}`{}; metrics: {}",
+        if near.is_empty() {
+            String::new()
+        } else {
+            format!(" (did you mean {}?)", near.join(" or "))
+        },
+        METRICS
             .iter()
-            .filter(|m| {
-                m.name.contains(word)
-                    || word.contains(m.name)
-                    || m.name.split('_').next() == word.split('_').next()
-            })
             .map(|m| m.name)
-            .collect();
-        format!(
-            "unknown metric `{word}`{}; metrics: {}",
-            if near.is_empty() {
-                String::new()
-            } else {
-                format!(" (did you mean {}?)", near.join(" or "))
-            },
-            METRICS
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Parses one `--fail-on` expression for a command of `scope`; `categories` are the ids of
@@ -761,6 +764,14 @@ mod tests {
     fn bad_expressions_say_how_to_fix_them() {
         let msg = |s: &str| p(s).unwrap_err().message;
         assert!(msg("loop_blockd_pct > 5").contains("did you mean loop_blocked_pct"));
+        assert!(
+            msg("regresion").contains("did you mean regression"),
+            "{}",
+            msg("regresion")
+        );
+        assert!(msg("max-stall-ms > 5").contains("did you mean max_stall_ms"));
+        assert!(msg("Loop_Busy_Pct > 5").contains("did you mean loop_busy_pct"));
+        assert!(!msg("banana > 5").contains("did you mean"));
         assert!(msg("loop_blocked_pct > high").contains("is a number"));
         assert!(msg("loop_blocked_pct 5").contains("expected a comparison"));
         assert!(msg("max_stall_ms > 2s").contains("drop the unit"));
