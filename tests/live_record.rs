@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use loopprof::recording::{self, ProcessEventKind, Recording, ThreadSample};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The MainThread samples (tid == pid) of process `pid`, with their time.
@@ -644,8 +644,16 @@ fn bad_targets_and_outputs_give_actionable_errors() {
     let _ = std::fs::remove_dir_all(&nobody_dir);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Said for who runs it: not root, another user's process; nothing py-spy-worded about
+    // the process maybe not running, and no ptrace_scope (which does not help here).
     assert!(
-        err.contains("permission denied") && err.contains("SYS_PTRACE"),
+        err.contains("permission denied")
+            && err.contains("cap_sys_ptrace")
+            && err.contains("belongs to another user"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("check if it is running") && !err.contains("ptrace_scope"),
         "{err}"
     );
 }
@@ -697,4 +705,63 @@ fn an_idle_window_says_it_saw_no_traffic_and_progress_shows_without_a_terminal()
         "{:#}",
         s["verdict"]
     );
+}
+
+/// A target already held by another tracer (a debugger, strace, py-spy) cannot be stopped:
+/// `record` says which process holds it and what to do (exit 4) instead of recording
+/// nothing but failed ticks; `--nonblocking`, which stops nothing, still records it.
+#[test]
+fn a_target_held_by_another_tracer_is_named_and_nonblocking_still_records() {
+    use std::io::BufRead;
+    let app = start_app(Server::UvicornAsyncio, "3.11", None);
+    let pid = app.proc.pid().to_string();
+    let mut tracer = Proc::spawn(
+        "tracer",
+        Command::new(venv("3.11").join("bin/python"))
+            .arg(root().join("tests/python/tracer.py"))
+            .args([&pid, "60"])
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(tracer.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "seized");
+    let dir = out_dir("already-traced");
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &pid,
+            "-d",
+            "1",
+            "-o",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "already traced by process {} (python",
+            tracer.pid()
+        )) && err.contains("--nonblocking"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "a failed attach leaves no directory");
+    let out = run_loopprof(
+        &[
+            "record",
+            "--pid",
+            &pid,
+            "-d",
+            "1",
+            "--nonblocking",
+            "-o",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }

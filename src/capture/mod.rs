@@ -83,12 +83,26 @@ pub enum CaptureError {
         detail: String,
     },
     /// ptrace / process_vm_readv was refused.
-    #[error("permission denied reading process {pid} ({detail}).\nloopprof reads another process's memory, which needs ptrace permission:\n  - run as root (sudo loopprof ...), or give the binary the capability: sudo setcap cap_sys_ptrace+ep $(which loopprof)\n  - in Docker: docker run --cap-add SYS_PTRACE ...  (docker-compose: cap_add: [SYS_PTRACE])\n  - in Kubernetes: securityContext.capabilities.add: [\"SYS_PTRACE\"]\n  - or allow ptrace of your own processes: sudo sysctl kernel.yama.ptrace_scope=0 (currently {})", yama_scope())]
+    #[error("permission denied reading process {pid} ({detail}).\n{help}")]
     PermissionDenied {
         /// The pid.
         pid: u32,
         /// The OS error.
         detail: String,
+        /// How to fix it, for who loopprof runs as and what holds the target
+        /// ([`permission_help`]).
+        help: String,
+    },
+    /// Another tracer (a debugger, strace, py-spy, another loopprof) holds the target: its
+    /// threads cannot be stopped for a consistent read.
+    #[error("process {pid} is already traced by process {tracer} ({comm}): a debugger, strace, py-spy --blocking or another loopprof. A process has one tracer at a time, and loopprof stops threads to read consistent stacks: stop that tracer first, or record without stopping anything: --nonblocking (stacks may then be torn)")]
+    AlreadyTraced {
+        /// The target.
+        pid: u32,
+        /// The tracer's pid.
+        tracer: u32,
+        /// The tracer's name.
+        comm: String,
     },
     /// The target exited before it could be attached.
     #[error("process {pid} exited before loopprof could attach to it")]
@@ -130,10 +144,56 @@ pub enum CaptureError {
     Recording(#[from] RecordingError),
 }
 
-fn yama_scope() -> String {
+fn yama_scope() -> Option<u8> {
     std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "not set".into())
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// What to do about a refused ptrace of `pid`, for the user loopprof runs as: the tracer
+/// already attached (`TracerPid`), root refused (another namespace, a security module,
+/// ptrace disabled), or an unprivileged user (sudo, the capability, or, for their own
+/// processes, Yama's `ptrace_scope`). Only what applies is said.
+pub fn permission_help(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+    };
+    let mut help = Vec::new();
+    if let Some(t) = field("TracerPid:").filter(|t| t != "0") {
+        let comm = std::fs::read_to_string(format!("/proc/{t}/comm")).unwrap_or_default();
+        help.push(format!(
+            "process {pid} is already traced by process {t} ({}): a debugger, py-spy or another loopprof. A process has one tracer at a time: stop that one first.",
+            comm.trim()
+        ));
+    }
+    let scope = yama_scope();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        if scope == Some(3) {
+            help.push("kernel.yama.ptrace_scope is 3: ptrace is disabled for everyone, root included, until the next boot.".into());
+        }
+        help.push("loopprof runs as root and was still refused: the target is probably in a container or user namespace this root does not own, or a security module (SELinux, AppArmor, seccomp) forbids ptrace. Run loopprof inside the target's container with the capability: docker run --cap-add SYS_PTRACE (docker-compose: cap_add: [SYS_PTRACE]; Kubernetes: securityContext.capabilities.add: [\"SYS_PTRACE\"], or kubectl debug --profile=general).".into());
+    } else {
+        let own = field("Uid:").and_then(|u| u.parse::<u32>().ok()) == Some(euid);
+        help.push("loopprof reads another process's memory, which needs ptrace permission: run it as root (sudo loopprof ...), or give the binary the capability: sudo setcap cap_sys_ptrace+ep \"$(command -v loopprof)\"".into());
+        if own && scope == Some(1) {
+            help.push("or, since the process is yours, allow ptrace of your own processes: sudo sysctl kernel.yama.ptrace_scope=0 (now 1)".into());
+        } else if !own {
+            help.push(
+                "the process belongs to another user: only root (or CAP_SYS_PTRACE) may read it"
+                    .into(),
+            );
+        }
+    }
+    help.iter()
+        .map(|h| format!("  - {h}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Options of [`record`]: a plain struct, independent of the command-line parser.

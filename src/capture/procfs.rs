@@ -250,6 +250,23 @@ pub fn exe(pid: u32) -> String {
 }
 
 /// True when `/proc/<pid>` exists and the process is not a zombie.
+/// The process tracing `pid` (`TracerPid` of `/proc/PID/status`) and its name, if any.
+pub fn tracer_of(pid: u32) -> Option<(u32, String)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let tracer: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    if tracer == 0 {
+        return None;
+    }
+    let comm = fs::read_to_string(format!("/proc/{tracer}/comm")).unwrap_or_default();
+    Some((tracer, comm.trim().to_owned()))
+}
+
+/// Whether a process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     matches!(process_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
 }

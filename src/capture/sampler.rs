@@ -159,7 +159,15 @@ pub fn classify_attach_error(pid: u32, err: &anyhow::Error) -> CaptureError {
         || text.contains("os error 1)")
         || text.contains("EPERM")
     {
-        return CaptureError::PermissionDenied { pid, detail: text };
+        // py-spy's own context ("check if it is running") misleads for a running process.
+        let detail = text
+            .replace("Failed to open process - check if it is running.: ", "")
+            .replace(" - check if it is running.", "");
+        return CaptureError::PermissionDenied {
+            pid,
+            detail,
+            help: super::permission_help(pid),
+        };
     }
     if text.contains("Unsupported version") {
         return CaptureError::UnsupportedPython { pid, detail: text };
@@ -185,6 +193,12 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
         thread_activity: false,
         ..Config::default()
     };
+    // A traced process cannot be stopped by us: every tick would fail. Say who holds it.
+    if !nonblocking {
+        if let Some((tracer, comm)) = procfs::tracer_of(pid) {
+            return Err(CaptureError::AlreadyTraced { pid, tracer, comm });
+        }
+    }
     let deadline = Instant::now() + patience;
     loop {
         // py-spy probes memory it does not know yet while attaching; a panic there is one

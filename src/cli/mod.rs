@@ -339,7 +339,9 @@ impl RecordArgs {
 /// The exit code for a capture error.
 pub fn capture_exit_code(e: &CaptureError) -> i32 {
     match e {
-        CaptureError::PermissionDenied { .. } => exit::PERMISSION,
+        CaptureError::PermissionDenied { .. } | CaptureError::AlreadyTraced { .. } => {
+            exit::PERMISSION
+        }
         CaptureError::Output { .. } | CaptureError::Recording(_) => exit::IO,
         CaptureError::BadPattern { .. } | CaptureError::EmptyCommand => exit::USAGE,
         _ => exit::TARGET,
