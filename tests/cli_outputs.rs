@@ -198,3 +198,35 @@ fn outputs_never_go_through_a_planted_symlink() {
         .unwrap()
         .contains("<html"));
 }
+
+/// `--open` says the report was opened only when a browser took it: on a machine with no
+/// graphical session and no `$BROWSER` it says so, an opener that fails is not success, and
+/// one that succeeds is reported.
+#[test]
+fn open_reports_success_only_when_a_browser_took_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = blocked_recording(dir.path());
+    let run = |browser: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loopprof"));
+        c.args(["report", rec.to_str().unwrap(), "--open"])
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("BROWSER");
+        if let Some(b) = browser {
+            c.env("BROWSER", b);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(None);
+    assert!(err.contains("no graphical session"), "{err}");
+    assert!(!err.contains("opened"), "{err}");
+    let err = run(Some("false"));
+    assert!(err.contains("no browser could open the report"), "{err}");
+    let err = run(Some("true"));
+    assert!(
+        err.contains("opened ") && err.contains(" with true"),
+        "{err}"
+    );
+}

@@ -742,11 +742,19 @@ fn write_flamegraphs(
 }
 
 /// Opens a file with the desktop's browser; says so (and how to open it) when there is none.
+/// Without a graphical session (`DISPLAY`/`WAYLAND_DISPLAY`) only `$BROWSER` is tried (a
+/// headless server's `xdg-open` exists but opens nothing). An opener that exits with an error
+/// within 3 s did not open it; one still running (a browser in the foreground) or exiting 0 did.
 fn open_in_browser(path: &Path) {
     let mut candidates: Vec<String> = std::env::var("BROWSER")
         .map(|b| b.split(':').map(String::from).collect())
         .unwrap_or_default();
-    candidates.extend(["xdg-open", "sensible-browser", "open"].map(String::from));
+    let graphical = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if graphical {
+        candidates.extend(["xdg-open", "sensible-browser"].map(String::from));
+    }
     for c in candidates.iter().filter(|c| !c.is_empty()) {
         let spawned = std::process::Command::new(c)
             .arg(path)
@@ -754,13 +762,32 @@ fn open_in_browser(path: &Path) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
-        if spawned.is_ok() {
+        let Ok(mut child) = spawned else {
+            continue;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let opened = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        if opened {
             err!("opened {} with {c}", path.display());
             return;
         }
     }
     err!(
-        "note: no browser found to open the report (tried $BROWSER, xdg-open, sensible-browser); open {} yourself",
+        "note: no browser could open the report ({}); open {} yourself, or copy it to a machine with one",
+        if graphical {
+            "tried $BROWSER, xdg-open, sensible-browser"
+        } else {
+            "no graphical session: DISPLAY and WAYLAND_DISPLAY are unset, and $BROWSER is not set"
+        },
         path.display()
     );
 }
