@@ -84,6 +84,10 @@ pub fn escape_with_code(text: &str) -> String {
 
 handlebars::handlebars_helper!(code_helper: |text: str| escape_with_code(text));
 
+/// Up to this many threads the threads table starts open; a longer one (a 40-worker pool)
+/// starts collapsed under its summary line.
+const THREADS_OPEN_MAX: usize = 12;
+
 /// Options of the HTML report.
 #[derive(Debug, Clone, Default)]
 pub struct HtmlOptions {
@@ -171,6 +175,9 @@ struct Page<'a> {
     cards: Vec<CardVm<'a>>,
     flames: Vec<FlameVm>,
     threads: Vec<ThreadVm>,
+    /// The threads table starts open when it is short.
+    threads_open: bool,
+    threads_count: usize,
     details: Vec<Kv>,
     processes: Vec<Kv>,
     verify: super::verify::VerifySteps,
@@ -373,6 +380,8 @@ pub fn render(
         legend: timeline::COLORS.to_vec(),
         cards,
         flames: flames(rec, d),
+        threads_open: d.threads.len() <= THREADS_OPEN_MAX,
+        threads_count: d.threads.len(),
         threads: d
             .threads
             .iter()
