@@ -104,6 +104,16 @@ pub struct HtmlOptions {
 struct Figure {
     label: &'static str,
     value: String,
+    /// What it means ([`super::glossary::FIGURES`]), as the tile's tooltip.
+    help: &'static str,
+}
+
+fn figure(label: &'static str, value: String) -> Figure {
+    Figure {
+        label,
+        value,
+        help: super::glossary::figure(label),
+    }
 }
 
 #[derive(Serialize)]
@@ -172,6 +182,8 @@ struct Page<'a> {
     timeline: Option<String>,
     has_probes: bool,
     legend: Vec<(&'static str, &'static str)>,
+    /// The activity words and what they mean ([`super::glossary::ACTIVITIES`]).
+    activities: &'static [(&'static str, &'static str)],
     cards: Vec<CardVm<'a>>,
     flames: Vec<FlameVm>,
     threads: Vec<ThreadVm>,
@@ -367,17 +379,18 @@ pub fn render(
         verdict_class,
         summary: &v.summary,
         figures: vec![
-            Figure { label: "loop blocked", value: format!("{:.1}%", v.loop_blocked_pct) },
-            Figure { label: "worst stall", value: format!("{:.0} ms", v.worst_stall_ms) },
-            Figure { label: "process CPU", value: format!("{:.1}%", v.process_cpu_pct) },
-            Figure { label: "loop busy", value: format!("{:.1}%", v.loop_busy_pct) },
-            Figure { label: "GIL wait", value: format!("{:.1}%", v.gil_wait_pct) },
-            Figure { label: "CPU-starved", value: format!("{:.1}%", v.cpu_starved_pct) },
+            figure("loop blocked", format!("{:.1}%", v.loop_blocked_pct)),
+            figure("worst stall", format!("{:.0} ms", v.worst_stall_ms)),
+            figure("process CPU", format!("{:.1}%", v.process_cpu_pct)),
+            figure("loop busy", format!("{:.1}%", v.loop_busy_pct)),
+            figure("GIL wait", format!("{:.1}%", v.gil_wait_pct)),
+            figure("CPU-starved", format!("{:.1}%", v.cpu_starved_pct)),
         ],
         top,
         timeline: timeline::svg(rec, d),
         has_probes: !rec.probes.is_empty(),
         legend: timeline::COLORS.to_vec(),
+        activities: super::glossary::ACTIVITIES,
         cards,
         flames: flames(rec, d),
         threads_open: d.threads.len() <= THREADS_OPEN_MAX,

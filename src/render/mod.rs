@@ -6,6 +6,7 @@
 //! `report.md` for tickets.
 
 pub mod flamegraph;
+pub mod glossary;
 pub mod html;
 pub mod json;
 pub mod markdown;
