@@ -41,7 +41,10 @@ mod tests {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/glossary.md"))
             .expect("docs/glossary.md exists");
         for (term, _) in FIGURES.iter().chain(ACTIVITIES) {
-            assert!(doc.contains(&format!("**{term}**")), "docs/glossary.md lacks **{term}**");
+            assert!(
+                doc.contains(&format!("**{term}**")),
+                "docs/glossary.md lacks **{term}**"
+            );
         }
     }
 }
