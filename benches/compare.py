@@ -295,6 +295,7 @@ def run_condition(cond, port, server_pid, secs, tmp, tag):
         res["read_us_p99"] = q(st["reads"], 0.99) if st["reads"] else None
         res["complete_share"] = st["complete"] / st["samples"] if st["samples"] else None
         res["bytes"] = os.path.getsize(os.path.join(out, "recording.jsonl.gz"))
+        res["format_version"] = st["header"].get("version")
         res["dir_bytes"] = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     res["rate_hz"] = res["samples"] / wall if res.get("samples") and wall > 0 else None
     if cpu is not None and res["rate_hz"]:
@@ -584,7 +585,7 @@ def print_part3(args, runs, ss, tmp):
                      "bytes_per_sample": [r[key] / r["samples"] for r in rs if r.get("samples")]})
 
     lp, raw, speed = ss
-    add("loopprof record: recording.jsonl.gz (format v3)", [lp], "bytes")
+    add("loopprof record: recording.jsonl.gz (format v%s)" % lp.get("format_version", "?"), [lp], "bytes")
     add("py-spy --format raw", [raw], "bytes")
     add("py-spy --format raw, gzip -9", [raw], "gz9_bytes")
     add("py-spy --format speedscope", [speed], "bytes")

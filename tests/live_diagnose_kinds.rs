@@ -16,6 +16,17 @@ fn summary(dir: &std::path::Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The finding of category `cat` in a summary; panics with the whole summary when there is
+/// none.
+fn finding<'a>(s: &'a Value, cat: &str) -> &'a Value {
+    s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["category"] == cat)
+        .unwrap_or_else(|| panic!("no {cat} finding: {s:#}"))
+}
+
 /// Puts `conc` clients on `path` and records the server for 3 s.
 fn record_under_load(app: &App, name: &str, path: &str, conc: u32) -> Value {
     record_with_think(app, name, path, conc, 0)
@@ -52,12 +63,7 @@ fn pool_suite(kind: Server, python: &str) {
 
     // 60 clients on a `def` route waiting 300 ms on the upstream: 40 workers, all busy.
     let s = record_under_load(&app, &format!("pool-{kind:?}"), "/def-upstream?ms=300", 60);
-    let f = s["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["category"] == "thread-pool-exhausted")
-        .unwrap_or_else(|| panic!("no thread-pool-exhausted finding: {s:#}"));
+    let f = finding(&s, "thread-pool-exhausted");
     assert_eq!(
         s["verdict"]["kind"], "thread-pool-exhausted",
         "{:#}",
@@ -135,12 +141,7 @@ fn serialization_suite(kind: Server, python: &str) {
     );
     // Validating 100,000 objects allocates enough to trigger collections too: a gc-pause
     // finding may stand beside this one (and rank first); it is a separate, real cost.
-    let f = s["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["category"] == "response-serialization")
-        .unwrap_or_else(|| panic!("no response-serialization finding: {s:#}"));
+    let f = finding(&s, "response-serialization");
     assert_ne!(s["verdict"]["kind"], "healthy");
     assert_eq!(f["call_site"]["function"], "serialize_response", "{f:#}");
     // No application frame, yet the route being served is named (from the ASGI scope).
@@ -357,21 +358,16 @@ fn route_suite(kind: Server, python: &str) {
     let _load = start_load_think(&app, &["/accounts/7?ms=100"], 1, 9.0, 100);
     std::thread::sleep(Duration::from_millis(500));
     let dir = out_dir(&format!("route-{kind:?}"));
-    let out = run_loopprof(
+    let out = record_output(
+        app.proc.pid(),
+        3.0,
+        &dir,
         &[
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "--duration",
-            "3",
-            "-o",
-            dir.to_str().unwrap(),
             "--fail-on",
             "route == 'GET /accounts/{account_id}'",
             "--fail-on",
             "route == 'GET /ctl/async-sleep'",
         ],
-        Duration::from_secs(40),
     );
     let s = summary(&dir);
     let findings = s["findings"].as_array().unwrap();
@@ -426,12 +422,7 @@ fn route_suite(kind: Server, python: &str) {
         "/accounts/8?ms=100",
         3,
     );
-    let f = s["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["category"] == "blocking-sleep")
-        .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
+    let f = finding(&s, "blocking-sleep");
     assert!(f["max_stall_ms"].as_f64().unwrap() < 160.0, "{f:#}");
     assert!(f["stalls"].as_u64().unwrap() >= 10, "{f:#}");
 
@@ -444,12 +435,7 @@ fn route_suite(kind: Server, python: &str) {
         1,
         100,
     );
-    let f = s["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["category"] == "blocking-sleep")
-        .unwrap_or_else(|| panic!("no blocking-sleep finding: {s:#}"));
+    let f = finding(&s, "blocking-sleep");
     assert_eq!(f["route"], "GET /signup-bg (background task)", "{f:#}");
     assert_eq!(f["call_site"]["function"], "send_welcome_email", "{f:#}");
 }
@@ -504,13 +490,7 @@ fn hooks_suite(kind: Server, python: &str) {
 
     let s = record("2000", "simple", &format!("hooks-{kind:?}"));
     let findings = s["findings"].as_array().unwrap();
-    let find = |cat: &str| {
-        findings
-            .iter()
-            .find(|f| f["category"] == cat)
-            .unwrap_or_else(|| panic!("no {cat} finding: {findings:#?}"))
-    };
-    let m = find("metrics-collection");
+    let m = finding(&s, "metrics-collection");
     assert_eq!(m["route"], "GET /metrics/", "{m:#}");
     assert!(m["stalls"].as_u64().unwrap() >= 1, "{m:#}");
     // The representative stack is inside the multiprocess merge; which library call leads
@@ -524,7 +504,7 @@ fn hooks_suite(kind: Server, python: &str) {
             .any(|f| f.as_str().unwrap().starts_with("MultiProcessCollector.")),
         "{m:#}"
     );
-    let t = find("sync-span-export");
+    let t = finding(&s, "sync-span-export");
     assert_eq!(t["route"], "GET /traced", "{t:#}");
     assert_eq!(t["blocking_call"], "SimpleSpanProcessor.on_end", "{t:#}");
     assert_eq!(t["call_site"]["function"], "traced", "{t:#}");
@@ -619,12 +599,7 @@ fn request_validation_suite(kind: Server, python: &str) {
         100_000,
         &format!("request-validation-{kind:?}"),
     );
-    let f = s["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["category"] == "request-validation")
-        .unwrap_or_else(|| panic!("no request-validation finding: {s:#}"));
+    let f = finding(&s, "request-validation");
     assert_eq!(f["route"], "POST /bulk-items", "{f:#}");
     assert!(f["stalls"].as_u64().unwrap() >= 1, "{f:#}");
     assert_ne!(s["verdict"]["kind"], "healthy");

@@ -372,18 +372,7 @@ fn verify_the_fix_commands_work_as_printed_after_a_restart() {
     let before = out_dir("verify-before");
     let after = before.with_file_name("verify-before-after");
     let _ = std::fs::remove_dir_all(&after);
-    let out = run_loopprof(
-        &[
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "--duration",
-            "3",
-            "-o",
-            before.to_str().unwrap(),
-        ],
-        Duration::from_secs(40),
-    );
+    let out = record_output(app.proc.pid(), 3.0, &before, &[]);
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", text(&out));
     let commands: Vec<String> = printed

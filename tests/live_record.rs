@@ -672,18 +672,7 @@ fn bad_targets_and_outputs_give_actionable_errors() {
 fn an_idle_window_says_it_saw_no_traffic_and_progress_shows_without_a_terminal() {
     let app = start_app(Server::UvicornAsyncio, "3.11", None);
     let dir = out_dir("idle-window");
-    let out = run_loopprof(
-        &[
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "--duration",
-            "11",
-            "-o",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let out = record_output(app.proc.pid(), 11.0, &dir, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     let first = err.lines().next().unwrap_or_default();

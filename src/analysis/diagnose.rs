@@ -13,6 +13,7 @@ use super::frames::{self, Origin};
 use super::loops::{self, Activity, LoopState, LoopThread};
 use super::memo;
 use super::pools;
+use super::probes;
 use crate::recording::{FrameDef, Recording, Sample};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -1612,10 +1613,9 @@ fn served_anything(rec: &Recording, loops: &[LoopThread], busy_pct: f64, cpu_pct
     let probe_routes: HashSet<String> = rec
         .probes
         .iter()
-        .filter_map(|p| {
-            let rest = p.url.split_once("://")?.1;
-            let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
-            Some(format!("GET {}", path.split('?').next().unwrap_or(path)))
+        .map(|p| {
+            let path = probes::path_of(&p.url);
+            format!("GET {}", path.split('?').next().unwrap_or(path))
         })
         .collect();
     let mut app_stack: HashMap<u32, bool> = HashMap::new();
@@ -1819,7 +1819,7 @@ fn verdict(
 mod tests {
     use super::*;
     use crate::recording::testing::*;
-    use crate::recording::{GcSample, RawFrame};
+    use crate::recording::{GcSample, RawFrame, RawThread};
 
     const ST: &str = "/usr/lib/python3.11";
     const SP: &str = "/venv/lib/python3.11/site-packages";
@@ -1845,6 +1845,23 @@ mod tests {
         )
     }
 
+    /// The MainThread blocked in `time.sleep` in `rate_limited` (a request to `get_quote`).
+    fn sleeping() -> RawThread {
+        thread(
+            1,
+            "MainThread",
+            'S',
+            "clock_nanosleep",
+            false,
+            sleep_stack(),
+        )
+    }
+
+    /// The MainThread idle in its selector.
+    fn idle() -> RawThread {
+        thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+    }
+
     /// Samples of one uvloop MainThread: `pattern` gives each sample's kind, at irregular
     /// spacing when `jitter` (timestamps are never assumed periodic).
     fn recording(pattern: &[char], jitter: bool) -> Recording {
@@ -1852,15 +1869,8 @@ mod tests {
         let mut t = 0u64;
         for (i, c) in pattern.iter().enumerate() {
             let th = match c {
-                'i' => thread(1, "MainThread", 'S', "epoll_pwait", false, base()),
-                's' => thread(
-                    1,
-                    "MainThread",
-                    'S',
-                    "clock_nanosleep",
-                    false,
-                    sleep_stack(),
-                ),
+                'i' => idle(),
+                's' => sleeping(),
                 'c' => thread(
                     1,
                     "MainThread",
@@ -1926,16 +1936,9 @@ mod tests {
         let mut t = 0u64;
         for i in 0..14 {
             let mut th = if (1..12).contains(&i) {
-                thread(
-                    1,
-                    "MainThread",
-                    'S',
-                    "clock_nanosleep",
-                    false,
-                    sleep_stack(),
-                )
+                sleeping()
             } else {
-                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                idle()
             };
             th.route = match i {
                 1..=8 => Some("GET /quotes/{symbol}".into()),
@@ -1979,15 +1982,8 @@ mod tests {
             let mut t = 0u64;
             for c in &pattern {
                 let th = match c {
-                    's' => thread(
-                        1,
-                        "MainThread",
-                        'S',
-                        "clock_nanosleep",
-                        false,
-                        sleep_stack(),
-                    ),
-                    _ => thread(1, "MainThread", 'S', "epoll_pwait", false, base()),
+                    's' => sleeping(),
+                    _ => idle(),
                 };
                 b.sample(1, t, t / 2, &[th]);
                 t += 10_000;
@@ -2017,7 +2013,7 @@ mod tests {
                 ));
             }
             for i in 0..100u64 {
-                let mut th = thread(1, "MainThread", 'S', "epoll_pwait", false, base());
+                let mut th = idle();
                 if i == 50 {
                     th.route = route.map(Into::into);
                 }
@@ -2055,16 +2051,9 @@ mod tests {
             let mut t = 0u64;
             for i in 0..24 {
                 let mut th = if (2..22).contains(&i) {
-                    thread(
-                        1,
-                        "MainThread",
-                        'S',
-                        "clock_nanosleep",
-                        false,
-                        sleep_stack(),
-                    )
+                    sleeping()
                 } else {
-                    thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                    idle()
                 };
                 if reqs && (2..22).contains(&i) {
                     th.request = Some(if i < 12 { 0xa0 } else { 0xb0 });
@@ -2143,7 +2132,7 @@ mod tests {
         let mut collections = [100u64, 10, 1];
         for i in 0..24u64 {
             let th = if i == 0 || i == 23 {
-                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                idle()
             } else {
                 thread(1, "MainThread", 'R', "running", true, crunch.clone())
             };
@@ -2253,7 +2242,7 @@ mod tests {
             let th = if (5..35).contains(&i) {
                 thread(1, "MainThread", 'S', "sendto", false, busy.clone())
             } else {
-                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                idle()
             };
             b.sample(1, i * 10_000, 0, &[th]);
         }
@@ -2314,7 +2303,7 @@ mod tests {
             let th = if i % 10 < 3 {
                 thread(1, "MainThread", 'R', "running", true, spawn.clone())
             } else {
-                thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                idle()
             };
             b.sample(1, i * 10_000, 0, &[th]);
         }
@@ -2341,7 +2330,7 @@ mod tests {
                         request(&[frame("render", "/srv/app/views.py", 9)], "page"),
                     )
                 } else {
-                    thread(1, "MainThread", 'S', "epoll_pwait", false, base())
+                    idle()
                 };
                 th.sched = Some([run_ns, wait_ns]);
                 if (10..20).contains(&i) {

@@ -60,24 +60,18 @@ pub struct ProbeChange {
     pub after: Option<ProbeSummary>,
 }
 
-/// The path of a probe URL (`http://127.0.0.1:8000/health?x=1` → `/health?x=1`).
-fn probe_path(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.find('/').map(|i| &rest[i..]).unwrap_or("/").to_owned()
-}
-
 /// Pairs the probes of both sides by path, in BEFORE's order then AFTER's new ones.
 pub fn probe_changes(before: &Side, after: &Side) -> Vec<ProbeChange> {
     let mut out: Vec<ProbeChange> = Vec::new();
     for p in &before.probes {
         out.push(ProbeChange {
-            path: probe_path(&p.url),
+            path: crate::analysis::probes::path_of(&p.url).to_owned(),
             before: Some(p.clone()),
             after: None,
         });
     }
     for p in &after.probes {
-        let path = probe_path(&p.url);
+        let path = crate::analysis::probes::path_of(&p.url).to_owned();
         match out.iter_mut().find(|c| c.path == path && c.after.is_none()) {
             Some(c) => c.after = Some(p.clone()),
             None => out.push(ProbeChange {
@@ -503,24 +497,19 @@ pub fn facts(
         "delta_process_cpu_pct",
         d.after.process_cpu_pct - d.before.process_cpu_pct,
     );
-    let mut cats: Vec<String> = d
-        .findings
-        .iter()
-        .filter(|x| matches!(x.status, Status::New | Status::Worse))
-        .map(|x| x.category.clone())
-        .collect();
-    cats.sort();
-    cats.dedup();
-    f.names.insert("new_category", cats);
-    let mut routes: Vec<String> = d
-        .findings
-        .iter()
-        .filter(|x| matches!(x.status, Status::New | Status::Worse))
-        .filter_map(|x| x.route.clone())
-        .collect();
-    routes.sort();
-    routes.dedup();
-    f.names.insert("new_route", routes);
+    let changed = || {
+        d.findings
+            .iter()
+            .filter(|x| matches!(x.status, Status::New | Status::Worse))
+    };
+    f.names.insert(
+        "new_category",
+        crate::analysis::gates::name_list(changed().map(|x| x.category.clone())),
+    );
+    f.names.insert(
+        "new_route",
+        crate::analysis::gates::name_list(changed().filter_map(|x| x.route.clone())),
+    );
     f.flags.insert(
         "regression",
         (d.regression, d.regression_reasons.join("; ")),

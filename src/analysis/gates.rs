@@ -646,16 +646,24 @@ pub fn facts_of(
         f.numbers
             .insert("probe_timeouts", max(|p| p.timeouts as f64));
     }
-    let mut cats: Vec<String> = d.findings.iter().map(|x| x.category.clone()).collect();
-    cats.sort();
-    cats.dedup();
-    f.names.insert("category", cats);
-    let mut routes: Vec<String> = d.findings.iter().filter_map(|x| x.route.clone()).collect();
-    routes.sort();
-    routes.dedup();
-    f.names.insert("route", routes);
+    f.names.insert(
+        "category",
+        name_list(d.findings.iter().map(|x| x.category.clone())),
+    );
+    f.names.insert(
+        "route",
+        name_list(d.findings.iter().filter_map(|x| x.route.clone())),
+    );
     f.names.insert("verdict", vec![v.kind.clone()]);
     f
+}
+
+/// The values of a names metric: sorted, each once.
+pub fn name_list(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = names.into_iter().collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Whether any gate failed.

@@ -26,6 +26,13 @@ pub struct ProbeSummary {
     pub max_ms: f64,
 }
 
+/// The path of a probe URL (`http://127.0.0.1:8000/health?x=1` → `/health?x=1`): what a
+/// probe is matched by across recordings (a restarted server may listen on another port).
+pub fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
+}
+
 /// Summarises the probe records of a recording, one entry per URL.
 pub fn summarize(rec: &Recording) -> Vec<ProbeSummary> {
     let mut by_url: BTreeMap<&str, Vec<&crate::recording::ProbeResult>> = BTreeMap::new();

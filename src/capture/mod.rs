@@ -163,11 +163,9 @@ pub fn permission_help(pid: u32) -> String {
             .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
     };
     let mut help = Vec::new();
-    if let Some(t) = field("TracerPid:").filter(|t| t != "0") {
-        let comm = std::fs::read_to_string(format!("/proc/{t}/comm")).unwrap_or_default();
+    if let Some((t, comm)) = procfs::tracer_of(pid) {
         help.push(format!(
-            "process {pid} is already traced by process {t} ({}): a debugger, py-spy or another loopprof. A process has one tracer at a time: stop that one first.",
-            comm.trim()
+            "process {pid} is already traced by process {t} ({comm}): a debugger, py-spy or another loopprof. A process has one tracer at a time: stop that one first."
         ));
     }
     let scope = yama_scope();

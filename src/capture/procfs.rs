@@ -250,18 +250,21 @@ pub fn exe(pid: u32) -> String {
 }
 
 /// True when `/proc/<pid>` exists and the process is not a zombie.
-/// The process tracing `pid` (`TracerPid` of `/proc/PID/status`) and its name, if any.
-pub fn tracer_of(pid: u32) -> Option<(u32, String)> {
+/// `TracerPid` of `/proc/PID/status` (0: not traced); `None` when unreadable. `pid` may be a
+/// thread id.
+pub fn tracer_pid(pid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let tracer: u32 = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("TracerPid:"))?
         .trim()
         .parse()
-        .ok()?;
-    if tracer == 0 {
-        return None;
-    }
+        .ok()
+}
+
+/// The process tracing `pid` and its name, if any.
+pub fn tracer_of(pid: u32) -> Option<(u32, String)> {
+    let tracer = tracer_pid(pid).filter(|t| *t != 0)?;
     let comm = fs::read_to_string(format!("/proc/{tracer}/comm")).unwrap_or_default();
     Some((tracer, comm.trim().to_owned()))
 }

@@ -78,11 +78,7 @@ fn gettid() -> i32 {
 
 /// The tracer of `tid` (0 when none), from `/proc`.
 fn tracer_of(tid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
+    crate::capture::procfs::tracer_pid(tid as u32).map(|t| t as i32)
 }
 
 /// Whether `LOOPPROF_DEBUG_STOPS` is set: unusual ptrace outcomes are printed to stderr.

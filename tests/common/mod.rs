@@ -413,9 +413,9 @@ pub fn run_loopprof(args: &[&str], limit: Duration) -> Output {
     }
 }
 
-/// Records `pid` for `secs` into `dir` and loads the recording; panics with loopprof's
-/// output when it fails.
-pub fn record_pid(pid: u32, secs: f64, dir: &Path, extra: &[&str]) -> Recording {
+/// Runs `loopprof record --pid PID --duration SECS -o DIR EXTRA...` and returns its output,
+/// whatever its exit code (for tests of gates and messages).
+pub fn record_output(pid: u32, secs: f64, dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "record".to_string(),
         "--pid".into(),
@@ -427,7 +427,13 @@ pub fn record_pid(pid: u32, secs: f64, dir: &Path, extra: &[&str]) -> Recording 
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let out = run_loopprof(&args, Duration::from_secs_f64(secs + 30.0));
+    run_loopprof(&args, Duration::from_secs_f64(secs + 30.0))
+}
+
+/// Records `pid` for `secs` into `dir` and loads the recording; panics with loopprof's
+/// output when it fails.
+pub fn record_pid(pid: u32, secs: f64, dir: &Path, extra: &[&str]) -> Recording {
+    let out = record_output(pid, secs, dir, extra);
     assert!(
         out.status.success(),
         "loopprof failed: {}\n{}",

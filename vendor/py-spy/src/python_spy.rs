@@ -35,6 +35,35 @@ pub struct GcState {
     pub collections: [u64; 3],
 }
 
+/// loopprof patch: calls `crate::asgi::$f::<I, Process>(&process, &version, args..., &mut
+/// asgi_cache)` with the interpreter bindings of the target's version (3.8-3.15), else
+/// returns `$default`.
+macro_rules! asgi_by_version {
+    ($spy:ident, $default:expr, $f:ident($($arg:expr),*)) => {{
+        macro_rules! call {
+            ($py:ident) => {
+                crate::asgi::$f::<$py::_is, Process>(
+                    &$spy.process,
+                    &$spy.version,
+                    $($arg,)*
+                    &mut $spy.asgi_cache,
+                )
+            };
+        }
+        match ($spy.version.major, $spy.version.minor) {
+            (3, 8) => call!(v3_8_0),
+            (3, 9) => call!(v3_9_5),
+            (3, 10) => call!(v3_10_0),
+            (3, 11) => call!(v3_11_0),
+            (3, 12) => call!(v3_12_0),
+            (3, 13) => call!(v3_13_0),
+            (3, 14) => call!(v3_14_0),
+            (3, 15) => call!(v3_15_0),
+            _ => $default,
+        }
+    }};
+}
+
 pub struct PythonSpy {
     pub pid: Pid,
     pub process: Process,
@@ -222,54 +251,14 @@ impl PythonSpy {
     /// Read after the thread was resumed: the dict lives as long as its request, and what is
     /// read is checked to be a scope; `Ok(None)` when it is not one.
     pub fn asgi_scope(&mut self, addr: usize) -> Result<Option<crate::asgi::AsgiScope>, Error> {
-        macro_rules! read {
-            ($py:ident) => {
-                crate::asgi::read_scope::<$py::_is, Process>(
-                    &self.process,
-                    &self.version,
-                    addr,
-                    &mut self.asgi_cache,
-                )
-            };
-        }
-        match (self.version.major, self.version.minor) {
-            (3, 8) => read!(v3_8_0),
-            (3, 9) => read!(v3_9_5),
-            (3, 10) => read!(v3_10_0),
-            (3, 11) => read!(v3_11_0),
-            (3, 12) => read!(v3_12_0),
-            (3, 13) => read!(v3_13_0),
-            (3, 14) => read!(v3_14_0),
-            (3, 15) => read!(v3_15_0),
-            _ => Ok(None),
-        }
+        asgi_by_version!(self, Ok(None), read_scope(addr))
     }
 
     /// loopprof patch: the route table of the ASGI router at `router` (an
     /// [`crate::asgi::AsgiScope::router`]), see [`crate::asgi::read_routes`]. Empty when
     /// nothing readable is there.
     pub fn asgi_routes(&mut self, router: usize) -> Vec<crate::asgi::RouteEntry> {
-        macro_rules! read {
-            ($py:ident) => {
-                crate::asgi::read_routes::<$py::_is, Process>(
-                    &self.process,
-                    &self.version,
-                    router,
-                    &mut self.asgi_cache,
-                )
-            };
-        }
-        match (self.version.major, self.version.minor) {
-            (3, 8) => read!(v3_8_0),
-            (3, 9) => read!(v3_9_5),
-            (3, 10) => read!(v3_10_0),
-            (3, 11) => read!(v3_11_0),
-            (3, 12) => read!(v3_12_0),
-            (3, 13) => read!(v3_13_0),
-            (3, 14) => read!(v3_14_0),
-            (3, 15) => read!(v3_15_0),
-            _ => Vec::new(),
-        }
+        asgi_by_version!(self, Vec::new(), read_routes(router))
     }
 
     /// loopprof patch: the route table of the ASGI application `module:attr` (see
@@ -279,29 +268,7 @@ impl PythonSpy {
         if modules == 0 {
             return Vec::new();
         }
-        macro_rules! read {
-            ($py:ident) => {
-                crate::asgi::read_app_routes::<$py::_is, Process>(
-                    &self.process,
-                    &self.version,
-                    modules,
-                    module,
-                    attr,
-                    &mut self.asgi_cache,
-                )
-            };
-        }
-        match (self.version.major, self.version.minor) {
-            (3, 8) => read!(v3_8_0),
-            (3, 9) => read!(v3_9_5),
-            (3, 10) => read!(v3_10_0),
-            (3, 11) => read!(v3_11_0),
-            (3, 12) => read!(v3_12_0),
-            (3, 13) => read!(v3_13_0),
-            (3, 14) => read!(v3_14_0),
-            (3, 15) => read!(v3_15_0),
-            _ => Vec::new(),
-        }
+        asgi_by_version!(self, Vec::new(), read_app_routes(modules, module, attr))
     }
 
     /// loopprof patch: the interpreter's garbage-collector state, read from
