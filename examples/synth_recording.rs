@@ -9,7 +9,7 @@
 
 use loopprof::recording::format::{End, Record};
 use loopprof::recording::testing::{frame, header};
-use loopprof::recording::{RawFrame, RawThread, RecordingWriter};
+use loopprof::recording::{RawFrame, RawThread, RecordingWriter, TickMeta};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -258,8 +258,17 @@ fn main() {
             run_ns[k] += if t.state == 'R' { 9_000_000 } else { 40_000 };
             t.sched = Some([run_ns[k], 100_000 * i]);
         }
-        w.write_sample(7, i * 10_000, 400, 0, i * 3_000, None, &threads)
-            .unwrap();
+        w.write_sample(
+            &TickMeta {
+                pid: 7,
+                t_us: i * 10_000,
+                read_us: 400,
+                cpu_us: i * 3_000,
+                ..TickMeta::default()
+            },
+            &threads,
+        )
+        .unwrap();
         for t in &threads {
             let mut parts = vec![format!("thread {}", t.name.as_deref().unwrap_or("?"))];
             parts.extend(t.frames.iter().rev().map(|f| {
@@ -289,6 +298,7 @@ fn main() {
         missed: 0,
         processes: 1,
         stopped_us: n * 400,
+        ..End::default()
     })
     .unwrap();
     let mut f = std::io::BufWriter::new(std::fs::File::create(&args[3]).expect("create folded"));

@@ -565,9 +565,18 @@ fn record_tree(
                 cpu_us,
                 threads,
                 gc,
+                lost,
             } => {
-                let new_frames =
-                    writer.write_sample(pid, t_us, read_us, late_us, cpu_us, gc, &threads)?;
+                let tick = crate::recording::TickMeta {
+                    pid,
+                    t_us,
+                    read_us,
+                    late_us,
+                    cpu_us,
+                    gc,
+                    lost,
+                };
+                let new_frames = writer.write_sample(&tick, &threads)?;
                 for f in new_frames {
                     // Application frames get a few lines of context for the report.
                     let context = if crate::analysis::frames::origin(&f.file)
@@ -621,6 +630,20 @@ fn record_tree(
                     event: ProcessEventKind::Skipped,
                     process: info,
                     detail: Some(error.to_string()),
+                }))?
+            }
+            Msg::Frozen { pid, t_us, by } => {
+                let mut info = sampler::describe(pid);
+                info.python_version.clear();
+                writer.write(&Record::Process(ProcessEvent {
+                    t_us,
+                    event: if by.is_some() {
+                        ProcessEventKind::Frozen
+                    } else {
+                        ProcessEventKind::Thawed
+                    },
+                    process: info,
+                    detail: by,
                 }))?
             }
             Msg::Exited { pid, t_us } => {
@@ -709,7 +732,7 @@ fn record_tree(
         // Ignore late attach/exit noise after the end; keep every sample.
         if matches!(
             msg,
-            Msg::Sample { .. } | Msg::Error { .. } | Msg::Routes { .. }
+            Msg::Sample { .. } | Msg::Error { .. } | Msg::Routes { .. } | Msg::Frozen { .. }
         ) {
             handle_msg(msg, &mut writer, &mut no_tracked, &mut skipped)?;
         }
@@ -723,6 +746,9 @@ fn record_tree(
         missed: counters.missed.load(Ordering::Relaxed),
         processes: processes_seen.len() as u64,
         stopped_us: counters.stopped_us.load(Ordering::Relaxed),
+        lost_threads: counters.lost_threads.load(Ordering::Relaxed),
+        truncated: counters.truncated.load(Ordering::Relaxed),
+        throttled: counters.throttled.load(Ordering::Relaxed),
     };
     writer.finish(&end)?;
     Ok((path, end))

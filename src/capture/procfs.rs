@@ -269,6 +269,47 @@ pub fn tracer_of(pid: u32) -> Option<(u32, String)> {
     Some((tracer, comm.trim().to_owned()))
 }
 
+/// The freezer cgroup holding `pid` when it is frozen (what `docker pause` and
+/// `kubectl debug`-style pauses do), named for messages: `"cgroup v1 freezer /lp"` or
+/// `"cgroup v2 /system.slice/x.scope"`; `None` when not frozen or unknown. Reads
+/// `/proc/PID/cgroup`, then the v1 `freezer.state` (`FROZEN`/`FREEZING`) or the v2
+/// `cgroup.events` (`frozen 1`) under `/sys/fs/cgroup` (or its `unified` mount) — the
+/// kernel's cgroup-v1 freezer and cgroup-v2 freeze documents.
+pub fn frozen_by(pid: u32) -> Option<String> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    frozen_in(&cgroups, |path| fs::read_to_string(path).ok())
+}
+
+/// [`frozen_by`] on the text of `/proc/PID/cgroup`, reading cgroup files through `read`.
+pub fn frozen_in(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        // A path with `..` is not the target's to name (nor ours to follow).
+        if path.split('/').any(|c| c == "..") {
+            continue;
+        }
+        if controllers.split(',').any(|c| c == "freezer") {
+            let state = read(&format!("/sys/fs/cgroup/freezer{path}/freezer.state"))?;
+            if matches!(state.trim(), "FROZEN" | "FREEZING") {
+                return Some(format!("cgroup v1 freezer {path}"));
+            }
+        } else if controllers.is_empty() {
+            for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                let path = path.trim_end_matches('/');
+                if let Some(events) = read(&format!("{root}{path}/cgroup.events")) {
+                    if events.lines().any(|l| l.trim() == "frozen 1") {
+                        let shown = if path.is_empty() { "/" } else { path };
+                        return Some(format!("cgroup v2 {shown}"));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     matches!(process_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
@@ -475,6 +516,33 @@ pub fn looks_like_python(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frozen_cgroup_is_found_in_v1_and_v2() {
+        let files = |path: &str| -> Option<String> {
+            match path {
+                "/sys/fs/cgroup/freezer/paused/freezer.state" => Some("FROZEN\n".into()),
+                "/sys/fs/cgroup/freezer/running/freezer.state" => Some("THAWED\n".into()),
+                "/sys/fs/cgroup/unified/app/cgroup.events" => {
+                    Some("populated 1\nfrozen 1\n".into())
+                }
+                "/sys/fs/cgroup/other/cgroup.events" => Some("populated 1\nfrozen 0\n".into()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            frozen_in("6:freezer:/paused\n0::/\n", files).as_deref(),
+            Some("cgroup v1 freezer /paused")
+        );
+        assert_eq!(frozen_in("6:freezer:/running\n", files), None);
+        assert_eq!(
+            frozen_in("0::/app\n", files).as_deref(),
+            Some("cgroup v2 /app")
+        );
+        assert_eq!(frozen_in("0::/other\n", files), None);
+        assert_eq!(frozen_in("6:freezer:/../paused\n", files), None);
+        assert_eq!(frozen_in("garbage", files), None);
+    }
 
     #[test]
     fn parses_nspid() {

@@ -20,6 +20,7 @@ use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread};
 use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
 use remoteprocess::ProcessMemory;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -54,6 +55,8 @@ pub enum Msg {
         threads: Vec<RawThread>,
         /// The garbage collector's state, read just after the stacks (CPython 3.9+).
         gc: Option<GcSample>,
+        /// Python threads whose stack could not be read (left out of `threads`).
+        lost: u32,
     },
     /// One failed tick.
     Error {
@@ -72,6 +75,16 @@ pub enum Msg {
         pid: u32,
         /// Each route and the name stacks give its endpoint function.
         routes: Vec<(String, String)>,
+    },
+    /// The process was found frozen (`by`: its freezer cgroup, see
+    /// [`procfs::frozen_by`]) or, with `by: None`, running again after that.
+    Frozen {
+        /// Process id.
+        pid: u32,
+        /// Microseconds since the recording started.
+        t_us: u64,
+        /// What froze it; `None` when it was thawed.
+        by: Option<String>,
     },
     /// The process exited or can no longer be read; its sampler has stopped.
     Exited {
@@ -95,6 +108,12 @@ pub struct Counters {
     pub missed: AtomicU64,
     /// Total microseconds threads were stopped.
     pub stopped_us: AtomicU64,
+    /// Python threads left out of a tick because their stack could not be read.
+    pub lost_threads: AtomicU64,
+    /// Stacks truncated at py-spy's frame limit.
+    pub truncated: AtomicU64,
+    /// Ticks put off by the duty cycle.
+    pub throttled: AtomicU64,
 }
 
 /// What every sampler shares.
@@ -340,18 +359,27 @@ impl ThreadIdSpace {
     }
 }
 
+/// One read of every stack: the stacks, how long the threads were stopped, and the threads
+/// read without a stop (see [`ProcessSampler::read_stacks`]).
+type StackRead = (Vec<py_spy::StackTrace>, Duration, HashSet<u32>);
+
+/// Threads stopped for one read, and those that were not (see [`lock_threads`]).
+type Locks = (Vec<StoppedThread>, Vec<u32>);
+
 /// Stops the given threads of `pid` with ptrace ([`StoppedThread::stop_all`]); they resume
 /// when the returned guards drop. Threads that exited meanwhile are skipped; an id that is not
-/// a thread of `pid` is never stopped and fails the tick.
-fn lock_threads(pid: u32, tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
+/// a thread of `pid` is never stopped and fails the tick. Also returns the threads that did
+/// not stop in time (in uninterruptible sleep): read without a stop.
+fn lock_threads(pid: u32, tids: &[u32]) -> Result<Locks, String> {
     crate::capture::stop::release_left_seized(false);
     StoppedThread::stop_all(pid, tids)
 }
 
-/// Stops every thread of `pid`, again until no new thread appeared meanwhile.
-fn lock_all_threads(pid: u32) -> Result<Vec<StoppedThread>, String> {
-    let mut locks: Vec<StoppedThread> = Vec::new();
-    let mut done: HashSet<u32> = HashSet::new();
+/// Stops every thread of `pid` but those in `skip`, again until no new thread appeared
+/// meanwhile.
+fn lock_all_threads(pid: u32, skip: &HashSet<u32>) -> Result<Locks, String> {
+    let mut locks: Locks = (Vec::new(), Vec::new());
+    let mut done: HashSet<u32> = skip.clone();
     for _ in 0..10 {
         let tids: Vec<u32> = procfs::thread_ids(pid)
             .map_err(|e| format!("listing threads of {pid}: {e}"))?
@@ -362,7 +390,9 @@ fn lock_all_threads(pid: u32) -> Result<Vec<StoppedThread>, String> {
             return Ok(locks);
         }
         done.extend(tids.iter().copied());
-        locks.extend(lock_threads(pid, &tids)?);
+        let (stopped, late) = lock_threads(pid, &tids)?;
+        locks.0.extend(stopped);
+        locks.1.extend(late);
     }
     Ok(locks)
 }
@@ -411,6 +441,10 @@ pub struct ProcessSampler {
     app_routes_tries: u32,
     /// (route, endpoint) pairs already sent.
     routes_sent: HashSet<(String, String)>,
+    /// The process is frozen (by its freezer cgroup), as last said.
+    frozen: bool,
+    /// When the freezer may be looked at again (at most once a second).
+    frozen_next_check: Instant,
 }
 
 impl ProcessSampler {
@@ -435,6 +469,8 @@ impl ProcessSampler {
             app_routes_next: Instant::now(),
             app_routes_tries: 0,
             routes_sent: HashSet::new(),
+            frozen: false,
+            frozen_next_check: Instant::now(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -510,8 +546,22 @@ impl ProcessSampler {
                 .into_iter()
                 .map(|tid| (tid, self.thread_state(tid)))
                 .collect();
+            if attempt == 0 {
+                self.watch_freezer(&before);
+            }
+            // A thread in uninterruptible sleep cannot run until it leaves it, and a stop
+            // would wait for that: it is read without one (and checked after).
+            let asleep: HashSet<u32> = if self.locking == Locking::None {
+                HashSet::new()
+            } else {
+                before
+                    .iter()
+                    .filter(|(_, os)| os.state == 'D')
+                    .map(|(tid, _)| *tid)
+                    .collect()
+            };
             let t_us = self.now_us();
-            let (traces, read) = match self.read_stacks() {
+            let (traces, read, unstopped) = match self.read_stacks(&asleep) {
                 Ok(t) => t,
                 Err((kind, message)) => {
                     if !procfs::is_alive(pid) {
@@ -553,6 +603,37 @@ impl ProcessSampler {
                 })
                 .collect();
             let tids = self.id_space.translate(pid, &own_tids);
+            // A thread state created for a thread not started yet carries its creator's OS id
+            // until the new thread binds it (CPython 3.11+ `init_threadstate`), so one OS
+            // thread can appear twice. Keep the state with frames (the creator's); the other
+            // is a thread with nothing to show yet.
+            let mut keep = vec![true; tids.len()];
+            let mut first_of: HashMap<u32, usize> = HashMap::with_capacity(tids.len());
+            for (i, &tid) in tids.iter().enumerate() {
+                if tid == 0 {
+                    continue;
+                }
+                match first_of.entry(tid) {
+                    Entry::Vacant(v) => {
+                        v.insert(i);
+                    }
+                    Entry::Occupied(mut o) => {
+                        let j = *o.get();
+                        if traces[j].frames.is_empty() && !traces[i].frames.is_empty() {
+                            keep[j] = false;
+                            o.insert(i);
+                        } else {
+                            keep[i] = false;
+                        }
+                    }
+                }
+            }
+            let (traces, tids): (Vec<py_spy::StackTrace>, Vec<u32>) = traces
+                .into_iter()
+                .zip(tids)
+                .zip(keep)
+                .filter_map(|(pair, k)| k.then_some(pair))
+                .unzip();
             let unknown_tid = tids.contains(&0);
             let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
             self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
@@ -570,8 +651,25 @@ impl ProcessSampler {
             if !consistent && attempt == 0 {
                 continue;
             }
+            // A thread read without a stop must not have run meanwhile (its stack could be
+            // torn): one whose run time moved, or that is running now, is left out.
+            let torn: HashSet<u32> = unstopped
+                .iter()
+                .copied()
+                .filter(|tid| {
+                    let ran_before = before.get(tid).and_then(|os| os.sched).map(|s| s[0]);
+                    let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
+                    let ran_now = self.proc_files.thread_schedstat(*tid).map(|s| s[0]);
+                    ran_before.is_none() || ran_now != ran_before || state.ok() == Some('R')
+                })
+                .collect();
             let mut threads = Vec::with_capacity(traces.len());
+            let mut lost = self.spy.unreadable_threads.len() as u32;
             for (t, tid) in traces.into_iter().zip(tids) {
+                if torn.contains(&tid) {
+                    lost += 1;
+                    continue;
+                }
                 let ThreadOs {
                     state,
                     syscall,
@@ -646,6 +744,14 @@ impl ProcessSampler {
                             file: f.filename,
                             line: f.line,
                         })
+                        .chain(t.truncated.then(|| {
+                            self.ctx.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                            RawFrame {
+                                name: crate::recording::TRUNCATED_FRAME.to_owned(),
+                                file: crate::recording::TRUNCATED_FILE.to_owned(),
+                                line: 0,
+                            }
+                        }))
                         .collect(),
                 });
             }
@@ -656,7 +762,12 @@ impl ProcessSampler {
                 collections: g.collections,
             });
             self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .lost_threads
+                .fetch_add(u64::from(lost), Ordering::Relaxed);
             let _ = self.ctx.tx.send(Msg::Sample {
+                lost,
                 gc,
                 pid,
                 t_us,
@@ -669,6 +780,27 @@ impl ProcessSampler {
             break;
         }
         true
+    }
+
+    /// Says when the process is frozen by its freezer cgroup (every thread in
+    /// uninterruptible sleep is what a frozen process looks like; the cgroup is read then, at
+    /// most once a second) and when it runs again.
+    fn watch_freezer(&mut self, before: &HashMap<u32, ThreadOs>) {
+        let all_asleep = !before.is_empty() && before.values().all(|os| os.state == 'D');
+        let by = if all_asleep && !self.frozen && Instant::now() >= self.frozen_next_check {
+            self.frozen_next_check = Instant::now() + Duration::from_secs(1);
+            procfs::frozen_by(self.pid)
+        } else {
+            None
+        };
+        if by.is_some() || (self.frozen && !all_asleep) {
+            self.frozen = by.is_some();
+            let _ = self.ctx.tx.send(Msg::Frozen {
+                pid: self.pid,
+                t_us: self.now_us(),
+                by,
+            });
+        }
     }
 
     /// Reads the route table of the application named on the command line, while the
@@ -754,13 +886,14 @@ impl ProcessSampler {
     }
 
     /// Stops the threads as the locking mode says, reads every Python stack, resumes.
-    /// Returns the stacks and how long the threads were stopped (with `--nonblocking`, how
-    /// long the read took). The threads are resumed as soon as their frame chains are read;
-    /// names, files and lines come from immutable code objects, read after.
-    fn read_stacks(
-        &mut self,
-    ) -> Result<(Vec<py_spy::StackTrace>, Duration), (&'static str, String)> {
+    /// Returns the stacks, how long the threads were stopped (with `--nonblocking`, how long
+    /// the read took), and the Python threads read without a stop: those in `asleep`
+    /// (uninterruptible sleep at the last look: they cannot run, so they are not stopped)
+    /// and those that did not stop in time. The threads are resumed as soon as their frame
+    /// chains are read; names, files and lines come from immutable code objects, read after.
+    fn read_stacks(&mut self, asleep: &HashSet<u32>) -> Result<StackRead, (&'static str, String)> {
         let start = Instant::now();
+        let mut unstopped: HashSet<u32> = asleep.clone();
         // Every stop is our own (`StoppedThread`); py-spy only reads.
         let mut locks = match self.locking {
             Locking::None => {
@@ -769,12 +902,23 @@ impl ProcessSampler {
             }
             Locking::PythonThreads if !self.python_tids.is_empty() => {
                 self.spy.config.blocking = LockingStrategy::AlreadyLocked;
-                Some(lock_threads(self.pid, &self.python_tids).map_err(|e| ("lock", e))?)
+                let tids: Vec<u32> = self
+                    .python_tids
+                    .iter()
+                    .copied()
+                    .filter(|t| !asleep.contains(t))
+                    .collect();
+                let (stopped, late) = lock_threads(self.pid, &tids).map_err(|e| ("lock", e))?;
+                unstopped.extend(late);
+                Some(stopped)
             }
             // First tick (Python threads not known yet) or unknown OS ids: stop everything.
             _ => {
                 self.spy.config.blocking = LockingStrategy::AlreadyLocked;
-                Some(lock_all_threads(self.pid).map_err(|e| ("lock", e))?)
+                let (stopped, late) =
+                    lock_all_threads(self.pid, asleep).map_err(|e| ("lock", e))?;
+                unstopped.extend(late);
+                Some(stopped)
             }
         };
         let stopped = locks.is_some();
@@ -797,7 +941,7 @@ impl ProcessSampler {
         };
         match read {
             Ok(r) => r
-                .map(|traces| (traces, held))
+                .map(|traces| (traces, held, unstopped))
                 .map_err(|e| ("read", format!("{e:#}"))),
             // A panic reading racing memory is one failed tick (counted), not a dead sampler.
             Err(p) => Err(("read", format!("py-spy panicked: {}", panic_text(&p)))),

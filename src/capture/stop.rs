@@ -92,6 +92,10 @@ fn debug() -> bool {
 /// expect) must not hang the sampler.
 const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a thread found in uninterruptible sleep (`D`) is waited for: it cannot be
+/// stopped before it leaves that sleep, and cannot run (or change its stack) until then.
+const D_STATE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Waits for `tid` to reach a ptrace stop after an interrupt: `(signal caught, exited)`.
 /// Spins briefly (a stop usually lands within microseconds, and yielding the CPU on a busy
 /// machine would cost a whole time slice), then naps, and gives up after [`STOP_PATIENCE`]
@@ -113,6 +117,15 @@ fn wait_stop(tid: Pid) -> Result<(Option<Signal>, bool), Errno> {
                 if waited < spin {
                     std::hint::spin_loop();
                 } else {
+                    // A thread in uninterruptible sleep (disk or NFS I/O, a frozen cgroup)
+                    // stops only when it leaves it: give up on it early rather than keep
+                    // the other threads stopped.
+                    if waited > D_STATE_PATIENCE && state_of(tid.as_raw()) == Some('D') {
+                        if debug() {
+                            eprintln!("loopprof: thread {tid} is in uninterruptible sleep");
+                        }
+                        return Err(Errno::ETIMEDOUT);
+                    }
                     std::thread::sleep(nap);
                     nap = (nap * 2).min(std::time::Duration::from_millis(1));
                 }
@@ -214,11 +227,20 @@ impl StoppedThread {
 
     /// Stops every thread of `tids` of process `pid`: all are interrupted first, then waited
     /// for, so they stop together and the stop costs one scheduling delay rather than one per
-    /// thread. Threads that exited are skipped; a thread that is not `pid`'s is never stopped
-    /// and fails the call.
-    pub fn stop_all(pid: u32, tids: &[u32]) -> Result<Vec<StoppedThread>, String> {
+    /// thread. Threads that exited are skipped. Returns the stopped threads and those that
+    /// did not stop in time (in uninterruptible sleep, or past [`STOP_PATIENCE`]): they are
+    /// left seized until they stop and are let go by [`release_left_seized`]; their stacks
+    /// must not be trusted. A thread that is not `pid`'s is never stopped and fails the
+    /// call, as does a ptrace refusal.
+    pub fn stop_all(pid: u32, tids: &[u32]) -> Result<(Vec<StoppedThread>, Vec<u32>), String> {
         let mut pending = Vec::with_capacity(tids.len());
+        // Each thread once: seizing a thread twice would be taken for a leaked seize, and two
+        // waits for one stop leave the second waiting until it gives up.
+        let mut seen = std::collections::HashSet::with_capacity(tids.len());
         for &tid in tids {
+            if !seen.insert(tid) {
+                continue;
+            }
             match Self::begin(pid, tid) {
                 Ok(t) => pending.push(t),
                 Err(StopError::Gone) => continue,
@@ -226,14 +248,16 @@ impl StoppedThread {
             }
         }
         let mut stopped = Vec::with_capacity(pending.len());
+        let mut late = Vec::new();
         for mut t in pending {
             match t.finish() {
                 Ok(()) => stopped.push(t),
                 Err(StopError::Gone) => continue,
+                Err(StopError::Failed(Errno::ETIMEDOUT)) => late.push(t.tid.as_raw() as u32),
                 Err(e) => return Err(format!("cannot stop thread {}: {e}", t.tid)),
             }
         }
-        Ok(stopped)
+        Ok((stopped, late))
     }
 
     /// Seizes `tid` and asks it to stop (`PTRACE_INTERRUPT`), without waiting.
@@ -452,7 +476,9 @@ mod tests {
                 tid: other.id()
             }
         );
-        let err = StoppedThread::stop_all(target.id(), &[target.id(), other.id()]).unwrap_err();
+        let err = StoppedThread::stop_all(target.id(), &[target.id(), other.id()])
+            .map(|_| ())
+            .unwrap_err();
         assert!(err.contains("is not a thread of process"), "{err}");
         assert_eq!(tracer_of(other.id() as i32), Some(0), "never seized");
         assert_eq!(tracer_of(target.id() as i32), Some(0), "let go");

@@ -13,8 +13,10 @@ pub const FORMAT_NAME: &str = "loopprof-recording";
 
 /// The version of the recording format this build writes and reads.
 /// Version 3 added the garbage collector's state to `tick` records (`gc`), version 4 the
-/// HTTP route each thread was serving (`route`); versions 1 to 3 are still read.
-pub const FORMAT_VERSION: u32 = 4;
+/// HTTP route each thread was serving (`route`), version 5 the `frozen`/`thawed` process
+/// events and what a tick could not read (`lost`, and the end record's `lost_threads`,
+/// `truncated`, `throttled`); versions 1 to 4 are still read.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
 /// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
@@ -178,6 +180,11 @@ pub enum ProcessEventKind {
     Exited,
     /// A descendant was not sampled (not Python, or could not be attached).
     Skipped,
+    /// The process was found frozen by its freezer cgroup (`docker pause`); `detail` names
+    /// the cgroup (version 5). It cannot run until thawed.
+    Frozen,
+    /// A frozen process runs again (version 5).
+    Thawed,
 }
 
 /// An interned string.
@@ -243,6 +250,10 @@ pub struct Sample {
     /// The interpreter's garbage collector at this sample (version 3; CPython 3.9+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcSample>,
+    /// Python threads whose stack could not be read in this tick (a thread exiting or
+    /// starting while it was read), left out of `threads`. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u32,
 }
 
 /// The garbage collector's state at one sample, read from the interpreter's
@@ -307,6 +318,9 @@ pub struct Tick {
     /// The garbage collector (version 3), when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<TickGc>,
+    /// As [`Sample::lost`]. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u32,
 }
 
 /// One Python thread in one [`Tick`]: as [`ThreadSample`], with the scheduler times as
@@ -433,7 +447,7 @@ pub struct ProbeResult {
 }
 
 /// The last record: how the recording went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct End {
     /// Microseconds from the start to the end of the recording.
     pub duration_us: u64,
@@ -452,4 +466,27 @@ pub struct End {
     pub processes: u64,
     /// Total microseconds the target's threads were stopped for reading (blocking mode).
     pub stopped_us: u64,
+    /// Thread samples lost: Python threads left out of a tick because their stack could not
+    /// be read (the sum of the ticks' `lost`). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub lost_threads: u64,
+    /// Stacks deeper than loopprof reads (4,096 frames): their innermost frames were kept,
+    /// under a [`TRUNCATED_FRAME`] frame. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub truncated: u64,
+    /// Ticks put off so that the target is not stopped more than `max_stop_pct` percent of
+    /// the time (the duty cycle; see the header's options). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub throttled: u64,
 }
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The function name of the frame put at the outer end of a stack deeper than loopprof
+/// reads (file [`TRUNCATED_FILE`], line 0): the frames below it are the innermost 4,096.
+pub const TRUNCATED_FRAME: &str = "[truncated: deeper than 4096 frames]";
+
+/// The file of the [`TRUNCATED_FRAME`] frame.
+pub const TRUNCATED_FILE: &str = "<loopprof>";

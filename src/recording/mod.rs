@@ -15,7 +15,7 @@ pub mod writer;
 
 pub use format::*;
 pub use reader::{load, load_from, Recording, RecordingReader};
-pub use writer::{RawFrame, RawThread, RecordingWriter};
+pub use writer::{RawFrame, RawThread, RecordingWriter, TickMeta};
 
 use std::path::PathBuf;
 

@@ -304,6 +304,7 @@ impl TickState {
             late_us: (u64::from(t.late) * unit).min(u64::from(u32::MAX)) as u32,
             cpu_us,
             threads,
+            lost: t.lost,
         }
     }
 }

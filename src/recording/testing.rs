@@ -4,7 +4,9 @@
 //! loads them back through the real reader, so tests exercise the wire format end to end.
 
 use super::format::*;
-use super::{load_from, RawFrame, RawThread, Recording, RecordingReader, RecordingWriter};
+use super::{
+    load_from, RawFrame, RawThread, Recording, RecordingReader, RecordingWriter, TickMeta,
+};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -124,7 +126,39 @@ impl RecordingBuilder {
     /// Adds one sample.
     pub fn sample(&mut self, pid: u32, t_us: u64, cpu_us: u64, threads: &[RawThread]) -> &mut Self {
         self.writer
-            .write_sample(pid, t_us, 500, 0, cpu_us, None, threads)
+            .write_sample(
+                &TickMeta {
+                    pid,
+                    t_us,
+                    read_us: 500,
+                    cpu_us,
+                    ..TickMeta::default()
+                },
+                threads,
+            )
+            .unwrap();
+        self
+    }
+
+    /// Adds one sample that could not read `lost` more Python threads.
+    pub fn sample_lost(
+        &mut self,
+        pid: u32,
+        t_us: u64,
+        threads: &[RawThread],
+        lost: u32,
+    ) -> &mut Self {
+        self.writer
+            .write_sample(
+                &TickMeta {
+                    pid,
+                    t_us,
+                    read_us: 500,
+                    lost,
+                    ..TickMeta::default()
+                },
+                threads,
+            )
             .unwrap();
         self
     }
@@ -139,7 +173,17 @@ impl RecordingBuilder {
         threads: &[RawThread],
     ) -> &mut Self {
         self.writer
-            .write_sample(pid, t_us, 500, 0, cpu_us, Some(gc), threads)
+            .write_sample(
+                &TickMeta {
+                    pid,
+                    t_us,
+                    read_us: 500,
+                    cpu_us,
+                    gc: Some(gc),
+                    ..TickMeta::default()
+                },
+                threads,
+            )
             .unwrap();
         self
     }
@@ -193,6 +237,7 @@ pub fn end(duration_us: u64, samples: u64) -> End {
         missed: 0,
         processes: 1,
         stopped_us: 0,
+        ..End::default()
     }
 }
 

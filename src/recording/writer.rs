@@ -55,6 +55,25 @@ pub struct RawThread {
     pub frames: Vec<RawFrame>,
 }
 
+/// What one tick says of itself besides its threads (see [`RecordingWriter::write_sample`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TickMeta {
+    /// Process id.
+    pub pid: u32,
+    /// Microseconds since the recording started.
+    pub t_us: u64,
+    /// How long the threads were stopped (with `--nonblocking`, the read took), µs.
+    pub read_us: u32,
+    /// How late the tick started, µs.
+    pub late_us: u32,
+    /// Cumulative process CPU time, µs.
+    pub cpu_us: u64,
+    /// The garbage collector's state, when read.
+    pub gc: Option<GcSample>,
+    /// Python threads whose stack could not be read in this tick (left out of it).
+    pub lost: u32,
+}
+
 /// Where the lines go: a gzip file, a plain file, or any writer. The gzip encoder is fed
 /// through a buffer: compressing each ~200-byte line on its own cost more than the rest of
 /// the writer's work together.
@@ -257,20 +276,24 @@ impl RecordingWriter {
         }))
     }
 
-    /// Interns the threads of one tick and writes the sample, with the garbage collector's
-    /// state read at that sample (`None` when unreadable). Returns the frames that were new in
-    /// this sample (their source lines have not been recorded yet).
-    #[allow(clippy::too_many_arguments)]
+    /// Interns the threads of one tick and writes the sample, with what the tick says of
+    /// itself (`tick`: times, CPU, the garbage collector's state when read, threads lost).
+    /// Returns the frames that were new in this sample (their source lines have not been
+    /// recorded yet).
     pub fn write_sample<'a>(
         &mut self,
-        pid: u32,
-        t_us: u64,
-        read_us: u32,
-        late_us: u32,
-        cpu_us: u64,
-        gc: Option<GcSample>,
+        tick: &TickMeta,
         threads: &'a [RawThread],
     ) -> Result<Vec<&'a RawFrame>, RecordingError> {
+        let TickMeta {
+            pid,
+            t_us,
+            read_us,
+            late_us,
+            cpu_us,
+            gc,
+            lost,
+        } = *tick;
         let mut new_frames = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
         let unit = self.unit;
@@ -351,6 +374,7 @@ impl RecordingWriter {
             dcpu_us: cpu_us as i64 - last_cpu as i64,
             threads: out,
             gc,
+            lost,
         }))?;
         Ok(new_frames)
     }

@@ -80,6 +80,11 @@ pub struct PythonSpy {
     pub code_cache: CodeCache,
     /// loopprof patch: long-lived objects met while reading ASGI scopes.
     pub asgi_cache: crate::asgi::AsgiCache,
+    /// loopprof patch: the threads the last [`Self::get_stack_traces_then`] could not read
+    /// (Python thread id, error), left out of its result instead of failing it: a thread
+    /// exiting or starting during the read costs its own sample only. A thread id of 0 stands
+    /// for the rest of a thread list that could not be followed.
+    pub unreadable_threads: Vec<(u64, String)>,
     #[cfg(target_os = "linux")]
     pub dockerized: bool,
 }
@@ -134,6 +139,7 @@ impl PythonSpy {
             python_thread_names: HashMap::new(),
             code_cache: CodeCache::for_process(pid),
             asgi_cache: Default::default(),
+            unreadable_threads: Vec::new(),
             thread_name_lookup_time: Instant::now(),
         })
     }
@@ -365,6 +371,10 @@ impl PythonSpy {
 
         // loopprof patch: first every thread's frame chain (what needs the threads stopped),
         // then `resume`, then names, files and lines (immutable code-object data).
+        // loopprof patch: a thread that cannot be read (exiting, or not started yet, while
+        // the list is read) is left out and named in `unreadable_threads`; only a list whose
+        // first thread cannot be read fails the call.
+        self.unreadable_threads.clear();
         let mut chains = Vec::new();
         let mut threads = threads_head;
         let mut visited = 0;
@@ -376,10 +386,15 @@ impl PythonSpy {
             }
 
             // Get the stack trace of the python thread
-            let thread = self
-                .process
-                .copy_pointer(threads)
-                .context("Failed to copy PyThreadState")?;
+            let thread = match self.process.copy_pointer(threads) {
+                Ok(thread) => thread,
+                Err(e) if visited > 1 => {
+                    self.unreadable_threads
+                        .push((0, format!("Failed to copy PyThreadState: {e}")));
+                    break;
+                }
+                Err(e) => return Err(Error::from(e).context("Failed to copy PyThreadState")),
+            };
             threads = thread.next();
 
             let python_thread_id = thread.thread_id();
@@ -389,19 +404,19 @@ impl PythonSpy {
                 continue;
             }
 
-            let chain = read_frame_chain(
+            match read_frame_chain(
                 &thread,
                 &self.process,
                 self.config.dump_locals > 0,
                 Some(&mut self.code_cache),
-            )
-            .with_context(|| {
-                format!(
-                    "Failed to call get_stack_trace for thread {}",
-                    python_thread_id
-                )
-            })?;
-            chains.push((thread, owns_gil, chain));
+            ) {
+                Ok(chain) => chains.push((thread, owns_gil, chain)),
+                Err(e) => {
+                    self.unreadable_threads
+                        .push((python_thread_id, format!("{e:#}")));
+                    continue;
+                }
+            }
 
             if self.config.gil_only {
                 // There's only one GIL thread and we've captured it, so we can
@@ -418,20 +433,21 @@ impl PythonSpy {
         let mut traces = Vec::new();
         for (thread, owns_gil, chain) in chains {
             let python_thread_id = thread.thread_id();
-            let mut trace = resolve_frame_chain(
+            let mut trace = match resolve_frame_chain(
                 &thread,
                 chain,
                 &self.process,
                 self.config.dump_locals > 0,
                 self.config.lineno,
                 Some(&mut self.code_cache),
-            )
-            .with_context(|| {
-                format!(
-                    "Failed to call get_stack_trace for thread {}",
-                    python_thread_id
-                )
-            })?;
+            ) {
+                Ok(trace) => trace,
+                Err(e) => {
+                    self.unreadable_threads
+                        .push((python_thread_id, format!("{e:#}")));
+                    continue;
+                }
+            };
 
             // Try getting the native thread id
 
@@ -439,8 +455,10 @@ impl PythonSpy {
             // for older versions of python, try using OS specific code to get the native
             // thread id (doesn't work on freebsd, or on arm/i686 processors on linux)
             if trace.os_thread_id.is_none() {
-                let mut os_thread_id =
-                    self._get_os_thread_id::<I>(python_thread_id, threads_head)?;
+                // loopprof patch: a thread whose id cannot be found is read without it.
+                let mut os_thread_id = self
+                    ._get_os_thread_id::<I>(python_thread_id, threads_head)
+                    .unwrap_or(None);
 
                 // linux can see issues where pthread_ids get recycled for new OS threads,
                 // which totally breaks the caching we were doing here. Detect this and retry
@@ -449,8 +467,9 @@ impl PythonSpy {
                         info!("clearing away thread id caches, thread {} has exited", tid);
                         self.python_thread_ids.clear();
                         self.python_thread_names.clear();
-                        os_thread_id =
-                            self._get_os_thread_id::<I>(python_thread_id, threads_head)?;
+                        os_thread_id = self
+                            ._get_os_thread_id::<I>(python_thread_id, threads_head)
+                            .unwrap_or(None);
                     }
                 }
 

@@ -42,10 +42,18 @@ pub struct StackTrace {
     /// none: an identity of the request being served, read while the thread was stopped.
     #[serde(skip)]
     pub asgi_request: usize,
+    /// loopprof patch: the thread's stack is deeper than [`MAX_FRAMES`]: only the innermost
+    /// [`MAX_FRAMES`] frames were read (py-spy failed the whole read instead).
+    #[serde(skip)]
+    pub truncated: bool,
 }
 
 /// loopprof patch: most frames per stack whose `scope` argument is read.
 pub const MAX_SCOPE_FRAMES: usize = 3;
+
+/// loopprof patch: most frames read per stack; deeper stacks keep their innermost frames and
+/// are marked [`StackTrace::truncated`]. py-spy's own limit (4096), where it failed the read.
+pub const MAX_FRAMES: usize = 4096;
 
 /// Information about a single function call in a stack trace
 #[derive(Debug, Hash, Eq, PartialEq, Ord, PartialOrd, Clone, Serialize)]
@@ -197,7 +205,7 @@ where
                 .collect();
             let mut addrs = Vec::new();
             let mut ptr = frame_ptr;
-            while !ptr.is_null() && chain.len() < 4096 {
+            while !ptr.is_null() && chain.len() < MAX_FRAMES {
                 let frame = match known.get(&(ptr as usize)) {
                     Some(frame) => *frame,
                     None => process
@@ -303,10 +311,14 @@ where
     }
 
     let mut visited = 0;
+    let mut truncated = false;
     while !frame_ptr.is_null() {
         visited += 1;
-        if visited > 4096 {
-            return Err(format_err!("Max frame recursion depth reached"));
+        // loopprof patch: a deeper stack keeps its innermost frames, marked, instead of
+        // failing the read (and with it the attach, or every thread of the tick).
+        if visited > MAX_FRAMES {
+            truncated = true;
+            break;
         }
 
         let frame = match chain.get(visited - 1) {
@@ -459,6 +471,7 @@ where
         process_info: None,
         asgi_scopes: scopes,
         asgi_request: request,
+        truncated,
     })
 }
 
