@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod cli;
+pub mod fuzz_targets;
 pub mod recording;
 pub mod render;
 

@@ -168,7 +168,8 @@ pub struct Finding {
 /// Verdict for the window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
-    /// `healthy`, `loop-blocked`, `cpu-bound-loop` or `gil-contention`.
+    /// `healthy`, `loop-blocked`, `cpu-bound-loop`, `gil-contention`, ... or
+    /// [`INCONCLUSIVE`] (see the gates' `VERDICTS`).
     pub kind: String,
     /// One plain sentence.
     pub summary: String,
@@ -190,6 +191,9 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_traffic: bool,
 }
+
+/// The verdict kind of a recording that cannot be trusted (see [`super::quality`]).
+pub const INCONCLUSIVE: &str = "inconclusive";
 
 /// One thread's time split.
 #[derive(Debug, Clone, Serialize)]
@@ -221,6 +225,8 @@ pub struct ThreadShares {
 pub struct Diagnosis {
     /// The verdict.
     pub verdict: Verdict,
+    /// How far the recording can be trusted ([`super::quality`]).
+    pub quality: super::quality::Quality,
     /// Findings, most blocked time first.
     pub findings: Vec<Finding>,
     /// Event-loop threads found.
@@ -832,7 +838,22 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         })
         .collect();
 
+    let quality = super::quality::quality(rec);
+    let mut verdict = verdict;
+    if !quality.trusted {
+        // Nothing measured on a recording that is mostly failures (or of a frozen target)
+        // can carry a verdict; say why instead.
+        // Untrusted recordings list a fatal problem first.
+        let why = quality.problems.first().map(String::as_str).unwrap_or("?");
+        verdict.summary = format!(
+            "This recording cannot be trusted: {}. Its figures are shown but no verdict is drawn from them; record again{}.",
+            why,
+            if quality.frozen_s > 0.0 { " once the target runs" } else { " (see `loopprof inspect` for the failed ticks)" }
+        );
+        verdict.kind = INCONCLUSIVE.into();
+    }
     Diagnosis {
+        quality,
         verdict,
         findings,
         loops: loops_found,

@@ -65,7 +65,9 @@ pub const METRICS: &[Metric] = &[
     Metric { name: "probe_timeouts", kind: Kind::Number, scope: Scope::Report, unit: "", doc: "`--probe` requests that timed out; not measured without --probe" },
     Metric { name: "category", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the catalog categories of the findings (`==`: any finding has it)" },
     Metric { name: "route", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the HTTP routes of the findings, quoted: `route == \"GET /metrics\"` (`==`: any finding has it; any route may be named)" },
-    Metric { name: "verdict", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the verdict: healthy, loop-blocked, cpu-bound-loop, gil-contention, thread-pool-exhausted, gc-pause, loop-saturated, no-event-loop" },
+    Metric { name: "verdict", kind: Kind::Names, scope: Scope::Report, unit: "", doc: "the verdict: healthy, loop-blocked, cpu-bound-loop, gil-contention, thread-pool-exhausted, gc-pause, loop-saturated, no-event-loop, inconclusive (a recording that cannot be trusted)" },
+    Metric { name: "failed_ticks_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "ticks that could not be read, percent of all ticks (recording quality)" },
+    Metric { name: "lost_threads_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "thread samples that could not be read, percent (recording quality)" },
     Metric { name: "regression", kind: Kind::Flag, scope: Scope::Diff, unit: "", doc: "AFTER is worse than BEFORE: a new or worse finding, a verdict that left healthy, or the loop blocked clearly more (see docs/cli.md)" },
     Metric { name: "new_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings only in AFTER" },
     Metric { name: "worse_findings", kind: Kind::Number, scope: Scope::Diff, unit: "", doc: "findings in both that got clearly worse" },
@@ -90,6 +92,7 @@ pub const VERDICTS: &[&str] = &[
     "gc-pause",
     "loop-saturated",
     "no-event-loop",
+    "inconclusive",
 ];
 
 /// A gate expression that does not parse, or does not apply.
@@ -167,6 +170,9 @@ pub struct Facts {
     pub names: BTreeMap<&'static str, Vec<String>>,
     /// Flags by metric name, with the reason when true.
     pub flags: BTreeMap<&'static str, (bool, String)>,
+    /// Why nothing was measured (a recording that cannot be trusted): then every gate fails
+    /// with this reason.
+    pub untrusted: Option<String>,
 }
 
 /// The outcome of one gate.
@@ -589,6 +595,13 @@ pub fn evaluate(gates: &[Gate], facts: &Facts) -> Vec<GateResult> {
     gates
         .iter()
         .map(|g| {
+            if let Some(why) = &facts.untrusted {
+                return GateResult {
+                    gate: g.source.clone(),
+                    failed: true,
+                    because: format!("not measured: {why}"),
+                };
+            }
             let mut seen = Vec::new();
             match eval(&g.expr, facts, &mut seen) {
                 Ok(failed) => {
@@ -634,8 +647,20 @@ pub fn facts_of(
             },
         ),
         ("findings", d.findings.len() as f64),
+        ("failed_ticks_pct", d.quality.failed_pct),
+        ("lost_threads_pct", d.quality.lost_pct),
     ] {
         f.numbers.insert(k, x);
+    }
+    if !d.quality.trusted {
+        f.untrusted = Some(format!(
+            "the recording cannot be trusted ({})",
+            d.quality
+                .problems
+                .first()
+                .map(String::as_str)
+                .unwrap_or("?")
+        ));
     }
     if !probes.is_empty() {
         let max = |g: fn(&crate::analysis::probes::ProbeSummary) -> f64| {

@@ -18,3 +18,4 @@ pub mod memo;
 pub mod overview;
 pub mod pools;
 pub mod probes;
+pub mod quality;

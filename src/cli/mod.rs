@@ -78,6 +78,9 @@ pub mod exit {
     pub const LOOP_BLOCKED: i32 = 6;
     /// A `--fail-on` gate failed (every output was still written).
     pub const GATE_FAILED: i32 = 7;
+    /// `dump`: the snapshots cannot be trusted (the target is frozen, or most reads
+    /// failed), so whether the loop is blocked is not known.
+    pub const INCONCLUSIVE: i32 = 8;
 }
 
 /// loopprof: find what blocks the asyncio event loop of a running uvicorn/gunicorn server.
@@ -871,7 +874,9 @@ fn run_dump(args: DumpArgs) -> i32 {
                         out!("fix ({}): {}", f.category, f.fix.summary);
                     }
                 }
-                if dump.loop_blocked {
+                if !d.quality.trusted {
+                    exit::INCONCLUSIVE
+                } else if dump.loop_blocked {
                     exit::LOOP_BLOCKED
                 } else {
                     exit::OK

@@ -177,6 +177,10 @@ struct Page<'a> {
     verdict_kind: &'a str,
     verdict_class: &'static str,
     summary: &'a str,
+    /// The recording's quality in one line ([`crate::analysis::quality::Quality::line`]),
+    /// and whether it is worth a warning (not "good").
+    quality: String,
+    quality_warn: bool,
     figures: Vec<Figure>,
     top: Option<CardVm<'a>>,
     timeline: Option<String>,
@@ -348,7 +352,7 @@ pub fn render(
     let v = &d.verdict;
     let verdict_class = match v.kind.as_str() {
         "healthy" => "ok",
-        "no-event-loop" => "neutral",
+        "no-event-loop" | crate::analysis::diagnose::INCONCLUSIVE => "neutral",
         _ => "bad",
     };
     let cards: Vec<CardVm> = d
@@ -378,6 +382,8 @@ pub fn render(
         verdict_kind: &v.kind,
         verdict_class,
         summary: &v.summary,
+        quality: d.quality.line(),
+        quality_warn: !d.quality.problems.is_empty(),
         figures: vec![
             figure("loop blocked", format!("{:.1}%", v.loop_blocked_pct)),
             figure("worst stall", format!("{:.0} ms", v.worst_stall_ms)),

@@ -24,6 +24,8 @@ pub struct Summary<'a> {
     pub recording: RecordingInfo,
     /// The verdict.
     pub verdict: &'a Verdict,
+    /// How far the recording can be trusted.
+    pub quality: &'a crate::analysis::quality::Quality,
     /// Findings, most blocked time first.
     pub findings: &'a [Finding],
     /// Every thread's time split.
@@ -110,6 +112,7 @@ pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis, gates: &'a [GateResult]) -
                 .collect(),
         },
         verdict: &d.verdict,
+        quality: &d.quality,
         findings: &d.findings,
         threads: &d.threads,
         probes: crate::analysis::probes::summarize(rec),

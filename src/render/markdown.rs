@@ -55,6 +55,14 @@ pub fn render(
         "| loop blocked | worst stall | process CPU | loop busy | GIL wait | CPU-starved |\n| --- | --- | --- | --- | --- | --- |\n| {:.1}% | {:.0} ms | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
         v.loop_blocked_pct, v.worst_stall_ms, v.process_cpu_pct, v.loop_busy_pct, v.gil_wait_pct, v.cpu_starved_pct
     );
+    let _ = writeln!(
+        out,
+        "*Recording {}*\n",
+        d.quality
+            .line()
+            .replace(['\n', '\r'], " ")
+            .replace('<', "&lt;")
+    );
     write_gates(&mut out, gates);
     if d.findings.is_empty() {
         let _ = writeln!(out, "No call site blocked the event loop.\n");

@@ -106,6 +106,7 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         d.loops.len(),
         if d.loops.len() == 1 { "" } else { "s" }
     );
+    let _ = writeln!(out, "  {}", sanitize(&d.quality.line()));
     for (i, f) in d.findings.iter().enumerate().take(8) {
         let _ = writeln!(out, "\n{}. [{}] {}", i + 1, f.category, sanitize(&f.title));
         // A garbage collection has no call site of its own (never the line that allocated).
