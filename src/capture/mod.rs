@@ -219,6 +219,9 @@ pub struct RecordOptions {
     pub probes: Vec<probe::ProbeUrl>,
     /// Timeout of each probe request.
     pub probe_timeout: Duration,
+    /// Most of the time a target may be held stopped, percent (the duty cycle): a tick that
+    /// stopped it longer puts the next one off.
+    pub max_stop_pct: f64,
 }
 
 /// How a recording went, for the caller to report.
@@ -366,6 +369,7 @@ fn record_tree(
         start,
         period: Duration::from_secs_f64(1.0 / opts.rate_hz),
         locking: opts.locking,
+        max_stop_share: (opts.max_stop_pct / 100.0).clamp(1e-3, 1.0),
         stop: sampler_stop.clone(),
         counters: counters.clone(),
         tx,
@@ -526,6 +530,7 @@ fn record_tree(
             nonblocking: opts.locking == sampler::Locking::None,
             subprocesses: opts.subprocesses,
             locking: opts.locking.name().into(),
+            max_stop_pct: Some(opts.max_stop_pct),
         },
         processes: initial.clone(),
         clock_ticks_per_s: procfs::clock_ticks_per_second(),

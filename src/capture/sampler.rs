@@ -125,6 +125,9 @@ pub struct SamplerContext {
     pub period: Duration,
     /// What to stop while reading.
     pub locking: Locking,
+    /// Most of the time a target may be held stopped (0 to 1): a tick that held it `d`
+    /// puts the next one off to at least `d / max_stop_share` after its start.
+    pub max_stop_share: f64,
     /// Set to stop every sampler.
     pub stop: Arc<AtomicBool>,
     /// Shared counters.
@@ -443,6 +446,8 @@ pub struct ProcessSampler {
     routes_sent: HashSet<(String, String)>,
     /// The process is frozen (by its freezer cgroup), as last said.
     frozen: bool,
+    /// How long the last tick held threads stopped.
+    last_stopped: Duration,
     /// When the freezer may be looked at again (at most once a second).
     frozen_next_check: Instant,
 }
@@ -470,6 +475,7 @@ impl ProcessSampler {
             app_routes_tries: 0,
             routes_sent: HashSet::new(),
             frozen: false,
+            last_stopped: Duration::ZERO,
             frozen_next_check: Instant::now(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
@@ -513,7 +519,15 @@ impl ProcessSampler {
                 next = started;
             }
             next += period;
-            if !self.tick(late.as_micros().min(u32::MAX as u128) as u32) {
+            let alive = self.tick(late.as_micros().min(u32::MAX as u128) as u32);
+            // The duty cycle: a long stop (thousands of threads, very deep stacks) puts the
+            // next tick off, so the target runs at least 1 - max_stop_share of the time.
+            let earliest = started + self.last_stopped.div_f64(self.ctx.max_stop_share);
+            if earliest > next {
+                next = earliest;
+                self.ctx.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            if !alive {
                 let _ = self.ctx.tx.send(Msg::Exited {
                     pid: self.pid,
                     t_us: self.now_us(),
@@ -526,6 +540,7 @@ impl ProcessSampler {
     /// One tick. Returns `false` when the process is gone.
     fn tick(&mut self, late_us: u32) -> bool {
         let pid = self.pid;
+        self.last_stopped = Duration::ZERO;
         let cpu_us = match self.proc_files.process_stat() {
             Ok(st) if st.state != 'Z' && st.state != 'X' => {
                 (st.utime + st.stime) * self.clock_tick_us
@@ -578,6 +593,7 @@ impl ProcessSampler {
                 }
             };
             if self.locking != Locking::None {
+                self.last_stopped += read;
                 self.ctx
                     .counters
                     .stopped_us

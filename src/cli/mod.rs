@@ -230,6 +230,10 @@ struct RecordArgs {
     /// Timeout of each probe request, seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     probe_timeout: f64,
+    /// Most of the time the target may be held stopped, percent: a tick whose read stopped
+    /// it longer puts the next tick off (the rate drops, and the report says so).
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    max_stop_pct: f64,
     /// Start this command and record it (`loopprof record -- uvicorn app:app`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -301,6 +305,12 @@ impl RecordArgs {
             .iter()
             .map(|u| crate::capture::probe::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
+        if !(self.max_stop_pct > 0.0 && self.max_stop_pct <= 100.0) {
+            return Err(format!(
+                "--max-stop-pct {} must be more than 0 and at most 100",
+                self.max_stop_pct
+            ));
+        }
         if !(self.probe_timeout > 0.0 && self.probe_timeout <= 600.0) {
             return Err(format!(
                 "--probe-timeout {} must be more than 0 and at most 600 seconds",
@@ -335,6 +345,7 @@ impl RecordArgs {
             compress: !self.uncompressed,
             probes,
             probe_timeout: Duration::from_secs_f64(self.probe_timeout),
+            max_stop_pct: self.max_stop_pct,
         })
     }
 }
@@ -850,6 +861,7 @@ fn run_dump(args: DumpArgs) -> i32 {
         compress: false,
         probes: Vec::new(),
         probe_timeout: Duration::from_secs(5),
+        max_stop_pct: 10.0,
     };
     let result = capture::record(&opts, install_stop_handler(), |_| {});
     let code = match result {

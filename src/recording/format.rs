@@ -138,6 +138,10 @@ pub struct CaptureOptionsRecord {
     pub subprocesses: bool,
     /// What was stopped while reading: `"python-threads"`, `"all-threads"` or `"none"`.
     pub locking: String,
+    /// Most of the time the target could be held stopped, percent (`--max-stop-pct`;
+    /// version 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stop_pct: Option<f64>,
 }
 
 /// A sampled process.

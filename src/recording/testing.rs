@@ -101,6 +101,7 @@ pub fn header(pid: u32, rate_hz: f64) -> Header {
             nonblocking: false,
             subprocesses: true,
             locking: "python-threads".into(),
+            max_stop_pct: None,
         },
         processes: vec![ProcessInfo {
             pid,
