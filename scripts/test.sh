@@ -10,7 +10,9 @@
 #    they use is missing), and installs the browser check's pinned playwright-core
 #    (tests/browser, `npm ci`; it drives Debian's Chromium, no browser download);
 # 3. checks formatting and lints, then runs every unit and live test with cargo-nextest
-#    (cargo test when nextest is not installed).
+#    (cargo test when nextest is not installed);
+# 4. fuzzes each untrusted input for a short while (scripts/fuzz.sh, AFL++ through cargo-afl,
+#    installed on first use; docs/fuzzing.md). Set LOOPPROF_FUZZ_SECS=0 to skip it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -56,5 +58,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     log "cargo test (cargo-nextest not installed)"
     cargo test --no-fail-fast "$@" -- --test-threads 2
+fi
+fuzz_secs=${LOOPPROF_FUZZ_SECS:-20}
+if [[ "$fuzz_secs" != 0 ]]; then
+    log "scripts/fuzz.sh $fuzz_secs (each fuzz target)"
+    scripts/fuzz.sh "$fuzz_secs"
 fi
 log "all tests passed"

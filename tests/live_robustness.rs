@@ -352,8 +352,14 @@ fn many_threads_are_read_within_the_duty_cycle() {
     eprintln!("{q}");
     let stopped_pct = q["stopped_pct"].as_f64().unwrap();
     // One tick may overrun the share before the next is put off.
-    assert!(stopped_pct <= 12.0, "target stopped {stopped_pct}% of the time");
-    assert!(rec.end.as_ref().unwrap().throttled > 0, "ticks were put off");
+    assert!(
+        stopped_pct <= 12.0,
+        "target stopped {stopped_pct}% of the time"
+    );
+    assert!(
+        rec.end.as_ref().unwrap().throttled > 0,
+        "ticks were put off"
+    );
     assert!(
         q["problems"].to_string().contains("put off"),
         "the lowered rate is said: {q}"
@@ -361,5 +367,128 @@ fn many_threads_are_read_within_the_duty_cycle() {
     assert!(
         rec.samples.iter().all(|s| s.threads.len() > 1000),
         "every thread read in every sample"
+    );
+}
+
+/// A target that `execve`s a new Python is followed: the exec is recorded as a process event
+/// and the new image is sampled. Measured before: every tick after the exec failed with "Bad
+/// address".
+#[test]
+fn a_target_that_execs_is_attached_again() {
+    let target = start_hostile(&["exec"]);
+    let dir = out_dir("robust-exec");
+    let rec = record_pid(target.pid(), 4.0, &dir, &[]);
+    let exec = rec
+        .process_events
+        .iter()
+        .find(|e| e.event == loopprof::recording::ProcessEventKind::Exec)
+        .expect("the exec is recorded");
+    assert!(
+        exec.process.cmdline.iter().any(|a| a == "exec'd"),
+        "the event describes the new image: {:?}",
+        exec.process
+    );
+    let ticks = rec.samples.len() + rec.errors.len();
+    assert!(
+        rec.errors.len() * 20 <= ticks,
+        "{} of {ticks} ticks failed: {:?}",
+        rec.errors.len(),
+        rec.errors.first()
+    );
+    let after = rec
+        .samples
+        .iter()
+        .filter(|s| s.t_us > exec.t_us + 500_000)
+        .filter(|s| {
+            s.threads
+                .iter()
+                .any(|t| names(&rec, t.stack).iter().any(|n| n == "main"))
+        })
+        .count();
+    assert!(after >= 50, "the new image was sampled: {after} samples");
+    assert_eq!(summary(&dir)["quality"]["trusted"], true);
+}
+
+/// A target that forks: the parent is sampled without a failed tick, and the child (a
+/// Python process with its own loop) is picked up as a new process.
+#[test]
+fn a_target_that_forks_keeps_being_sampled_and_its_child_is_found() {
+    let target = start_hostile(&["fork"]);
+    let dir = out_dir("robust-fork");
+    let rec = record_pid(target.pid(), 4.0, &dir, &[]);
+    assert!(
+        rec.errors.len() * 20 <= rec.samples.len(),
+        "{:?}",
+        rec.errors.first()
+    );
+    let child = rec
+        .process_events
+        .iter()
+        .find(|e| e.event == loopprof::recording::ProcessEventKind::Started)
+        .expect("the child is found");
+    assert_eq!(child.process.ppid, target.pid());
+    let child_samples = rec
+        .samples
+        .iter()
+        .filter(|s| s.pid == child.process.pid)
+        .count();
+    assert!(child_samples >= 20, "child sampled: {child_samples}");
+    let parent = rec.samples.iter().filter(|s| s.pid == target.pid()).count();
+    assert!(parent >= 300, "parent sampled through the fork: {parent}");
+}
+
+/// Names and paths that are not UTF-8 (a lone surrogate from `os.fsdecode`) or carry markup
+/// are read (as U+FFFD) and escaped: the frame and every thread name survive, and the report
+/// holds no markup from the target. Measured before: the frame was dropped and every thread
+/// of the process lost its name.
+#[test]
+fn names_and_paths_that_are_not_utf8_are_read_and_escaped() {
+    let base = out_dir("robust-names");
+    std::fs::create_dir_all(&base).unwrap();
+    let target = start_hostile(&["names", base.to_str().unwrap()]);
+    let dir = base.join("out");
+    let rec = record_pid(target.pid(), 2.0, &dir, &[]);
+    let thread_names: Vec<String> = rec
+        .samples
+        .iter()
+        .flat_map(|s| s.threads.iter())
+        .filter_map(|t| t.name.map(|n| rec.str(n).to_owned()))
+        .collect();
+    assert!(
+        thread_names.iter().any(|n| n == "MainThread"),
+        "{thread_names:?}"
+    );
+    assert!(
+        thread_names
+            .iter()
+            .any(|n| n == "odd-\u{FFFD}-<script>alert(1)</script>"),
+        "{thread_names:?}"
+    );
+    let odd = rec
+        .samples
+        .iter()
+        .flat_map(|s| s.threads.iter())
+        .filter(|t| names(&rec, t.stack).first().map(String::as_str) == Some("odd_sleep"))
+        .count();
+    assert!(
+        odd * 10 >= rec.samples.len() * 9,
+        "the frame in the odd path is read: {odd}"
+    );
+    for file in [
+        "report.html",
+        "report.md",
+        "flame-wall.svg",
+        "flame-off-cpu.svg",
+    ] {
+        let body = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            !body.contains("<script>alert"),
+            "{file}: markup from the target is escaped"
+        );
+    }
+    let flame = std::fs::read_to_string(dir.join("flame-wall.svg")).unwrap();
+    assert!(
+        flame.contains("odd_sleep (odd-\u{FFFD}\u{FFFD}/odd_mod.py:5)"),
+        "the frame in the odd path is shown"
     );
 }

@@ -637,6 +637,24 @@ fn record_tree(
                     detail: Some(error.to_string()),
                 }))?
             }
+            Msg::Exec { pid, t_us, info } => {
+                if info.is_none() {
+                    if let Some(t) = tracked.get_mut(&pid) {
+                        t.alive = false;
+                    }
+                }
+                let detail = match &info {
+                    Some(i) => format!("execve: now Python {}", i.python_version),
+                    None => "execve: the new program is not a Python loopprof can read".into(),
+                };
+                let process = info.unwrap_or_else(|| sampler::describe(pid));
+                writer.write(&Record::Process(ProcessEvent {
+                    t_us,
+                    event: ProcessEventKind::Exec,
+                    process,
+                    detail: Some(detail),
+                }))?
+            }
             Msg::Frozen { pid, t_us, by } => {
                 let mut info = sampler::describe(pid);
                 info.python_version.clear();
@@ -737,7 +755,11 @@ fn record_tree(
         // Ignore late attach/exit noise after the end; keep every sample.
         if matches!(
             msg,
-            Msg::Sample { .. } | Msg::Error { .. } | Msg::Routes { .. } | Msg::Frozen { .. }
+            Msg::Sample { .. }
+                | Msg::Error { .. }
+                | Msg::Routes { .. }
+                | Msg::Frozen { .. }
+                | Msg::Exec { .. }
         ) {
             handle_msg(msg, &mut writer, &mut no_tracked, &mut skipped)?;
         }

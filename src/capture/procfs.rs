@@ -22,6 +22,10 @@ pub struct Stat {
     pub stime: u64,
     /// Start time after boot in clock ticks.
     pub starttime: u64,
+    /// Address of the bottom of the main thread's stack (field 28, `startstack`): set anew
+    /// by every `execve` (with address-space randomisation, a new value), so a change tells
+    /// that the process runs a new image. 0 when not shown.
+    pub startstack: u64,
 }
 
 /// Parses the content of a `stat` file (the command name may hold spaces and parentheses).
@@ -38,12 +42,15 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat> {
     let stime = fields.next()?.parse().ok()?;
     // Field 22 (starttime) is 6 after stime.
     let starttime = fields.nth(6)?.parse().ok()?;
+    // Field 28 (startstack) is 6 after starttime.
+    let startstack = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
     Some(Stat {
         state,
         ppid,
         utime,
         stime,
         starttime,
+        startstack,
     })
 }
 

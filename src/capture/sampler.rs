@@ -76,6 +76,17 @@ pub enum Msg {
         /// Each route and the name stacks give its endpoint function.
         routes: Vec<(String, String)>,
     },
+    /// The process ran `execve`: its sampler attached to the new image (`info`, with its
+    /// Python version), or, with `info: None`, could not (the new image is not Python) and
+    /// stopped.
+    Exec {
+        /// Process id.
+        pid: u32,
+        /// Microseconds since the recording started.
+        t_us: u64,
+        /// The process as it is now, when re-attached.
+        info: Option<ProcessInfo>,
+    },
     /// The process was found frozen (`by`: its freezer cgroup, see
     /// [`procfs::frozen_by`]) or, with `by: None`, running again after that.
     Frozen {
@@ -418,6 +429,16 @@ struct ThreadOs {
     sched: Option<[u64; 2]>,
 }
 
+/// How a tick ended.
+enum Tick {
+    /// Sampled, or failed and counted: go on.
+    Done,
+    /// The process is gone.
+    Gone,
+    /// The process runs a new image (`execve`): attach again.
+    Exec,
+}
+
 /// The per-process sampling loop. Runs until `ctx.stop` is set or the process goes away.
 pub struct ProcessSampler {
     pid: u32,
@@ -448,6 +469,8 @@ pub struct ProcessSampler {
     frozen: bool,
     /// How long the last tick held threads stopped.
     last_stopped: Duration,
+    /// The image the process runs (`startstack`, see [`procfs::Stat::startstack`]).
+    image: u64,
     /// When the freezer may be looked at again (at most once a second).
     frozen_next_check: Instant,
 }
@@ -476,6 +499,7 @@ impl ProcessSampler {
             routes_sent: HashSet::new(),
             frozen: false,
             last_stopped: Duration::ZERO,
+            image: procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0),
             frozen_next_check: Instant::now(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
@@ -493,6 +517,7 @@ impl ProcessSampler {
     }
 
     fn sample_until_stopped(mut self) {
+        // (`self` is replaced when the process execs.)
         let period = self.ctx.period;
         let mut next = Instant::now();
         loop {
@@ -519,7 +544,7 @@ impl ProcessSampler {
                 next = started;
             }
             next += period;
-            let alive = self.tick(late.as_micros().min(u32::MAX as u128) as u32);
+            let outcome = self.tick(late.as_micros().min(u32::MAX as u128) as u32);
             // The duty cycle: a long stop (thousands of threads, very deep stacks) puts the
             // next tick off, so the target runs at least 1 - max_stop_share of the time.
             let earliest = started + self.last_stopped.div_f64(self.ctx.max_stop_share);
@@ -527,25 +552,57 @@ impl ProcessSampler {
                 next = earliest;
                 self.ctx.counters.throttled.fetch_add(1, Ordering::Relaxed);
             }
-            if !alive {
-                let _ = self.ctx.tx.send(Msg::Exited {
-                    pid: self.pid,
-                    t_us: self.now_us(),
-                });
-                return;
+            match outcome {
+                Tick::Done => {}
+                Tick::Gone => {
+                    let _ = self.ctx.tx.send(Msg::Exited {
+                        pid: self.pid,
+                        t_us: self.now_us(),
+                    });
+                    return;
+                }
+                Tick::Exec => {
+                    // A new image: everything known of the old one is void. Attach again
+                    // (the new interpreter may take a moment to load).
+                    let (pid, ctx) = (self.pid, self.ctx.clone());
+                    let t_us = self.now_us();
+                    let nonblocking = ctx.locking == Locking::None;
+                    match attach(pid, nonblocking, Duration::from_secs(3)) {
+                        Ok(spy) => {
+                            let mut info = describe(pid);
+                            info.python_version = spy.version.to_string();
+                            let _ = ctx.tx.send(Msg::Exec {
+                                pid,
+                                t_us,
+                                info: Some(info),
+                            });
+                            crate::capture::stop::release_left_seized(true);
+                            self = ProcessSampler::new(pid, spy, ctx);
+                            next = Instant::now();
+                        }
+                        Err(_) => {
+                            let _ = ctx.tx.send(Msg::Exec {
+                                pid,
+                                t_us,
+                                info: None,
+                            });
+                            return;
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// One tick. Returns `false` when the process is gone.
-    fn tick(&mut self, late_us: u32) -> bool {
+    /// One tick.
+    fn tick(&mut self, late_us: u32) -> Tick {
         let pid = self.pid;
         self.last_stopped = Duration::ZERO;
         let cpu_us = match self.proc_files.process_stat() {
             Ok(st) if st.state != 'Z' && st.state != 'X' => {
                 (st.utime + st.stime) * self.clock_tick_us
             }
-            _ => return false,
+            _ => return Tick::Gone,
         };
         // Up to two attempts: a Python thread that appeared since the last tick was not stopped
         // during the first read, so that read is done again with it included.
@@ -580,7 +637,12 @@ impl ProcessSampler {
                 Ok(t) => t,
                 Err((kind, message)) => {
                     if !procfs::is_alive(pid) {
-                        return false;
+                        return Tick::Gone;
+                    }
+                    // A read that fails because the process runs a new image (`execve`).
+                    let image = procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0);
+                    if image != 0 && self.image != 0 && image != self.image {
+                        return Tick::Exec;
                     }
                     self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
                     let _ = self.ctx.tx.send(Msg::Error {
@@ -589,7 +651,7 @@ impl ProcessSampler {
                         kind,
                         message,
                     });
-                    return true;
+                    return Tick::Done;
                 }
             };
             if self.locking != Locking::None {
@@ -795,7 +857,7 @@ impl ProcessSampler {
             self.read_app_routes(pid);
             break;
         }
-        true
+        Tick::Done
     }
 
     /// Says when the process is frozen by its freezer cgroup (every thread in

@@ -189,6 +189,9 @@ pub enum ProcessEventKind {
     Frozen,
     /// A frozen process runs again (version 5).
     Thawed,
+    /// The process ran `execve` (version 5): its samples from here on are of the new image
+    /// (`process` describes it); `detail` says whether it could be read.
+    Exec,
 }
 
 /// An interned string.

@@ -8,6 +8,9 @@ the rest of the process does. Prints "ready" on stdout once the odd part has sta
   deep DEPTH     after 1 s, a thread recursing DEPTH frames deep (`dive`) and sleeping there
   threads N      N idle Python threads, each blocked on an Event
   exec           after 1.5 s, os.execv of the same interpreter running `loop` mode
+  fork           after 1 s, os.fork: the child runs its own loop (`child_ticker`) for 2 s
+  names DIR      a thread named with a lone surrogate and markup, sleeping in `odd_sleep`
+                 of a module written under DIR/<non-UTF-8 bytes>/
   loop           just the loop
 """
 
@@ -60,6 +63,34 @@ def exec_later():
     os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), "loop", "exec'd"])
 
 
+async def child_ticker():
+    while True:
+        await asyncio.sleep(0.01)
+
+
+def fork_later():
+    time.sleep(1.0)
+    if os.fork() == 0:
+        try:
+            asyncio.run(asyncio.wait_for(child_ticker(), 2.0))
+        except asyncio.TimeoutError:
+            pass
+        os._exit(0)
+
+
+def odd_names(base):
+    # A directory whose name is not UTF-8 (bytes 0xff 0xfe), holding a module.
+    d = os.path.join(os.fsencode(base), b"odd-\xff\xfe")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, b"odd_mod.py"), "w") as f:
+        f.write("import time\n\ndef odd_sleep():\n    while True:\n        time.sleep(0.05)\n")
+    sys.path.insert(0, os.fsdecode(d))
+    import odd_mod
+
+    name = "odd-\udcff-<script>alert(1)</script>"
+    threading.Thread(target=odd_mod.odd_sleep, name=name, daemon=True).start()
+
+
 def main():
     if MODE == "churn":
         threading.Thread(target=churn, name="spawner", daemon=True).start()
@@ -73,9 +104,15 @@ def main():
         ev = threading.Event()
         for i in range(int(sys.argv[2])):
             threading.Thread(target=hold, args=(ev,), name=f"idle-{i}", daemon=True).start()
+    elif MODE == "names":
+        odd_names(sys.argv[2])
+    elif MODE == "fork":
+        threading.Thread(target=fork_later, name="forker", daemon=True).start()
     elif MODE == "exec":
         threading.Thread(target=exec_later, name="execer", daemon=True).start()
-    print("ready", flush=True)
+    # The exec'd image says nothing: the test reading "ready" has closed its end.
+    if sys.argv[2:3] != ["exec'd"]:
+        print("ready", flush=True)
     asyncio.run(ticker())
 
 

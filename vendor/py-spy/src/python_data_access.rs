@@ -37,8 +37,11 @@ pub fn copy_string<T: StringObject, P: ProcessMemory>(
             let mut out = String::with_capacity(bytes.len() / 4);
             for chunk in bytes.chunks_exact(4) {
                 let code = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                // loopprof patch: a lone surrogate (what `surrogateescape` makes of a
+                // non-UTF-8 path byte) is a valid Python str: U+FFFD, not a failed read.
                 match char::from_u32(code) {
                     Some(c) => out.push(c),
+                    None if code <= 0x10FFFF => out.push(char::REPLACEMENT_CHARACTER),
                     None => {
                         return Err(format_err!(
                             "Invalid Unicode code point in UCS-4 string: {:#x}",
@@ -55,7 +58,8 @@ pub fn copy_string<T: StringObject, P: ProcessMemory>(
             for chunk in bytes.chunks_exact(2) {
                 units.push(u16::from_ne_bytes([chunk[0], chunk[1]]));
             }
-            Ok(String::from_utf16(&units)?)
+            // loopprof patch: lone surrogates become U+FFFD (see above).
+            Ok(String::from_utf16_lossy(&units))
         }
         (1, true) => Ok(String::from_utf8(bytes)?),
         (1, false) => Ok(bytes.iter().map(|&b| b as char).collect()),
