@@ -46,6 +46,8 @@ pub struct Side {
     pub findings: usize,
     /// `--probe` results.
     pub probes: Vec<ProbeSummary>,
+    /// How far this side's recording can be trusted.
+    pub quality: crate::analysis::quality::Quality,
 }
 
 /// One probed path before and after: what users saw. URLs are matched by their path (a
@@ -225,6 +227,7 @@ fn side(path: &str, rec: &crate::recording::Recording, d: &Diagnosis) -> Side {
         stalls_per_min: per_min(stalls as f64, d.window_s),
         findings: d.findings.len(),
         probes: crate::analysis::probes::summarize(rec),
+        quality: d.quality.clone(),
     }
 }
 
@@ -427,6 +430,12 @@ pub fn diff(
         ));
     }
     let count = |s: Status| out.iter().filter(|f| f.status == s).count();
+    // A side that cannot be trusted measured nothing: no comparison is drawn from it.
+    let untrusted: Vec<&str> = [("BEFORE", &b), ("AFTER", &a)]
+        .into_iter()
+        .filter(|(_, s)| !s.quality.trusted)
+        .map(|(name, _)| name)
+        .collect();
     let summary = format!(
         "{}: verdict {} → {}; loop blocked {:.1}% → {:.1}%, longest stall {:.0} → {:.0} ms; findings: {} fixed, {} new, {} worse, {} better, {} unchanged.",
         if !reasons.is_empty() {
@@ -450,6 +459,14 @@ pub fn diff(
         count(Status::Better),
         count(Status::Unchanged),
     );
+    let summary = if untrusted.is_empty() {
+        summary
+    } else {
+        format!(
+            "Inconclusive: the {} recording cannot be trusted (see its quality line); nothing is compared. {summary}",
+            untrusted.join(" and ")
+        )
+    };
     Diff {
         probes: probe_changes(&b, &a),
         before: b,
@@ -514,6 +531,9 @@ pub fn facts(
         "regression",
         (d.regression, d.regression_reasons.join("; ")),
     );
+    if !d.before.quality.trusted && f.untrusted.is_none() {
+        f.untrusted = Some("the BEFORE recording cannot be trusted".into());
+    }
     f
 }
 
@@ -537,6 +557,10 @@ mod tests {
             max_stall_ms: 0.0,
             stalls_per_min: 0.0,
             findings: 0,
+            quality: crate::analysis::quality::Quality {
+                trusted: true,
+                ..Default::default()
+            },
             probes: urls
                 .iter()
                 .map(|(u, p50)| ProbeSummary {

@@ -23,6 +23,8 @@ pub struct Overview {
     pub errors: usize,
     /// Warnings met while reading.
     pub warnings: Vec<String>,
+    /// How far the recording can be trusted.
+    pub quality: super::quality::Quality,
     /// One entry per sampled process.
     pub processes: Vec<ProcessOverview>,
 }
@@ -183,6 +185,7 @@ pub fn overview(rec: &Recording) -> Overview {
         end_reason: rec.end.as_ref().map(|e| e.reason.clone()),
         errors: rec.errors.len(),
         warnings: rec.warnings.clone(),
+        quality: super::quality::quality(rec),
         processes: procs,
     }
 }

@@ -493,6 +493,9 @@ struct DiffPage<'a> {
     before: &'a crate::analysis::diff::Side,
     after: &'a crate::analysis::diff::Side,
     summary: &'a str,
+    /// Each side's quality line.
+    before_quality: String,
+    after_quality: String,
     reasons: &'a [String],
     gates: &'a [GateResult],
     rows: Vec<RowVm>,
@@ -638,6 +641,8 @@ pub fn render_diff(
         before: b,
         after: a,
         summary: &diff.summary,
+        before_quality: b.quality.line(),
+        after_quality: a.quality.line(),
         reasons: &diff.regression_reasons,
         gates,
         rows: vec![

@@ -289,6 +289,11 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
             format!("{:.1} s at {} Hz", b.duration_s, b.rate_hz),
             format!("{:.1} s at {} Hz", a.duration_s, a.rate_hz),
         ),
+        (
+            "quality",
+            b.quality.line().replace('<', "&lt;"),
+            a.quality.line().replace('<', "&lt;"),
+        ),
     ] {
         let _ = writeln!(out, "| {k} | {x} | {y} |");
     }

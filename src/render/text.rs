@@ -33,6 +33,7 @@ pub fn overview(o: &Overview) -> String {
         },
         o.errors
     );
+    let _ = writeln!(out, "{}", sanitize(&o.quality.line()));
     for p in &o.processes {
         let _ = writeln!(
             out,
@@ -288,6 +289,7 @@ pub fn diff(d: &crate::analysis::diff::Diff) -> String {
             s.rate_hz,
             sanitize(&s.recording)
         );
+        let _ = writeln!(out, "          {}", sanitize(&s.quality.line()));
     }
     for c in &d.probes {
         let fig = |p: &Option<crate::analysis::probes::ProbeSummary>| match p {
