@@ -340,26 +340,22 @@ fn a_full_disk_ends_the_recording_cleanly() {
     assert!(matches!(state(target.pid()), 'S' | 'R'), "target unharmed");
 }
 
-/// A target with a thousand Python threads takes ~20 ms to read: the duty cycle puts ticks
-/// off so the target is held stopped at most `--max-stop-pct` (10%) of the time, and the
-/// lowered rate is said. Measured before: stopped 54-58% of the recording, ticks back to back.
+/// A target with a thousand Python threads: the duty cycle puts ticks off so the target is
+/// held stopped at most `--max-stop-pct` of the time, and the lowered rate is said. (Here 1%:
+/// with sleeping threads read without a stop, a tick holds the loop thread for about a
+/// millisecond; the default 10% is rarely reached.) Measured before the duty cycle: stopped
+/// 54-58% of the recording, ticks back to back.
 #[test]
 fn many_threads_are_read_within_the_duty_cycle() {
     let target = start_hostile(&["threads", "1000"]);
     let dir = out_dir("robust-1000-threads");
-    let rec = record_pid(target.pid(), 4.0, &dir, &[]);
+    let rec = record_pid(target.pid(), 4.0, &dir, &["--max-stop-pct", "1"]);
     let q = summary(&dir)["quality"].clone();
     eprintln!("{q}");
     let stopped_pct = q["stopped_pct"].as_f64().unwrap();
     // One tick may overrun the share before the next is put off.
-    assert!(
-        stopped_pct <= 12.0,
-        "target stopped {stopped_pct}% of the time"
-    );
-    assert!(
-        rec.end.as_ref().unwrap().throttled > 0,
-        "ticks were put off"
-    );
+    assert!(stopped_pct <= 2.0, "target stopped {stopped_pct}% of the time");
+    assert!(rec.end.as_ref().unwrap().throttled > 0, "ticks were put off");
     assert!(
         q["problems"].to_string().contains("put off"),
         "the lowered rate is said: {q}"

@@ -213,9 +213,11 @@ impl ProcFiles {
         }
     }
 
-    /// Cumulative (on-CPU ns, runnable-but-waiting-for-a-CPU ns) of a thread, from
-    /// `/proc/<pid>/task/<tid>/schedstat`; `None` where the kernel does not provide it.
-    pub fn thread_schedstat(&mut self, tid: u32) -> Option<[u64; 2]> {
+    /// Cumulative (on-CPU ns, runnable-but-waiting-for-a-CPU ns, times it was run on a CPU)
+    /// of a thread, from `/proc/<pid>/task/<tid>/schedstat` (the kernel's
+    /// `se.sum_exec_runtime`, `sched_info.run_delay`, `sched_info.pcount`); `None` where the
+    /// kernel does not provide it.
+    pub fn thread_schedstat(&mut self, tid: u32) -> Option<[u64; 3]> {
         let mut buf = [0u8; 128];
         let n = self.read(tid, ProcFile::Schedstat, &mut buf).ok()?;
         parse_schedstat(&buf[..n])
@@ -233,10 +235,14 @@ impl ProcFiles {
     }
 }
 
-fn parse_schedstat(buf: &[u8]) -> Option<[u64; 2]> {
+fn parse_schedstat(buf: &[u8]) -> Option<[u64; 3]> {
     let text = std::str::from_utf8(buf).ok()?;
     let mut it = text.split_ascii_whitespace();
-    Some([it.next()?.parse().ok()?, it.next()?.parse().ok()?])
+    Some([
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ])
 }
 
 /// The command line of a process (empty for kernel threads and zombies).

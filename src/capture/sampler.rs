@@ -125,6 +125,9 @@ pub struct Counters {
     pub truncated: AtomicU64,
     /// Ticks put off by the duty cycle.
     pub throttled: AtomicU64,
+    /// Thread stacks read without stopping the thread (asleep in the kernel, checked not to
+    /// have run during the read).
+    pub unstopped_reads: AtomicU64,
 }
 
 /// What every sampler shares.
@@ -426,7 +429,20 @@ struct ThreadOs {
     syscall: Option<String>,
     /// The syscall's arguments (those of the call being restarted after our own stop).
     args: Option<[u64; 6]>,
+    /// `[on CPU ns, waiting for a CPU ns]`.
     sched: Option<[u64; 2]>,
+    /// `[on CPU ns, times run on a CPU]`: unchanged between two reads means the thread did
+    /// not run in between.
+    runs: Option<[u64; 2]>,
+}
+
+/// The first read of a tick that needs a second one ([`ProcessSampler::tick`]).
+struct Pass {
+    traces: Vec<py_spy::StackTrace>,
+    tids: Vec<u32>,
+    before: HashMap<u32, ThreadOs>,
+    torn: HashSet<u32>,
+    t_us: u64,
 }
 
 /// How a tick ended.
@@ -604,12 +620,20 @@ impl ProcessSampler {
             }
             _ => return Tick::Gone,
         };
-        // Up to two attempts: a Python thread that appeared since the last tick was not stopped
-        // during the first read, so that read is done again with it included.
-        for attempt in 0..2 {
+        // Up to two reads. The first reads every Python thread; those asleep in the kernel
+        // are read without a stop. The second, only when needed, reads again just the threads
+        // that ran during the first read and those that appeared since the last tick (not
+        // stopped the first time), with them stopped; the others keep their first read.
+        let mut first: Option<Pass> = None;
+        let mut redo: HashSet<u32> = HashSet::new();
+        let mut read_total = Duration::ZERO;
+        let (traces, tids, before, torn, t_us) = loop {
+            let second = first.is_some();
             // Before the first stop the Python threads are not known yet: read every thread,
             // so that no state or syscall is ever read after one of our stops.
-            let to_read = if self.python_tids.is_empty() {
+            let to_read: Vec<u32> = if second {
+                redo.iter().copied().collect()
+            } else if self.python_tids.is_empty() {
                 procfs::thread_ids(pid).unwrap_or_default()
             } else {
                 self.python_tids.clone()
@@ -618,22 +642,41 @@ impl ProcessSampler {
                 .into_iter()
                 .map(|tid| (tid, self.thread_state(tid)))
                 .collect();
-            if attempt == 0 {
+            if !second {
                 self.watch_freezer(&before);
             }
-            // A thread in uninterruptible sleep cannot run until it leaves it, and a stop
-            // would wait for that: it is read without one (and checked after).
+            // Stop only what can move. A thread asleep in the kernel (`S`: in `epoll_wait`,
+            // `futex`, `clock_nanosleep`, `read`...; `D`: uninterruptible) cannot change its
+            // Python stack until it is woken: it is read without a stop and checked after
+            // the read not to have run meanwhile (below). A thread in uninterruptible sleep
+            // is never stopped (a stop would wait for it to wake up).
+            let skip_sleepers = self.locking == Locking::PythonThreads && !second;
             let asleep: HashSet<u32> = if self.locking == Locking::None {
                 HashSet::new()
             } else {
                 before
                     .iter()
-                    .filter(|(_, os)| os.state == 'D')
+                    .filter(|(_, os)| {
+                        os.runs.is_some() && (os.state == 'D' || (os.state == 'S' && skip_sleepers))
+                    })
                     .map(|(tid, _)| *tid)
                     .collect()
             };
             let t_us = self.now_us();
-            let (traces, read, unstopped) = match self.read_stacks(&asleep) {
+            let stop_only: Option<Vec<u32>> = second.then(|| redo.iter().copied().collect());
+            if let Some(f) = &first {
+                self.spy.only_threads = Some(
+                    f.tids
+                        .iter()
+                        .zip(&f.traces)
+                        .filter(|(tid, _)| redo.contains(tid))
+                        .map(|(_, t)| t.thread_id)
+                        .collect(),
+                );
+            }
+            let read = self.read_stacks(&asleep, stop_only.as_deref());
+            self.spy.only_threads = None;
+            let (traces, read, unstopped) = match read {
                 Ok(t) => t,
                 Err((kind, message)) => {
                     if !procfs::is_alive(pid) {
@@ -654,6 +697,7 @@ impl ProcessSampler {
                     return Tick::Done;
                 }
             };
+            read_total += read;
             if self.locking != Locking::None {
                 self.last_stopped += read;
                 self.ctx
@@ -661,59 +705,43 @@ impl ProcessSampler {
                     .stopped_us
                     .fetch_add(read.as_micros() as u64, Ordering::Relaxed);
             }
-            let pthread_ids: Vec<u64> = traces
+            let (traces, tids) = self.thread_ids_of(traces);
+            // A thread read without a stop must not have run meanwhile (its stack could be
+            // torn): its run time and run count (`schedstat`) must be those read before, and
+            // it must not be running or runnable now. (Its stack was read before this check,
+            // so a thread that wakes after it changed nothing that was read.)
+            let torn: HashSet<u32> = unstopped
                 .iter()
-                .filter(|t| t.os_thread_id.is_none())
-                .map(|t| t.thread_id)
-                .collect();
-            let mapped = if pthread_ids.is_empty() {
-                HashMap::new()
-            } else {
-                let own = self.id_space.own_ids(pid);
-                self.tid_mapper.map(&self.spy, &own, &pthread_ids)
-            };
-            // The interpreter's ids are its own pid namespace's; translate them to ours.
-            let own_tids: Vec<u32> = traces
-                .iter()
-                .map(|t| match t.os_thread_id {
-                    Some(id) => u32::try_from(id).unwrap_or(0),
-                    None => mapped.get(&t.thread_id).copied().unwrap_or(0),
+                .copied()
+                .filter(|tid| {
+                    let ran_before = before.get(tid).and_then(|os| os.runs);
+                    let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
+                    let ran_now = self.proc_files.thread_schedstat(*tid).map(|s| [s[0], s[2]]);
+                    ran_before.is_none() || ran_now != ran_before || state.ok() == Some('R')
                 })
                 .collect();
-            let tids = self.id_space.translate(pid, &own_tids);
-            // A thread state created for a thread not started yet carries its creator's OS id
-            // until the new thread binds it (CPython 3.11+ `init_threadstate`), so one OS
-            // thread can appear twice. Keep the state with frames (the creator's); the other
-            // is a thread with nothing to show yet.
-            let mut keep = vec![true; tids.len()];
-            let mut first_of: HashMap<u32, usize> = HashMap::with_capacity(tids.len());
-            for (i, &tid) in tids.iter().enumerate() {
-                if tid == 0 {
-                    continue;
-                }
-                match first_of.entry(tid) {
-                    Entry::Vacant(v) => {
-                        v.insert(i);
-                    }
-                    Entry::Occupied(mut o) => {
-                        let j = *o.get();
-                        if traces[j].frames.is_empty() && !traces[i].frames.is_empty() {
-                            keep[j] = false;
-                            o.insert(i);
-                        } else {
-                            keep[i] = false;
-                        }
-                    }
-                }
+            self.ctx
+                .counters
+                .unstopped_reads
+                .fetch_add((unstopped.len() - torn.len()) as u64, Ordering::Relaxed);
+            if let Some(f) = first.take() {
+                // Merge: the first read of every thread not read again, then the second.
+                let mut all_before = f.before;
+                all_before.extend(before);
+                let mut all_torn: HashSet<u32> =
+                    f.torn.into_iter().filter(|t| !redo.contains(t)).collect();
+                all_torn.extend(torn);
+                let (mut all_traces, mut all_tids): (Vec<_>, Vec<_>) = f
+                    .traces
+                    .into_iter()
+                    .zip(f.tids)
+                    .filter(|(_, tid)| !redo.contains(tid))
+                    .unzip();
+                all_traces.extend(traces);
+                all_tids.extend(tids);
+                break (all_traces, all_tids, all_before, all_torn, f.t_us);
             }
-            let (traces, tids): (Vec<py_spy::StackTrace>, Vec<u32>) = traces
-                .into_iter()
-                .zip(tids)
-                .zip(keep)
-                .filter_map(|(pair, k)| k.then_some(pair))
-                .unzip();
             let unknown_tid = tids.contains(&0);
-            let new_thread = tids.iter().any(|t| *t != 0 && !before.contains_key(t));
             self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
             // Keep open only the files of threads read again next tick.
             let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
@@ -722,25 +750,33 @@ impl ProcessSampler {
             if unknown_tid && self.locking == Locking::PythonThreads {
                 self.locking = Locking::AllThreads;
             }
-            let consistent = match self.locking {
-                Locking::PythonThreads => !new_thread,
-                Locking::AllThreads | Locking::None => true,
-            };
-            if !consistent && attempt == 0 {
-                continue;
-            }
-            // A thread read without a stop must not have run meanwhile (its stack could be
-            // torn): one whose run time moved, or that is running now, is left out.
-            let torn: HashSet<u32> = unstopped
+            // What to read again, stopped: threads that ran while read without a stop
+            // (unless now in uninterruptible sleep: those are dropped), and, when only the
+            // known Python threads were stopped, threads that appeared since.
+            redo = torn
                 .iter()
                 .copied()
-                .filter(|tid| {
-                    let ran_before = before.get(tid).and_then(|os| os.sched).map(|s| s[0]);
-                    let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
-                    let ran_now = self.proc_files.thread_schedstat(*tid).map(|s| s[0]);
-                    ran_before.is_none() || ran_now != ran_before || state.ok() == Some('R')
-                })
+                .filter(|t| self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D'))
                 .collect();
+            if self.locking == Locking::PythonThreads {
+                redo.extend(
+                    tids.iter()
+                        .copied()
+                        .filter(|t| *t != 0 && !before.contains_key(t)),
+                );
+            }
+            if redo.is_empty() {
+                break (traces, tids, before, torn, t_us);
+            }
+            first = Some(Pass {
+                traces,
+                tids,
+                before,
+                torn,
+                t_us,
+            });
+        };
+        {
             let mut threads = Vec::with_capacity(traces.len());
             let mut lost = self.spy.unreadable_threads.len() as u32;
             for (t, tid) in traces.into_iter().zip(tids) {
@@ -753,6 +789,7 @@ impl ProcessSampler {
                     syscall,
                     args,
                     sched,
+                    ..
                 } = match before.get(&tid) {
                     Some(s) => s.clone(),
                     None if tid != 0 => self.thread_state(tid),
@@ -761,6 +798,7 @@ impl ProcessSampler {
                         syscall: None,
                         args: None,
                         sched: None,
+                        runs: None,
                     },
                 };
                 // What a thread blocked on a descriptor waits on (cached while unchanged).
@@ -849,15 +887,74 @@ impl ProcessSampler {
                 gc,
                 pid,
                 t_us,
-                read_us: read.as_micros().min(u32::MAX as u128) as u32,
+                read_us: read_total.as_micros().min(u32::MAX as u128) as u32,
                 late_us,
                 cpu_us,
                 threads,
             });
             self.read_app_routes(pid);
-            break;
         }
         Tick::Done
+    }
+
+    /// The OS thread id of each stack (0 when unknown), in loopprof's pid namespace; a
+    /// thread state that duplicates another's id is dropped (see below).
+    fn thread_ids_of(
+        &mut self,
+        traces: Vec<py_spy::StackTrace>,
+    ) -> (Vec<py_spy::StackTrace>, Vec<u32>) {
+        let pid = self.pid;
+        let pthread_ids: Vec<u64> = traces
+            .iter()
+            .filter(|t| t.os_thread_id.is_none())
+            .map(|t| t.thread_id)
+            .collect();
+        let mapped = if pthread_ids.is_empty() {
+            HashMap::new()
+        } else {
+            let own = self.id_space.own_ids(pid);
+            self.tid_mapper.map(&self.spy, &own, &pthread_ids)
+        };
+        // The interpreter's ids are its own pid namespace's; translate them to ours.
+        let own_tids: Vec<u32> = traces
+            .iter()
+            .map(|t| match t.os_thread_id {
+                Some(id) => u32::try_from(id).unwrap_or(0),
+                None => mapped.get(&t.thread_id).copied().unwrap_or(0),
+            })
+            .collect();
+        let tids = self.id_space.translate(pid, &own_tids);
+        // A thread state created for a thread not started yet carries its creator's OS id
+        // until the new thread binds it (CPython 3.11+ `init_threadstate`), so one OS thread
+        // can appear twice. Keep the state with frames (the creator's); the other is a thread
+        // with nothing to show yet.
+        let mut keep = vec![true; tids.len()];
+        let mut first_of: HashMap<u32, usize> = HashMap::with_capacity(tids.len());
+        for (i, &tid) in tids.iter().enumerate() {
+            if tid == 0 {
+                continue;
+            }
+            match first_of.entry(tid) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                Entry::Occupied(mut o) => {
+                    let j = *o.get();
+                    if traces[j].frames.is_empty() && !traces[i].frames.is_empty() {
+                        keep[j] = false;
+                        o.insert(i);
+                    } else {
+                        keep[i] = false;
+                    }
+                }
+            }
+        }
+        traces
+            .into_iter()
+            .zip(tids)
+            .zip(keep)
+            .filter_map(|(pair, k)| k.then_some(pair))
+            .unzip()
     }
 
     /// Says when the process is frozen by its freezer cgroup (every thread in
@@ -955,21 +1052,28 @@ impl ProcessSampler {
             }
             None => {}
         }
+        let sched = self.proc_files.thread_schedstat(tid);
         ThreadOs {
             state,
             syscall,
             args,
-            sched: self.proc_files.thread_schedstat(tid),
+            sched: sched.map(|s| [s[0], s[1]]),
+            runs: sched.map(|s| [s[0], s[2]]),
         }
     }
 
-    /// Stops the threads as the locking mode says, reads every Python stack, resumes.
-    /// Returns the stacks, how long the threads were stopped (with `--nonblocking`, how long
-    /// the read took), and the Python threads read without a stop: those in `asleep`
-    /// (uninterruptible sleep at the last look: they cannot run, so they are not stopped)
-    /// and those that did not stop in time. The threads are resumed as soon as their frame
+    /// Stops the threads as the locking mode says (with `only`, in the Python-threads mode,
+    /// just those), reads every Python stack (or those `spy.only_threads` names), resumes.
+    /// Returns the stacks, how long the threads were stopped (zero when none was; with
+    /// `--nonblocking`, how long the read took), and the Python threads read without a stop:
+    /// those in `asleep` (asleep in the kernel at the last look: they are not stopped) and
+    /// those that did not stop in time. The threads are resumed as soon as their frame
     /// chains are read; names, files and lines come from immutable code objects, read after.
-    fn read_stacks(&mut self, asleep: &HashSet<u32>) -> Result<StackRead, (&'static str, String)> {
+    fn read_stacks(
+        &mut self,
+        asleep: &HashSet<u32>,
+        only: Option<&[u32]>,
+    ) -> Result<StackRead, (&'static str, String)> {
         let start = Instant::now();
         let mut unstopped: HashSet<u32> = asleep.clone();
         // Every stop is our own (`StoppedThread`); py-spy only reads.
@@ -980,8 +1084,8 @@ impl ProcessSampler {
             }
             Locking::PythonThreads if !self.python_tids.is_empty() => {
                 self.spy.config.blocking = LockingStrategy::AlreadyLocked;
-                let tids: Vec<u32> = self
-                    .python_tids
+                let tids: Vec<u32> = only
+                    .unwrap_or(&self.python_tids)
                     .iter()
                     .copied()
                     .filter(|t| !asleep.contains(t))
@@ -999,6 +1103,8 @@ impl ProcessSampler {
                 Some(stopped)
             }
         };
+        // Nothing stopped (every thread asleep): nothing was held.
+        let nothing_held = locks.as_ref().is_some_and(|l| l.is_empty());
         let stopped = locks.is_some();
         let mut resumed_at = None;
         let mut resume = || {
@@ -1014,6 +1120,7 @@ impl ProcessSampler {
         // On an error before py-spy resumed them, the threads resume here.
         resume();
         let held = match resumed_at {
+            _ if nothing_held => Duration::ZERO,
             Some(d) => d,
             None => start.elapsed(),
         };

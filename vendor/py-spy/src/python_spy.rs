@@ -85,6 +85,9 @@ pub struct PythonSpy {
     /// exiting or starting during the read costs its own sample only. A thread id of 0 stands
     /// for the rest of a thread list that could not be followed.
     pub unreadable_threads: Vec<(u64, String)>,
+    /// loopprof patch: when set, [`Self::get_stack_traces_then`] reads only the threads with
+    /// these Python thread ids (`StackTrace::thread_id`), skipping the others' frames.
+    pub only_threads: Option<std::collections::HashSet<u64>>,
     #[cfg(target_os = "linux")]
     pub dockerized: bool,
 }
@@ -140,6 +143,7 @@ impl PythonSpy {
             code_cache: CodeCache::for_process(pid),
             asgi_cache: Default::default(),
             unreadable_threads: Vec::new(),
+            only_threads: None,
             thread_name_lookup_time: Instant::now(),
         })
     }
@@ -402,6 +406,11 @@ impl PythonSpy {
 
             if self.config.gil_only && !owns_gil {
                 continue;
+            }
+            if let Some(only) = &self.only_threads {
+                if !only.contains(&python_thread_id) {
+                    continue;
+                }
             }
 
             match read_frame_chain(
