@@ -354,8 +354,14 @@ fn many_threads_are_read_within_the_duty_cycle() {
     eprintln!("{q}");
     let stopped_pct = q["stopped_pct"].as_f64().unwrap();
     // One tick may overrun the share before the next is put off.
-    assert!(stopped_pct <= 2.0, "target stopped {stopped_pct}% of the time");
-    assert!(rec.end.as_ref().unwrap().throttled > 0, "ticks were put off");
+    assert!(
+        stopped_pct <= 2.0,
+        "target stopped {stopped_pct}% of the time"
+    );
+    assert!(
+        rec.end.as_ref().unwrap().throttled > 0,
+        "ticks were put off"
+    );
     assert!(
         q["problems"].to_string().contains("put off"),
         "the lowered rate is said: {q}"
