@@ -6,7 +6,8 @@ go into docs/benchmarks.md ("Soak").
 
 Checks, and prints as one JSON line at the end:
   - the rate each worker was sampled at (from the recording), and the failed-tick share;
-  - loopprof's peak and final resident memory (VmHWM/VmRSS, sampled every 5 s);
+  - loopprof's resident memory (VmRSS every 5 s): the largest while sampling, and the peak
+    (VmHWM), which includes the report built from the whole recording at the end;
   - no thread of the server left stopped or traced when loopprof ended (state `t`, TracerPid);
   - the recording reads back whole (`loopprof inspect --json` exit 0, no warning);
   - how many workers were restarted by gunicorn and picked up by loopprof.
@@ -113,6 +114,8 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         rss = []
         hwm = 0
+        t0 = time.monotonic()
+        sampling_rss = 0
         seen_workers = set(first_workers)
         while rec.poll() is None:
             r = proc_status(rec.pid, "VmRSS")
@@ -120,12 +123,14 @@ def main():
             if r:
                 rss.append(int(r))
                 hwm = max(hwm, int(h or 0))
+                if time.monotonic() - t0 < args.secs - 2:
+                    sampling_rss = max(sampling_rss, int(r))
             seen_workers |= set(tree(server.pid)) - {server.pid}
             time.sleep(5)
         stderr = rec.stderr.read().decode(errors="replace")
         result["loopprof_exit"] = rec.returncode
-        result["loopprof_rss_kb_first"] = rss[0] if rss else None
-        result["loopprof_rss_kb_last"] = rss[-1] if rss else None
+        result["loopprof_rss_kb_while_sampling_max"] = sampling_rss
+        result["loopprof_rss_kb_series"] = rss[::12]
         result["loopprof_rss_kb_peak"] = hwm
         result["worker_pids_seen"] = len(seen_workers)
         bad = stopped_or_traced(tree(server.pid))
