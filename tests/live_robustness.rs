@@ -79,7 +79,8 @@ fn threads_starting_and_ending_cost_only_their_own_samples() {
 }
 
 /// A stack deeper than py-spy's 4,096-frame limit is truncated and marked, and counted; it
-/// no longer fails the attach ("not a Python process") or every tick.
+/// no longer fails the attach ("not a Python process", py-spy's `Max frame recursion depth`
+/// error, as reported in issue 14) or every tick.
 #[test]
 fn a_stack_deeper_than_4096_frames_is_truncated_and_marked() {
     let target = start_hostile(&["deep", "5000"]);
@@ -181,8 +182,8 @@ fn state(tid: u32) -> char {
 }
 
 /// A target frozen by its cgroup (`docker pause`) is read without stopping it, said to be
-/// frozen, and gets no verdict; `dump` says it cannot tell (exit 8). Measured before: 4.5 s
-/// for `record --duration 2`, no sample, "no event loop was found", and `dump` exit 0.
+/// frozen, and gets no verdict; `dump` says it cannot tell (exit 8). Reported before (issue
+/// 14): 4.5 s for `record --duration 2`, no sample, "no event loop was found", `dump` exit 0.
 #[test]
 fn a_frozen_target_is_said_to_be_frozen_and_gets_no_verdict() {
     let target = start_hostile(&["loop"]);
@@ -237,7 +238,8 @@ fn a_frozen_target_is_said_to_be_frozen_and_gets_no_verdict() {
 
 /// A thread in uninterruptible sleep (here: one thread of the target frozen on its own) is
 /// read without a stop; it does not hold the other threads stopped or fail the ticks.
-/// Measured before: every tick waited 500 ms for it, then failed.
+/// Before (by the code: every stop waited up to 500 ms for each thread): every tick waited
+/// 500 ms for it with the other threads stopped, then failed.
 #[test]
 fn a_thread_in_uninterruptible_sleep_costs_no_tick() {
     let target = start_hostile(&["threads", "3"]);
@@ -343,8 +345,8 @@ fn a_full_disk_ends_the_recording_cleanly() {
 /// A target with a thousand Python threads: the duty cycle puts ticks off so the target is
 /// held stopped at most `--max-stop-pct` of the time, and the lowered rate is said. (Here 1%:
 /// with sleeping threads read without a stop, a tick holds the loop thread for about a
-/// millisecond; the default 10% is rarely reached.) Measured before the duty cycle: stopped
-/// 54-58% of the recording, ticks back to back.
+/// millisecond; the default 10% is rarely reached.) Reported before the duty cycle (issue
+/// 14): stopped 54-58% of the recording, ticks back to back.
 #[test]
 fn many_threads_are_read_within_the_duty_cycle() {
     let target = start_hostile(&["threads", "1000"]);

@@ -638,6 +638,8 @@ fn record_tree(
                 }))?
             }
             Msg::Exec { pid, t_us, info } => {
+                // The new image may see other files under the same names.
+                sources.forget(pid);
                 if info.is_none() {
                     if let Some(t) = tracked.get_mut(&pid) {
                         t.alive = false;
@@ -673,6 +675,7 @@ fn record_tree(
                 if let Some(t) = tracked.get_mut(&pid) {
                     t.alive = false;
                 }
+                sources.forget(pid);
                 let mut info = sampler::describe(pid);
                 info.python_version.clear();
                 writer.write(&Record::Process(ProcessEvent {

@@ -34,7 +34,11 @@ const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub const CONTEXT_LINES: i32 = 3;
 const MAX_LINE_CHARS: usize = 400;
 
-/// Caches the lines of every source file read so far, per process.
+/// Most files whose lines [`SourceCache`] keeps at once.
+const MAX_CACHED_FILES: usize = 256;
+
+/// Caches the lines of the source files read so far, per process (at most
+/// `MAX_CACHED_FILES` files; a process's files are dropped when it exits).
 #[derive(Default)]
 pub struct SourceCache {
     files: HashMap<(u32, String), Option<Vec<String>>>,
@@ -50,11 +54,23 @@ impl SourceCache {
         self.line(pid, file, line)
     }
 
+    /// Forgets the files read for `pid` (call when it exits: a server restarting its workers
+    /// would otherwise keep every worker's copy).
+    pub fn forget(&mut self, pid: u32) {
+        self.files.retain(|(p, _), _| *p != pid);
+    }
+
     /// The text of `line` (1-based) of `file` as process `pid` sees it, trimmed of its newline
     /// and capped in length; `None` when unreadable by the target or by loopprof.
     pub fn line(&mut self, pid: u32, file: &str, line: i32) -> Option<String> {
         if line <= 0 {
             return None;
+        }
+        // Bounded: past this many files the cache starts again (a file needed again is
+        // read again, once per new line).
+        if self.files.len() >= MAX_CACHED_FILES && !self.files.contains_key(&(pid, file.to_owned()))
+        {
+            self.files.clear();
         }
         let lines = self
             .files
