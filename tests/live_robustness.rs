@@ -79,8 +79,8 @@ fn threads_starting_and_ending_cost_only_their_own_samples() {
 }
 
 /// A stack deeper than py-spy's 4,096-frame limit is truncated and marked, and counted; it
-/// no longer fails the attach ("not a Python process", py-spy's `Max frame recursion depth`
-/// error, as reported in issue 14) or every tick.
+/// no longer fails the attach (measured with the previous build, 530739c: "is not a Python
+/// process ... Failed to find a python interpreter") or every tick.
 #[test]
 fn a_stack_deeper_than_4096_frames_is_truncated_and_marked() {
     let target = start_hostile(&["deep", "5000"]);
@@ -238,8 +238,8 @@ fn a_frozen_target_is_said_to_be_frozen_and_gets_no_verdict() {
 
 /// A thread in uninterruptible sleep (here: one thread of the target frozen on its own) is
 /// read without a stop; it does not hold the other threads stopped or fail the ticks.
-/// Before (by the code: every stop waited up to 500 ms for each thread): every tick waited
-/// 500 ms for it with the other threads stopped, then failed.
+/// Measured with the previous build (530739c): 0 samples and 5 failed ticks in 2 s, each
+/// tick waiting 500 ms for it with the other threads stopped.
 #[test]
 fn a_thread_in_uninterruptible_sleep_costs_no_tick() {
     let target = start_hostile(&["threads", "3"]);
@@ -375,8 +375,8 @@ fn many_threads_are_read_within_the_duty_cycle() {
 }
 
 /// A target that `execve`s a new Python is followed: the exec is recorded as a process event
-/// and the new image is sampled. Measured before: every tick after the exec failed with "Bad
-/// address".
+/// and the new image is sampled. Measured with the previous build (530739c): 278 of 401
+/// ticks failed, every one after the exec ("Bad address").
 #[test]
 fn a_target_that_execs_is_attached_again() {
     let target = start_hostile(&["exec"]);
@@ -443,8 +443,8 @@ fn a_target_that_forks_keeps_being_sampled_and_its_child_is_found() {
 
 /// Names and paths that are not UTF-8 (a lone surrogate from `os.fsdecode`) or carry markup
 /// are read (as U+FFFD) and escaped: the frame and every thread name survive, and the report
-/// holds no markup from the target. Measured before: the frame was dropped and every thread
-/// of the process lost its name.
+/// holds no markup from the target. Measured with the previous build (530739c): the frame
+/// was dropped and every thread of the process lost its name.
 #[test]
 fn names_and_paths_that_are_not_utf8_are_read_and_escaped() {
     let base = out_dir("robust-names");
