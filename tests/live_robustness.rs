@@ -496,3 +496,45 @@ fn names_and_paths_that_are_not_utf8_are_read_and_escaped() {
         "the frame in the odd path is shown"
     );
 }
+
+/// Two recorders on one target at once (two engineers, or a CI gate beside a manual run):
+/// each keeps its rate and neither loses ticks to the other's stops. Reported before (issue
+/// 14): 1 sample/s with a second recorder attached.
+#[test]
+fn two_recorders_at_once_both_keep_their_rate() {
+    let target = start_hostile(&["churn"]);
+    let first_dir = out_dir("robust-two-recorders-1");
+    let pid = target.pid().to_string();
+    let first_args = [
+        "record",
+        "--pid",
+        pid.as_str(),
+        "--duration",
+        "4",
+        "-o",
+        first_dir.to_str().unwrap(),
+    ];
+    let mut first = spawn_loopprof(&first_args);
+    std::thread::sleep(Duration::from_millis(500));
+    let second_dir = out_dir("robust-two-recorders-2");
+    let second = record_pid(target.pid(), 2.0, &second_dir, &[]);
+    assert!(
+        first.wait_timeout(Duration::from_secs(30)).is_some(),
+        "the first recorder ends"
+    );
+    let first = loopprof::recording::load(&first_dir).expect("first recording");
+    for (name, rec, secs) in [("first", &first, 4.0), ("second", &second, 2.0)] {
+        let ticks = rec.samples.len() + rec.errors.len();
+        assert!(
+            rec.samples.len() as f64 >= 0.8 * 100.0 * secs,
+            "{name}: {} samples in {secs} s at 100 Hz",
+            rec.samples.len()
+        );
+        assert!(
+            rec.errors.len() * 20 <= ticks,
+            "{name}: {} of {ticks} ticks failed: {:?}",
+            rec.errors.len(),
+            rec.errors.first()
+        );
+    }
+}
