@@ -230,9 +230,14 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
         ..Config::default()
     };
     // A traced process cannot be stopped by us: every tick would fail. Say who holds it.
+    // (A hold of a moment, such as another sampler's stop, is waited out.)
     if !nonblocking {
-        if let Some((tracer, comm)) = procfs::tracer_of(pid) {
-            return Err(CaptureError::AlreadyTraced { pid, tracer, comm });
+        let until = Instant::now() + Duration::from_millis(100);
+        while let Some((tracer, comm)) = procfs::tracer_of(pid) {
+            if Instant::now() >= until {
+                return Err(CaptureError::AlreadyTraced { pid, tracer, comm });
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     let deadline = Instant::now() + patience;
@@ -443,6 +448,8 @@ struct Pass {
     before: HashMap<u32, ThreadOs>,
     torn: HashSet<u32>,
     t_us: u64,
+    /// The thread list could not be followed to its end: the second read reads every thread.
+    cut: bool,
 }
 
 /// How a tick ended.
@@ -663,8 +670,10 @@ impl ProcessSampler {
                     .collect()
             };
             let t_us = self.now_us();
+            // A second read after a first that could not follow the whole thread list reads
+            // (and stops) everything, as `redo` then lists every thread.
             let stop_only: Option<Vec<u32>> = second.then(|| redo.iter().copied().collect());
-            if let Some(f) = &first {
+            if let Some(f) = first.as_ref().filter(|f| !f.cut) {
                 self.spy.only_threads = Some(
                     f.tids
                         .iter()
@@ -724,6 +733,16 @@ impl ProcessSampler {
                 .counters
                 .unstopped_reads
                 .fetch_add((unstopped.len() - torn.len()) as u64, Ordering::Relaxed);
+            // The interpreter's thread list changed under a read that did not stop the
+            // threads changing it (its walk was cut short): read everything again, stopped.
+            // So does a first read that missed a Python thread known from the last tick and
+            // still alive (the walk may end early without an error).
+            let cut = !second
+                && (self.spy.unreadable_threads.iter().any(|(id, _)| *id == 0)
+                    || self
+                        .python_tids
+                        .iter()
+                        .any(|t| !tids.contains(t) && crate::capture::stop::is_thread_of(pid, *t)));
             if let Some(f) = first.take() {
                 // Merge: the first read of every thread not read again, then the second.
                 let mut all_before = f.before;
@@ -742,7 +761,17 @@ impl ProcessSampler {
                 break (all_traces, all_tids, all_before, all_torn, f.t_us);
             }
             let unknown_tid = tids.contains(&0);
-            self.python_tids = tids.iter().copied().filter(|t| *t != 0).collect();
+            let seen = tids.iter().copied().filter(|t| *t != 0);
+            if cut {
+                // A partial list: keep the threads known from the last tick too.
+                for t in seen {
+                    if !self.python_tids.contains(&t) {
+                        self.python_tids.push(t);
+                    }
+                }
+            } else {
+                self.python_tids = seen.collect();
+            }
             // Keep open only the files of threads read again next tick.
             let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
             self.proc_files.retain_threads(&keep);
@@ -758,6 +787,9 @@ impl ProcessSampler {
                 .copied()
                 .filter(|t| self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D'))
                 .collect();
+            if cut && self.locking == Locking::PythonThreads {
+                redo.extend(self.python_tids.iter().copied());
+            }
             if self.locking == Locking::PythonThreads {
                 redo.extend(
                     tids.iter()
@@ -774,6 +806,7 @@ impl ProcessSampler {
                 before,
                 torn,
                 t_us,
+                cut,
             });
         };
         {

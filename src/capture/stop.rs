@@ -92,6 +92,10 @@ fn debug() -> bool {
 /// expect) must not hang the sampler.
 const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a thread held by another tracer (a second profiler) is waited for before the
+/// tick gives up on it: the other's stops last about a tenth of a millisecond.
+const OTHER_TRACER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// How long a thread found in uninterruptible sleep (`D`) is waited for: it cannot be
 /// stopped before it leaves that sleep, and cannot run (or change its stack) until then.
 const D_STATE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
@@ -279,7 +283,26 @@ impl StoppedThread {
         }
         let pid = Pid::from_raw(tid as i32);
         let mut taken_over = false;
-        match ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXIT) {
+        let mut seized = ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXIT);
+        // Held by another tracer for a moment (a second loopprof or py-spy reading it): wait
+        // for it to let go, briefly, rather than lose the tick.
+        if seized == Err(Errno::EPERM) {
+            let deadline = std::time::Instant::now() + OTHER_TRACER_PATIENCE;
+            while std::time::Instant::now() < deadline {
+                match tracer_of(tid as i32) {
+                    Some(0) => {
+                        seized = ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXIT);
+                        if seized != Err(Errno::EPERM) {
+                            break;
+                        }
+                    }
+                    Some(t) if t == gettid() => break,
+                    Some(_) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                    None => break,
+                }
+            }
+        }
+        match seized {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Err(StopError::Gone),
             // Already traced by this very thread: an earlier stop leaked; take it over.
