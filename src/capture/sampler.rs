@@ -441,6 +441,13 @@ struct ThreadOs {
     runs: Option<[u64; 2]>,
 }
 
+/// Whether `LOOPPROF_UNSTOPPED_SLEEPERS` is set: threads asleep in `S` are read without a
+/// stop too (experimental; see [`ProcessSampler::tick`]).
+fn unstopped_sleepers() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("LOOPPROF_UNSTOPPED_SLEEPERS").is_some())
+}
+
 /// The first read of a tick that needs a second one ([`ProcessSampler::tick`]).
 struct Pass {
     traces: Vec<py_spy::StackTrace>,
@@ -652,12 +659,14 @@ impl ProcessSampler {
             if !second {
                 self.watch_freezer(&before);
             }
-            // Stop only what can move. A thread asleep in the kernel (`S`: in `epoll_wait`,
-            // `futex`, `clock_nanosleep`, `read`...; `D`: uninterruptible) cannot change its
-            // Python stack until it is woken: it is read without a stop and checked after
-            // the read not to have run meanwhile (below). A thread in uninterruptible sleep
-            // is never stopped (a stop would wait for it to wake up).
-            let skip_sleepers = self.locking == Locking::PythonThreads && !second;
+            // A thread in uninterruptible sleep (`D`) cannot change its Python stack until it
+            // wakes, and a stop would wait for that: it is read without a stop and checked
+            // after the read not to have run meanwhile (below); one that ran is dropped.
+            // Threads in `S` could be read the same way (`LOOPPROF_UNSTOPPED_SLEEPERS=1`,
+            // experimental): reading one that ran again, stopped, samples it at a later and
+            // busier moment, which biased the live suite's waited-for states under load.
+            let skip_sleepers =
+                self.locking == Locking::PythonThreads && !second && unstopped_sleepers();
             let asleep: HashSet<u32> = if self.locking == Locking::None {
                 HashSet::new()
             } else {
@@ -785,7 +794,10 @@ impl ProcessSampler {
             redo = torn
                 .iter()
                 .copied()
-                .filter(|t| self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D'))
+                .filter(|t| {
+                    skip_sleepers
+                        && self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D')
+                })
                 .collect();
             if cut && self.locking == Locking::PythonThreads {
                 redo.extend(self.python_tids.iter().copied());
