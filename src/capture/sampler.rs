@@ -441,6 +441,10 @@ struct ThreadOs {
     runs: Option<[u64; 2]>,
 }
 
+/// The duty cycle's burst: stopped time a sampler may spend at once before ticks are put
+/// off, seconds.
+const STOP_BURST_S: f64 = 0.05;
+
 /// Whether `LOOPPROF_UNSTOPPED_SLEEPERS` is set: threads asleep in `S` are read without a
 /// stop too (experimental; see [`ProcessSampler::tick`]).
 fn unstopped_sleepers() -> bool {
@@ -499,6 +503,10 @@ pub struct ProcessSampler {
     frozen: bool,
     /// How long the last tick held threads stopped.
     last_stopped: Duration,
+    /// The duty cycle's budget of stopped time, seconds (negative: in debt), as of
+    /// `budget_at`.
+    stop_budget: f64,
+    budget_at: Instant,
     /// The image the process runs (`startstack`, see [`procfs::Stat::startstack`]).
     image: u64,
     /// When the freezer may be looked at again (at most once a second).
@@ -529,6 +537,8 @@ impl ProcessSampler {
             routes_sent: HashSet::new(),
             frozen: false,
             last_stopped: Duration::ZERO,
+            stop_budget: STOP_BURST_S,
+            budget_at: Instant::now(),
             image: procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0),
             frozen_next_check: Instant::now(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
@@ -575,12 +585,23 @@ impl ProcessSampler {
             }
             next += period;
             let outcome = self.tick(late.as_micros().min(u32::MAX as u128) as u32);
-            // The duty cycle: a long stop (thousands of threads, very deep stacks) puts the
-            // next tick off, so the target runs at least 1 - max_stop_share of the time.
-            let earliest = started + self.last_stopped.div_f64(self.ctx.max_stop_share);
-            if earliest > next {
-                next = earliest;
-                self.ctx.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            // The duty cycle, as a token bucket: stopping time is earned at max_stop_share of
+            // the time that passes (up to a burst of 50 ms) and spent by each tick's stops. A
+            // lone slow stop (a thread waiting for a CPU) is absorbed; long stops tick after
+            // tick (thousands of threads, very deep stacks) put the next tick off until the
+            // budget is back, so the target runs at least 1 - max_stop_share of the time.
+            let now = Instant::now();
+            let share = self.ctx.max_stop_share;
+            self.stop_budget = (self.stop_budget + (now - self.budget_at).as_secs_f64() * share)
+                .min(STOP_BURST_S)
+                - self.last_stopped.as_secs_f64();
+            self.budget_at = now;
+            if self.stop_budget < 0.0 {
+                let earliest = now + Duration::from_secs_f64(-self.stop_budget / share);
+                if earliest > next {
+                    next = earliest;
+                    self.ctx.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                }
             }
             match outcome {
                 Tick::Done => {}
