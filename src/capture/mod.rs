@@ -562,25 +562,8 @@ fn record_tree(
                           skipped: &mut HashSet<u32>|
      -> Result<(), CaptureError> {
         match msg {
-            Msg::Sample {
-                pid,
-                t_us,
-                read_us,
-                late_us,
-                cpu_us,
-                threads,
-                gc,
-                lost,
-            } => {
-                let tick = crate::recording::TickMeta {
-                    pid,
-                    t_us,
-                    read_us,
-                    late_us,
-                    cpu_us,
-                    gc,
-                    lost,
-                };
+            Msg::Sample { tick, threads } => {
+                let pid = tick.pid;
                 let new_frames = writer.write_sample(&tick, &threads)?;
                 for f in new_frames {
                     // Application frames get a few lines of context for the report.

@@ -41,22 +41,10 @@ pub enum Msg {
     },
     /// One successful tick.
     Sample {
-        /// Process id.
-        pid: u32,
-        /// Microseconds since the recording started.
-        t_us: u64,
-        /// Stack read duration (threads stopped this long in blocking mode).
-        read_us: u32,
-        /// Lateness of the tick.
-        late_us: u32,
-        /// Cumulative process CPU time.
-        cpu_us: u64,
-        /// Every Python thread.
+        /// What the tick says of itself (process, times, CPU, GC, threads lost), as written.
+        tick: crate::recording::TickMeta,
+        /// Every Python thread that could be read.
         threads: Vec<RawThread>,
-        /// The garbage collector's state, read just after the stacks (CPython 3.9+).
-        gc: Option<GcSample>,
-        /// Python threads whose stack could not be read (left out of `threads`).
-        lost: u32,
     },
     /// One failed tick.
     Error {
@@ -949,13 +937,15 @@ impl ProcessSampler {
                 .lost_threads
                 .fetch_add(u64::from(lost), Ordering::Relaxed);
             let _ = self.ctx.tx.send(Msg::Sample {
-                lost,
-                gc,
-                pid,
-                t_us,
-                read_us: read_total.as_micros().min(u32::MAX as u128) as u32,
-                late_us,
-                cpu_us,
+                tick: crate::recording::TickMeta {
+                    lost,
+                    gc,
+                    pid,
+                    t_us,
+                    read_us: read_total.as_micros().min(u32::MAX as u128) as u32,
+                    late_us,
+                    cpu_us,
+                },
                 threads,
             });
             self.read_app_routes(pid);

@@ -93,8 +93,8 @@ fn debug() -> bool {
 const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long a thread held by another tracer (a second profiler) is waited for before the
-/// tick gives up on it: the other's stops last about a tenth of a millisecond.
-const OTHER_TRACER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(3);
+/// tick gives up on it: the other's stops last a tenth of a millisecond to a few.
+const OTHER_TRACER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long a thread found in uninterruptible sleep (`D`) is waited for: it cannot be
 /// stopped before it leaves that sleep, and cannot run (or change its stack) until then.
