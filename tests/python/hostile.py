@@ -29,7 +29,10 @@ async def ticker():
 
 
 def short_job():
+    # Long enough (about a millisecond) that a 100 Hz sampler sees some of these threads
+    # alive; a job of a few microseconds is missed entirely on a fast machine.
     sum(range(200))
+    time.sleep(0.001)
 
 
 def churn():
