@@ -331,7 +331,10 @@ fn diff_of_a_fix_golden() {
     assert!(!d.regression, "{:?}", d.regression_reasons);
     assert_eq!(d.findings.len(), 1);
     assert_eq!(d.findings[0].status, Status::Fixed);
-    assert_eq!(d.after.verdict, "healthy");
+    assert_eq!(
+        d.after.verdict,
+        loopprof::analysis::diagnose::VerdictKind::Healthy
+    );
     assert!((d.before.duration_s - 1.0).abs() < 1e-9 && (d.after.duration_s - 4.0).abs() < 1e-9);
 
     let ids: Vec<String> = Catalog::builtin().entries().map(|e| e.id.clone()).collect();

@@ -7,6 +7,7 @@
 //! a built-in id replaces it). Matching is in [`Catalog::classify`]; see `docs/detection.md`.
 
 use super::frames;
+use super::loops::Activity;
 use serde::{Deserialize, Serialize};
 
 /// The built-in catalog (JSON).
@@ -15,14 +16,6 @@ pub const BUILTIN: &str = include_str!("catalog.json");
 /// Errors loading a catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The file could not be read.
-    #[error("cannot read catalog {path}: {source}")]
-    Read {
-        /// Path.
-        path: String,
-        /// Error.
-        source: std::io::Error,
-    },
     /// The JSON is invalid.
     #[error("catalog {path} is not valid: {why}. See docs/detection.md for the entry format.")]
     Invalid {
@@ -123,10 +116,8 @@ pub struct SiteFacts<'a> {
     pub callees: Vec<(String, &'a str)>,
     /// Source line of the application frame, if known.
     pub source: Option<&'a str>,
-    /// Majority activity: `on-cpu`, `native`, `waiting`, `gil-wait`.
-    pub activity: &'a str,
-    /// Majority wait reason when waiting.
-    pub wait_reason: Option<&'a str>,
+    /// Majority activity (with its wait reason when waiting).
+    pub activity: Activity,
 }
 
 /// How an entry was chosen.
@@ -139,6 +130,29 @@ pub enum MatchedBy {
     Source,
     /// Nothing matched; the entry is the fallback for the activity.
     Fallback,
+}
+
+/// [`MatchedBy`] without the frame index: what summary.json reports as `matched_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    /// A library frame matched.
+    Frame,
+    /// The source line matched.
+    Source,
+    /// The activity's fallback entry.
+    Fallback,
+}
+
+impl MatchedBy {
+    /// The match without the frame index.
+    pub fn kind(self) -> MatchKind {
+        match self {
+            MatchedBy::Frame(_) => MatchKind::Frame,
+            MatchedBy::Source => MatchKind::Source,
+            MatchedBy::Fallback => MatchKind::Fallback,
+        }
+    }
 }
 
 fn compile(entries: Vec<Entry>, path: &str) -> Result<Vec<Compiled>, CatalogError> {
@@ -199,19 +213,6 @@ impl Catalog {
         Ok(Catalog { entries: user })
     }
 
-    /// Reads user catalog files and loads them in front of the built-in one.
-    pub fn load(paths: &[std::path::PathBuf]) -> Result<Catalog, CatalogError> {
-        let mut files = Vec::new();
-        for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|source| CatalogError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            files.push((p.display().to_string(), text));
-        }
-        Catalog::with_user(&files)
-    }
-
     /// Every entry, in matching order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().map(|c| &c.entry)
@@ -269,25 +270,22 @@ impl Catalog {
                 if !c.source.iter().any(|r| r.is_match(src)) {
                     continue;
                 }
-                if !m.activities.is_empty() && !m.activities.iter().any(|a| a == facts.activity) {
-                    continue;
-                }
-                if facts.activity == "waiting"
-                    && !m.wait_reasons.is_empty()
-                    && !m
-                        .wait_reasons
-                        .iter()
-                        .any(|r| Some(r.as_str()) == facts.wait_reason)
+                if !m.activities.is_empty()
+                    && !m.activities.iter().any(|a| a == facts.activity.name())
                 {
                     continue;
+                }
+                if let Some(reason) = facts.activity.wait_reason() {
+                    if !m.wait_reasons.is_empty()
+                        && !m.wait_reasons.iter().any(|r| r == reason.name())
+                    {
+                        continue;
+                    }
                 }
                 return (&c.entry, MatchedBy::Source);
             }
         }
-        let key = match (facts.activity, facts.wait_reason) {
-            ("waiting", Some(r)) => format!("waiting:{r}"),
-            (a, _) => a.to_owned(),
-        };
+        let key = facts.activity.label();
         for c in &self.entries {
             if c.entry.fallback_for.iter().any(|k| *k == key || k == "*") {
                 return (&c.entry, MatchedBy::Fallback);
@@ -311,11 +309,25 @@ mod tests {
         activity: &'a str,
         reason: Option<&'a str>,
     ) -> SiteFacts<'a> {
+        use crate::analysis::loops::WaitReason;
+        let activity = match (activity, reason) {
+            ("on-cpu", _) => Activity::OnCpu,
+            ("native", _) => Activity::Native,
+            ("gil-wait", _) => Activity::GilWait,
+            ("waiting", r) => Activity::Waiting(match r {
+                Some("sleep") => WaitReason::Sleep,
+                Some("socket") => WaitReason::Socket,
+                Some("child-process") => WaitReason::ChildProcess,
+                Some("lock") => WaitReason::Lock,
+                Some("disk") => WaitReason::Disk,
+                _ => WaitReason::Other,
+            }),
+            (other, _) => panic!("no activity {other}"),
+        };
         SiteFacts {
             callees: callees.iter().map(|(m, f)| (m.to_string(), *f)).collect(),
             source,
             activity,
-            wait_reason: reason,
         }
     }
 

@@ -8,7 +8,7 @@
 //! (category, endpoint). A change counts only when it is clearly outside sampling noise (the
 //! thresholds are [`Thresholds`], documented in `docs/cli.md`).
 
-use crate::analysis::diagnose::{CallSite, Diagnosis, Finding};
+use crate::analysis::diagnose::{CallSite, Diagnosis, Finding, VerdictKind};
 use crate::analysis::frames::short_file;
 use crate::analysis::probes::ProbeSummary;
 use serde::Serialize;
@@ -27,7 +27,7 @@ pub struct Side {
     /// Event-loop time analysed, seconds (summed over processes).
     pub window_s: f64,
     /// Verdict kind.
-    pub verdict: String,
+    pub verdict: VerdictKind,
     /// Verdict sentence.
     pub summary: String,
     /// Share of loop time blocked, percent.
@@ -217,7 +217,7 @@ fn side(path: &str, rec: &crate::recording::Recording, d: &Diagnosis) -> Side {
         duration_s: rec.duration_us() as f64 / 1e6,
         rate_hz: rec.header.rate_hz,
         window_s: d.window_s,
-        verdict: v.kind.clone(),
+        verdict: v.kind,
         summary: v.summary.clone(),
         loop_blocked_pct: v.loop_blocked_pct,
         loop_busy_pct: v.loop_busy_pct,
@@ -418,7 +418,7 @@ pub fn diff(
             _ => {}
         }
     }
-    if b.verdict == "healthy" && a.verdict != "healthy" {
+    if b.verdict == VerdictKind::Healthy && a.verdict != VerdictKind::Healthy {
         reasons.push(format!("verdict went from healthy to {}", a.verdict));
     }
     if a.loop_blocked_pct - b.loop_blocked_pct >= t.loop_pp
@@ -548,7 +548,7 @@ mod tests {
             window_s: 30.0,
             duration_s: 30.0,
             rate_hz: 100.0,
-            verdict: "healthy".into(),
+            verdict: VerdictKind::Healthy,
             summary: String::new(),
             loop_blocked_pct: 0.0,
             loop_busy_pct: 0.0,

@@ -11,6 +11,7 @@
 //! never fail. A metric that was not measured (probe latency without `--probe`) makes its gate
 //! fail with a note saying so: a CI gate must not pass because it had nothing to look at.
 
+use crate::analysis::diagnose::VerdictKind;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -83,17 +84,15 @@ pub const METRICS: &[Metric] = &[
 const ROUTE_METRICS: &[&str] = &["route", "new_route"];
 
 /// The verdict kinds `verdict == ...` accepts.
-pub const VERDICTS: &[&str] = &[
-    "healthy",
-    "loop-blocked",
-    "cpu-bound-loop",
-    "gil-contention",
-    "thread-pool-exhausted",
-    "gc-pause",
-    "loop-saturated",
-    "no-event-loop",
-    "inconclusive",
-];
+pub const VERDICTS: [&str; VerdictKind::ALL.len()] = {
+    let mut names = [""; VerdictKind::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = VerdictKind::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// A gate expression that does not parse, or does not apply.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -679,7 +678,7 @@ pub fn facts_of(
         "route",
         name_list(d.findings.iter().filter_map(|x| x.route.clone())),
     );
-    f.names.insert("verdict", vec![v.kind.clone()]);
+    f.names.insert("verdict", vec![v.kind.as_str().to_owned()]);
     f
 }
 

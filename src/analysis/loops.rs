@@ -86,14 +86,83 @@ pub enum Activity {
     GilWait,
 }
 
-impl Activity {
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `on-cpu`, `native`, `gil-wait`, or `waiting (REASON)`: how text outputs say it.
+impl std::fmt::Display for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Activity::Waiting(r) => write!(f, "waiting ({r})"),
+            a => f.write_str(a.name()),
+        }
+    }
+}
+
+/// An [`Activity`] without its wait reason: what summary.json calls a `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivityKind {
+    /// Executing Python bytecode.
+    OnCpu,
+    /// Native code, GIL released.
+    Native,
+    /// Blocked in the kernel.
+    Waiting,
+    /// Waiting for the GIL.
+    GilWait,
+}
+
+impl ActivityKind {
     /// `on-cpu`, `native`, `waiting` or `gil-wait`.
     pub fn name(self) -> &'static str {
         match self {
-            Activity::OnCpu => "on-cpu",
-            Activity::Native => "native",
-            Activity::Waiting(_) => "waiting",
-            Activity::GilWait => "gil-wait",
+            ActivityKind::OnCpu => "on-cpu",
+            ActivityKind::Native => "native",
+            ActivityKind::Waiting => "waiting",
+            ActivityKind::GilWait => "gil-wait",
+        }
+    }
+}
+
+impl std::fmt::Display for ActivityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The time-split label of an idle event loop (see [`Activity::label`]).
+pub const IDLE_LABEL: &str = "idle";
+
+/// The prefix of a waiting activity's time-split label (`waiting:socket`).
+pub const WAITING_LABEL_PREFIX: &str = "waiting:";
+
+impl Activity {
+    /// `on-cpu`, `native`, `waiting` or `gil-wait`.
+    pub fn name(self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The activity without its wait reason.
+    pub fn kind(self) -> ActivityKind {
+        match self {
+            Activity::OnCpu => ActivityKind::OnCpu,
+            Activity::Native => ActivityKind::Native,
+            Activity::Waiting(_) => ActivityKind::Waiting,
+            Activity::GilWait => ActivityKind::GilWait,
+        }
+    }
+
+    /// The key of this activity in a time split (a finding's `state_mix`, a thread's shares):
+    /// `on-cpu`, `native`, `gil-wait`, or `waiting:REASON` (`waiting:socket`). Kept as a
+    /// string so the JSON maps keep their alphabetical order.
+    pub fn label(self) -> String {
+        match self {
+            Activity::Waiting(r) => format!("{WAITING_LABEL_PREFIX}{}", r.name()),
+            a => a.name().to_owned(),
         }
     }
 

@@ -132,6 +132,17 @@ struct Analysis {
     gates: Vec<Gate>,
 }
 
+/// Reads user catalog files and loads them in front of the built-in one.
+fn load_catalog(paths: &[PathBuf]) -> Result<Catalog, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read catalog {}: {e}", p.display()))?;
+        files.push((p.display().to_string(), text));
+    }
+    Catalog::with_user(&files).map_err(|e| e.to_string())
+}
+
 impl AnalysisArgs {
     fn load(&self, scope: Scope) -> Result<Analysis, String> {
         if !(self.threshold_ms > 0.0 && self.threshold_ms.is_finite()) {
@@ -146,7 +157,7 @@ impl AnalysisArgs {
                 self.min_share
             ));
         }
-        let catalog = Catalog::load(&self.catalog).map_err(|e| e.to_string())?;
+        let catalog = load_catalog(&self.catalog)?;
         let ids: Vec<String> = catalog.entries().map(|e| e.id.clone()).collect();
         let gates = gates::parse_all(&self.fail_on, scope, &ids).map_err(|e| e.to_string())?;
         Ok(Analysis {

@@ -7,7 +7,7 @@
 //! from numbers. Flame graphs are embedded as `data:` URIs in iframes (inferno escapes names
 //! inside the SVG), so their own zoom/search scripts keep working inside the page.
 
-use crate::analysis::diagnose::{Diagnosis, Finding};
+use crate::analysis::diagnose::{Diagnosis, Finding, VerdictKind};
 use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::frames::short_file;
 use crate::analysis::gates::GateResult;
@@ -237,7 +237,7 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
     };
     let state = match &f.wait_reason {
         Some(r) => format!("{} ({r})", f.state),
-        None => f.state.clone(),
+        None => f.state.to_string(),
     };
     let mix = f
         .state_mix
@@ -350,9 +350,9 @@ pub fn render(
 ) -> Result<String, handlebars::RenderError> {
     let hb = registry();
     let v = &d.verdict;
-    let verdict_class = match v.kind.as_str() {
-        "healthy" => "ok",
-        "no-event-loop" | crate::analysis::diagnose::INCONCLUSIVE => "neutral",
+    let verdict_class = match v.kind {
+        VerdictKind::Healthy => "ok",
+        VerdictKind::NoEventLoop | VerdictKind::Inconclusive => "neutral",
         _ => "bad",
     };
     let cards: Vec<CardVm> = d
@@ -379,7 +379,7 @@ pub fn render(
     let page = Page {
         csp: CSP,
         title: format!("loopprof report — {}", v.kind),
-        verdict_kind: &v.kind,
+        verdict_kind: v.kind.as_str(),
         verdict_class,
         summary: &v.summary,
         quality: d.quality.line(),
@@ -633,7 +633,7 @@ pub fn render_diff(
         title: format!("loopprof diff — {} → {}", b.verdict, a.verdict),
         verdict_class: if diff.regression {
             "bad"
-        } else if a.verdict == "healthy" {
+        } else if a.verdict == VerdictKind::Healthy {
             "ok"
         } else {
             "neutral"

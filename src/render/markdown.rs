@@ -123,7 +123,7 @@ pub fn render(
         };
         let state = match &f.wait_reason {
             Some(r) => format!("{} ({r})", f.state),
-            None => f.state.clone(),
+            None => f.state.to_string(),
         };
         let _ = writeln!(
             out,
@@ -252,7 +252,7 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
     write_gates(&mut out, gates);
     let _ = writeln!(out, "| | before | after |\n| --- | --- | --- |");
     for (k, x, y) in [
-        ("verdict", b.verdict.clone(), a.verdict.clone()),
+        ("verdict", b.verdict.to_string(), a.verdict.to_string()),
         (
             "loop blocked",
             format!("{:.1}%", b.loop_blocked_pct),

@@ -19,7 +19,7 @@ use crate::analysis::diagnose::{Finding, WaitedThread};
 /// The impact line of a saturated worker-pool finding (its figures are saturation episodes,
 /// not loop stalls); `None` for other findings.
 pub fn pool_impact(f: &Finding) -> Option<String> {
-    (f.kind == "pool-saturated").then(|| {
+    (f.kind == crate::analysis::diagnose::FindingKind::PoolSaturated).then(|| {
         format!(
             "all of {} busy for {:.0} ms ({:.1}% of the time) in {} episode{}, longest {:.0} ms",
             f.thread,

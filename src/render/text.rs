@@ -149,7 +149,7 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         }
         let state = match &f.wait_reason {
             Some(r) => format!("{} ({r})", f.state),
-            None => f.state.clone(),
+            None => f.state.to_string(),
         };
         if let Some(impact) = super::pool_impact(f) {
             let _ = writeln!(out, "   {}; {}", sanitize(&impact), state);
