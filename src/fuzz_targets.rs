@@ -35,7 +35,7 @@ pub fn recording(data: &[u8]) {
     let _ = crate::render::markdown::render(&rec, &d, None, &[], None);
     let _ = crate::render::html::render(&rec, &d, &crate::render::html::HtmlOptions::default());
     for view in [View::Wall, View::Cpu, View::OffCpu, View::LoopBlocked] {
-        let _ = crate::render::flamegraph::svg(&rec, &d, view, None);
+        crate::render::flamegraph::svg(&rec, &d, view, None).expect("flame graphs render");
     }
     let t = crate::analysis::diff::Thresholds::default();
     let _ = crate::analysis::diff::diff(("a", &rec, &d), ("b", &rec, &d), &t);

@@ -176,7 +176,9 @@ fn golden_outputs() {
     golden("summary.json", &json::to_string(&rec, &d, &results));
     golden(
         "flame-loop-blocked.svg",
-        &flamegraph::svg(&rec, &d, flamegraph::View::LoopBlocked, None).unwrap(),
+        &flamegraph::svg(&rec, &d, flamegraph::View::LoopBlocked, None)
+            .unwrap()
+            .unwrap(),
     );
 }
 
@@ -215,7 +217,9 @@ fn untrusted_names_render_as_text() {
         assert!(!page.contains(attr), "{attr} in report.html");
     }
     // Flame graphs escape names inside the SVG too.
-    let svg = flamegraph::svg(&rec, &d, flamegraph::View::Wall, None).unwrap();
+    let svg = flamegraph::svg(&rec, &d, flamegraph::View::Wall, None)
+        .unwrap()
+        .unwrap();
     assert!(!svg.contains(evil_fn) && svg.contains("&lt;script&gt;"));
     // Markdown keeps target strings inside code spans: outside them, no `<` at all (the
     // report's own `<details>` wrapper aside).
@@ -379,6 +383,7 @@ fn diff_of_a_fix_golden() {
         flamegraph::View::LoopBlocked,
         flamegraph::DiffShape::Before,
     )
+    .unwrap()
     .unwrap();
     golden("diff-loop-blocked.svg", &svg);
 }

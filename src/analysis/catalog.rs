@@ -6,8 +6,8 @@
 //! `--catalog FILE` (same JSON shape), which take precedence over built-in ones (an entry with
 //! a built-in id replaces it). Matching is in [`Catalog::classify`]; see `docs/detection.md`.
 
-use super::frames;
 use super::loops::Activity;
+use crate::recording::frames;
 use serde::{Deserialize, Serialize};
 
 /// The built-in catalog (JSON).

@@ -9,8 +9,8 @@
 //! thresholds are [`Thresholds`], documented in `docs/cli.md`).
 
 use crate::analysis::diagnose::{CallSite, Diagnosis, Finding, VerdictKind};
-use crate::analysis::frames::short_file;
 use crate::analysis::probes::ProbeSummary;
+use crate::recording::frames::short_file;
 use serde::Serialize;
 
 /// One recording's side of the comparison.

@@ -6,9 +6,9 @@
 //! waits on a lock, join or future (`executor-shutdown-wait`, `thread-sync-wait`), the threads
 //! of that process busy in application code are named as the ones it is probably waiting for.
 
-use super::diagnose::Diagnosis;
-use super::frames::{self, short_file, Origin};
+use super::diagnose::{Diagnosis, Options};
 use super::loops::{self, Activity, LoopState};
+use crate::recording::frames::{self, short_file, Origin};
 use crate::recording::Recording;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -99,6 +99,39 @@ fn state_of(a: Option<Activity>) -> (String, Option<String>) {
 
 /// Per thread: its name, how often each (stack id, activity) was seen, and its sample count.
 type Seen = (String, BTreeMap<(u32, Option<Activity>), usize>, usize);
+
+/// The diagnosis options of a dump taken at `rate_hz` snapshots per second: a stall must span
+/// several snapshots (one busy snapshot is any short callback), at least 50 ms, and only
+/// stalls count (no share of short blocks can reach 100%).
+pub fn options(rate_hz: f64) -> Options {
+    let interval_ms = 1000.0 / rate_hz;
+    Options {
+        threshold_ms: (2.5 * interval_ms).max(50.0),
+        min_share_pct: 100.0,
+    }
+}
+
+/// What a dump concludes (`loopprof dump` exits 8, 6 or 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The snapshots cannot be trusted (a frozen target, most reads failed).
+    Inconclusive,
+    /// The loop is blocked (any finding).
+    LoopBlocked,
+    /// The loop is not blocked.
+    NotBlocked,
+}
+
+/// The conclusion of a dump and the diagnosis it came from.
+pub fn outcome(d: &Diagnosis, dump: &Dump) -> Outcome {
+    if !d.quality.trusted {
+        Outcome::Inconclusive
+    } else if dump.loop_blocked {
+        Outcome::LoopBlocked
+    } else {
+        Outcome::NotBlocked
+    }
+}
 
 /// Builds the dump from a short recording and its diagnosis.
 pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {

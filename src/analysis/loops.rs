@@ -11,8 +11,8 @@
 //! py-spy's racy `active` flag; what a busy loop is doing comes from the GIL flag, the OS
 //! state and the syscall.
 
-use super::frames::{self, Origin};
 use super::memo;
+use crate::recording::frames::{self, Origin};
 use crate::recording::{FrameDef, Recording, Sample, ThreadSample};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -213,7 +213,28 @@ fn is(rec: &Recording, f: &FrameDef, module: &str, function: &str) -> bool {
         && frames::module_in(&memo::module_of(rec, f), module)
 }
 
-/// What a stack alone says about an event loop (computed once per stack, [`memo::stack_facts`]).
+/// The [`StackFacts`] of every stack, by stack id (a per-recording cache).
+struct AllStackFacts(Vec<StackFacts>);
+
+/// The loop facts of a stack, computed once per stack and cached on the recording.
+pub fn stack_facts(rec: &Recording, stack: u32) -> std::borrow::Cow<'_, StackFacts> {
+    let all = &rec
+        .derived
+        .get_or_init(|| {
+            AllStackFacts(
+                (0..rec.stacks.len() as u32)
+                    .map(|id| StackFacts::of(rec, id))
+                    .collect(),
+            )
+        })
+        .0;
+    match all.get(stack as usize) {
+        Some(f) => std::borrow::Cow::Borrowed(f),
+        None => std::borrow::Cow::Owned(StackFacts::of(rec, stack)),
+    }
+}
+
+/// What a stack alone says about an event loop (computed once per stack, [`stack_facts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackFacts {
     /// The loop kind the stack shows, if any.
@@ -304,7 +325,7 @@ pub fn find_loop_threads(rec: &Recording) -> Vec<LoopThread> {
             c.samples += 1;
             let kind = *kind_of
                 .entry(t.stack)
-                .or_insert_with(|| memo::stack_facts(rec, t.stack).kind);
+                .or_insert_with(|| stack_facts(rec, t.stack).kind);
             match kind {
                 Some(LoopKind::Asyncio) => c.asyncio += 1,
                 Some(LoopKind::Uvloop) => c.uvloop += 1,
@@ -390,7 +411,7 @@ pub fn activity(rec: &Recording, sample: &Sample, t: &ThreadSample) -> Activity 
             Some("running") => Activity::Native,
             Some("futex") => {
                 let other_holds_gil = sample.threads.iter().any(|o| o.tid != t.tid && o.gil);
-                if other_holds_gil && !memo::stack_facts(rec, t.stack).leaf_lock_primitive {
+                if other_holds_gil && !stack_facts(rec, t.stack).leaf_lock_primitive {
                     Activity::GilWait
                 } else {
                     Activity::Waiting(WaitReason::Lock)
@@ -413,7 +434,7 @@ pub fn activity(rec: &Recording, sample: &Sample, t: &ThreadSample) -> Activity 
 
 /// Classifies one sample of a loop thread.
 pub fn classify(rec: &Recording, lt: &LoopThread, sample: &Sample, t: &ThreadSample) -> LoopState {
-    let facts = memo::stack_facts(rec, t.stack);
+    let facts = stack_facts(rec, t.stack);
     let idle_looking = |t: &ThreadSample| {
         // After epoll returns, the loop re-takes the GIL: a futex wait here is a GIL wait.
         if t.syscall.as_deref() == Some("futex") && !t.gil {

@@ -11,7 +11,6 @@ pub mod catalog;
 pub mod diagnose;
 pub mod diff;
 pub mod dump;
-pub mod frames;
 pub mod gates;
 pub mod loops;
 pub mod memo;

@@ -5,7 +5,8 @@
 //! target was stopped per sample, process CPU, and per thread the share of samples in each OS
 //! state, in each syscall, holding the GIL, and the most frequent innermost frames.
 
-use super::frames::short_file;
+use super::stats::percentile;
+use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -77,14 +78,6 @@ fn pct(n: usize, d: usize) -> f64 {
     } else {
         100.0 * n as f64 / d as f64
     }
-}
-
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
 }
 
 fn top(counts: HashMap<String, usize>, total: usize, n: usize) -> Vec<(String, f64)> {

@@ -14,9 +14,9 @@
 //! reached but whose 40+ threads are all busy is; pools of `concurrent.futures` executors
 //! (`loop.run_in_executor`) are not examined.
 
-use super::frames::{self, Origin};
 use super::loops::{self, Activity};
 use super::memo;
+use crate::recording::frames::{self, Origin};
 use crate::recording::{FrameDef, Recording, Sample};
 use std::collections::BTreeMap;
 

@@ -1,6 +1,7 @@
 //! Probe results (`record --probe URL`) summarised per URL: how often the server answered,
 //! how fast, and how often it did not answer in time.
 
+use crate::analysis::stats::{percentile, sort_f64};
 use crate::recording::Recording;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -47,14 +48,8 @@ pub fn summarize(rec: &Recording) -> Vec<ProbeSummary> {
                 .filter(|p| p.status.is_some())
                 .map(|p| p.latency_ms)
                 .collect();
-            ok.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let q = |p: f64| {
-                if ok.is_empty() {
-                    0.0
-                } else {
-                    ok[((ok.len() - 1) as f64 * p).round() as usize]
-                }
-            };
+            sort_f64(&mut ok);
+            let q = |p: f64| percentile(&ok, p);
             ProbeSummary {
                 url: url.to_owned(),
                 requests: ps.len(),

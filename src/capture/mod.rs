@@ -224,6 +224,36 @@ pub struct RecordOptions {
     pub max_stop_pct: f64,
 }
 
+impl RecordOptions {
+    /// The options of `loopprof dump`: `snapshots` ticks spread evenly over `window_s`
+    /// seconds, Python threads stopped while read, uncompressed into `dir`.
+    pub fn snapshots(
+        target: TargetSpec,
+        snapshots: u32,
+        window_s: f64,
+        subprocesses: bool,
+        dir: PathBuf,
+    ) -> RecordOptions {
+        let rate = snapshots as f64 / window_s;
+        RecordOptions {
+            target,
+            // Ticks are taken at 0, 1/rate, ...: ending half an interval before the window's
+            // end takes exactly `snapshots` of them.
+            duration: Some(Duration::from_secs_f64(window_s - 0.5 / rate)),
+            rate_hz: rate,
+            output_dir: dir,
+            output_policy: DirPolicy::Named,
+            locking: sampler::Locking::PythonThreads,
+            subprocesses,
+            keep_running: false,
+            compress: false,
+            probes: Vec::new(),
+            probe_timeout: Duration::from_secs(5),
+            max_stop_pct: 10.0,
+        }
+    }
+}
+
 /// How a recording went, for the caller to report.
 #[derive(Debug, Clone)]
 pub struct RecordOutcome {
@@ -567,8 +597,8 @@ fn record_tree(
                 let new_frames = writer.write_sample(&tick, &threads)?;
                 for f in new_frames {
                     // Application frames get a few lines of context for the report.
-                    let context = if crate::analysis::frames::origin(&f.file)
-                        == crate::analysis::frames::Origin::App
+                    let context = if crate::recording::frames::origin(&f.file)
+                        == crate::recording::frames::Origin::App
                     {
                         source::CONTEXT_LINES
                     } else {

@@ -7,7 +7,9 @@
 //! The format is documented in `docs/recording-format.md`.
 
 pub mod cmdline;
+pub mod derived;
 pub mod format;
+pub mod frames;
 pub mod outdir;
 pub mod reader;
 pub mod testing;

@@ -186,8 +186,9 @@ pub struct Recording {
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
     pub warnings: Vec<String>,
-    /// Analysis caches of facts derived from the strings and stacks (filled on first use).
-    pub memo: crate::analysis::memo::Memo,
+    /// Caches of facts later stages derive from the strings and stacks (filled on first
+    /// use, never written).
+    pub derived: super::derived::Derived,
 }
 
 impl Recording {
@@ -361,7 +362,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         routes: Vec::new(),
         end: None,
         warnings: Vec::new(),
-        memo: Default::default(),
+        derived: Default::default(),
     };
     let mut ticks = TickState::new(rec.header.time_unit());
     while let Some(record) = reader.next_record()? {

@@ -14,9 +14,10 @@
 //! root frames in grey. Every name comes from the target and is untrusted: inferno escapes it
 //! in the SVG, and `;` (inferno's separator) is replaced.
 
+use super::RenderError;
 use crate::analysis::diagnose::Diagnosis;
-use crate::analysis::frames::{self, Origin};
 use crate::analysis::loops::{self, Activity};
+use crate::recording::frames::{self, Origin};
 use crate::recording::Recording;
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self as fg, Options};
@@ -230,7 +231,7 @@ pub fn diff_svg(
     after: (&Recording, &Diagnosis),
     view: View,
     shape: DiffShape,
-) -> Option<String> {
+) -> Result<Option<String>, RenderError> {
     let rows = diff_folded(before, after, view);
     // inferno sizes frames by the second count and colours by second minus first;
     // `negate_differentials` flips the colour for the BEFORE-shaped graph, whose columns
@@ -246,7 +247,7 @@ pub fn diff_svg(
         })
         .collect();
     if lines.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut opts = Options::default();
     opts.title = format!(
@@ -273,9 +274,33 @@ pub fn diff_svg(
     opts.deterministic = true;
     opts.negate_differentials = shape == DiffShape::Before;
     opts.min_width = 1.0;
+    draw(&mut opts, &lines).map(Some)
+}
+
+/// The flame graphs drawn of a view: merged over processes (stem `flame-wall`), and for the
+/// loop-blocked view also one per process when the loop runs in several (`flame-loop-blocked-
+/// PID`): which worker stalled is what matters there, while the other views merge well. The
+/// one policy for the graphs embedded in report.html and the `flame-*.svg` files written.
+pub fn targets(d: &Diagnosis, view: View) -> Vec<(Option<u32>, String)> {
+    let mut pids: Vec<u32> = d.loops.iter().map(|l| l.pid).collect();
+    pids.dedup();
+    let mut out = vec![(None, view.stem().to_owned())];
+    if view == View::LoopBlocked && pids.len() > 1 {
+        out.extend(
+            pids.iter()
+                .map(|p| (Some(*p), format!("{}-{p}", view.stem()))),
+        );
+    }
+    out
+}
+
+/// Runs inferno over folded lines.
+fn draw(opts: &mut Options, lines: &[String]) -> Result<String, RenderError> {
     let mut out = Vec::new();
-    fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
-    Some(guard_replace_state(String::from_utf8(out).ok()?))
+    fg::from_lines(opts, lines.iter().map(|s| s.as_str()), &mut out)
+        .map_err(|e| RenderError::FlameGraph(e.to_string()))?;
+    let svg = String::from_utf8(out).map_err(|e| RenderError::FlameGraph(e.to_string()))?;
+    Ok(guard_replace_state(svg))
 }
 
 fn shade(base: (u8, u8, u8), name: &str) -> Color {
@@ -319,10 +344,15 @@ fn palette(rec: &Recording, lines: &[String]) -> PaletteMap {
 }
 
 /// Renders one view as an SVG document; `None` when the view has no samples.
-pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Option<String> {
+pub fn svg(
+    rec: &Recording,
+    d: &Diagnosis,
+    view: View,
+    pid: Option<u32>,
+) -> Result<Option<String>, RenderError> {
     let lines = folded(rec, d, view, pid);
     if lines.is_empty() {
-        return None;
+        return Ok(None);
     }
     let samples: u64 = lines
         .iter()
@@ -349,9 +379,7 @@ pub fn svg(rec: &Recording, d: &Diagnosis, view: View, pid: Option<u32>) -> Opti
     opts.palette_map = Some(&mut map);
     // Frames narrower than a pixel are invisible but cost bytes: drop them.
     opts.min_width = 1.0;
-    let mut out = Vec::new();
-    fg::from_lines(&mut opts, lines.iter().map(|s| s.as_str()), &mut out).ok()?;
-    Some(guard_replace_state(String::from_utf8(out).ok()?))
+    draw(&mut opts, &lines).map(Some)
 }
 
 /// inferno's script records zoom/search state in the URL with history.replaceState, which
@@ -436,7 +464,7 @@ mod tests {
                 .sum::<u64>(),
             40
         );
-        let svg = svg(&rec, &d, View::LoopBlocked, None).unwrap();
+        let svg = svg(&rec, &d, View::LoopBlocked, None).unwrap().unwrap();
         assert!(
             !svg.contains("\n        history.replaceState"),
             "replaceState is guarded"

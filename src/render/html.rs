@@ -9,11 +9,12 @@
 
 use crate::analysis::diagnose::{Diagnosis, Finding, VerdictKind};
 use crate::analysis::diff::{Diff, Figures};
-use crate::analysis::frames::short_file;
 use crate::analysis::gates::GateResult;
+use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use crate::render::flamegraph::{self, View};
 use crate::render::timeline;
+use crate::render::RenderError;
 use base64::Engine;
 use handlebars::Handlebars;
 use serde::Serialize;
@@ -287,23 +288,12 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
     }
 }
 
-/// The flame graphs embedded in the report: every view merged over processes, and the
-/// loop-blocked view per process when several processes run a loop.
-fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
+/// The flame graphs embedded in the report ([`flamegraph::targets`]).
+fn flames(rec: &Recording, d: &Diagnosis) -> Result<Vec<FlameVm>, RenderError> {
     let mut out = Vec::new();
-    let mut pids: Vec<u32> = d.loops.iter().map(|l| l.pid).collect();
-    pids.dedup();
     for view in View::ALL {
-        let mut targets = vec![None];
-        if view == View::LoopBlocked && pids.len() > 1 {
-            targets.extend(pids.iter().map(|p| Some(*p)));
-        }
-        for pid in targets {
-            if let Some(svg) = flamegraph::svg(rec, d, view, pid) {
-                let id = match pid {
-                    Some(p) => format!("{}-{p}", view.stem()),
-                    None => view.stem().to_owned(),
-                };
+        for (pid, id) in flamegraph::targets(d, view) {
+            if let Some(svg) = flamegraph::svg(rec, d, view, pid)? {
                 let height = flamegraph::svg_height(&svg).unwrap_or(560.0) + 8.0;
                 out.push(FlameVm {
                     height: format!("{:.0}", height.min(1400.0)),
@@ -317,7 +307,7 @@ fn flames(rec: &Recording, d: &Diagnosis) -> Vec<FlameVm> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn registry() -> Handlebars<'static> {
@@ -343,11 +333,7 @@ fn data_uri(svg: &str) -> String {
 }
 
 /// Renders the report page.
-pub fn render(
-    rec: &Recording,
-    d: &Diagnosis,
-    opts: &HtmlOptions,
-) -> Result<String, handlebars::RenderError> {
+pub fn render(rec: &Recording, d: &Diagnosis, opts: &HtmlOptions) -> Result<String, RenderError> {
     let hb = registry();
     let v = &d.verdict;
     let verdict_class = match v.kind {
@@ -398,7 +384,7 @@ pub fn render(
         legend: timeline::COLORS.to_vec(),
         activities: super::glossary::ACTIVITIES,
         cards,
-        flames: flames(rec, d),
+        flames: flames(rec, d)?,
         threads_open: d.threads.len() <= THREADS_OPEN_MAX,
         threads_count: d.threads.len(),
         threads: d
@@ -458,6 +444,10 @@ pub fn render(
         gates: &opts.gates,
     };
     hb.render("layout", &page)
+        .map_err(|e| RenderError::Template {
+            file: "report.html",
+            source: Box::new(e),
+        })
 }
 
 #[derive(Serialize)]
@@ -596,7 +586,7 @@ pub fn render_diff(
     input: &DiffInput,
     diff: &Diff,
     gates: &[GateResult],
-) -> Result<String, handlebars::RenderError> {
+) -> Result<String, RenderError> {
     let hb = registry();
     let (b, a) = (&diff.before, &diff.after);
     let site = |c: &Option<crate::analysis::diagnose::CallSite>| {
@@ -606,7 +596,7 @@ pub fn render_diff(
     let mut flames = Vec::new();
     for view in [View::LoopBlocked, View::Wall] {
         for shape in [flamegraph::DiffShape::Before, flamegraph::DiffShape::After] {
-            if let Some(svg) = flamegraph::diff_svg(input.before, input.after, view, shape) {
+            if let Some(svg) = flamegraph::diff_svg(input.before, input.after, view, shape)? {
                 let which = match shape {
                     flamegraph::DiffShape::Before => "before",
                     flamegraph::DiffShape::After => "after",
@@ -721,7 +711,10 @@ pub fn render_diff(
             },
         ],
     };
-    hb.render("diff", &page)
+    hb.render("diff", &page).map_err(|e| RenderError::Template {
+        file: "diff.html",
+        source: Box::new(e),
+    })
 }
 
 #[cfg(test)]

@@ -172,3 +172,13 @@ pub fn diff_to_string(diff: &Diff, analysis: DiffAnalysis, gates: &[GateResult])
     })
     .expect("diff serialises")
 }
+
+/// `loopprof inspect --json`: the overview as pretty JSON.
+pub fn overview_to_string(o: &crate::analysis::overview::Overview) -> String {
+    serde_json::to_string_pretty(o).expect("overview serialises")
+}
+
+/// `loopprof dump --json`: the dump as pretty JSON.
+pub fn dump_to_string(d: &crate::analysis::dump::Dump) -> String {
+    serde_json::to_string_pretty(d).expect("dump serialises")
+}

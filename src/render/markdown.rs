@@ -7,8 +7,8 @@
 
 use crate::analysis::diagnose::Diagnosis;
 use crate::analysis::diff::{Diff, Figures};
-use crate::analysis::frames::short_file;
 use crate::analysis::gates::GateResult;
+use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use std::fmt::Write;
 

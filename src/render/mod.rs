@@ -16,6 +16,23 @@ pub mod verify;
 
 use crate::analysis::diagnose::{Finding, WaitedThread};
 
+/// A report that could not be rendered: a bug in loopprof or a dependency, never the user's
+/// input (target strings are escaped, not rejected). The CLI exits 1 on it.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A handlebars template failed.
+    #[error("rendering {file}: {source}. This is a bug in loopprof; please report it with the recording.")]
+    Template {
+        /// The file being rendered (`report.html`).
+        file: &'static str,
+        /// handlebars's error.
+        source: Box<handlebars::RenderError>,
+    },
+    /// inferno could not draw a flame graph.
+    #[error("drawing a flame graph: {0}. This is a bug in loopprof; please report it with the recording.")]
+    FlameGraph(String),
+}
+
 /// The impact line of a saturated worker-pool finding (its figures are saturation episodes,
 /// not loop stalls); `None` for other findings.
 pub fn pool_impact(f: &Finding) -> Option<String> {
@@ -40,7 +57,7 @@ pub fn waited_thread(t: &WaitedThread) -> String {
         t.name,
         t.tid,
         t.call_site.function,
-        crate::analysis::frames::short_file(&t.call_site.file),
+        crate::recording::frames::short_file(&t.call_site.file),
         t.call_site.line,
         t.state,
         t.wait_target

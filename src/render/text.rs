@@ -5,8 +5,8 @@
 //! control characters replaced, so a hostile name cannot move the cursor or clear the screen.
 
 use crate::analysis::diagnose::Diagnosis;
-use crate::analysis::frames::short_file;
 use crate::analysis::overview::Overview;
+use crate::recording::frames::short_file;
 use std::fmt::Write;
 
 /// Replaces control characters (escape sequences, newlines...) with `?`.

@@ -5,7 +5,7 @@
 //! recording made with `-- COMMAND`) and writes to a new directory; then `loopprof diff`
 //! compares the two (with `--fail-on regression` for CI). Pure; every word POSIX-quoted.
 
-use crate::analysis::frames;
+use crate::recording::frames;
 use crate::recording::Recording;
 use serde::Serialize;
 

@@ -5,10 +5,10 @@
 use super::blocks::Block;
 use super::model::{CallSite, Fix, WaitedThread};
 use crate::analysis::catalog::{Catalog, Entry, MatchedBy, SiteFacts};
-use crate::analysis::frames::{self, Origin};
 use crate::analysis::loops::{self, Activity};
 use crate::analysis::memo;
 use crate::analysis::stats::round1;
+use crate::recording::frames::{self, Origin};
 use crate::recording::{FrameDef, Recording};
 use std::collections::{BTreeMap, HashSet};
 

@@ -229,6 +229,14 @@ struct BlockSample<'a> {
 }
 
 impl Block {
+    /// Whether the block is a stall: the code held the loop at least `threshold_ms`, seen in
+    /// two samples or more. One sample says the loop was busy at one instant, not for how
+    /// long: when ticks are sparse (a duty cycle slowed the rate, a loaded machine) the time
+    /// a lone sample covers would otherwise make any short callback a stall.
+    pub(super) fn is_stall(&self, threshold_ms: f64) -> bool {
+        self.effective_ms >= threshold_ms && self.times.len() >= 2
+    }
+
     fn new(lt: &LoopThread, key: SiteKey, s: &BlockSample<'_>, activity: Activity) -> Block {
         Block {
             pid: lt.pid,

@@ -11,9 +11,9 @@ use super::blocks::{Block, Holder, SiteKey, UNSEEN_HOLDER};
 use super::model::{CallSite, Culprit, Finding, FindingKind};
 use super::Options;
 use crate::analysis::catalog::{Catalog, Entry, MatchedBy, SiteFacts};
-use crate::analysis::frames::{self, Origin};
 use crate::analysis::loops::{Activity, WaitReason};
 use crate::analysis::stats::{percentile, round1, sort_f64};
+use crate::recording::frames::{self, Origin};
 use crate::recording::{FrameDef, Recording};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -69,7 +69,7 @@ impl GroupTimes {
     fn of(group: &[&Block], opts: &Options, window_by_pid: &HashMap<u32, f64>) -> GroupTimes {
         let stalls: Vec<f64> = group
             .iter()
-            .filter(|b| b.effective_ms >= opts.threshold_ms)
+            .filter(|b| b.is_stall(opts.threshold_ms))
             .map(|b| b.duration_ms)
             .collect();
         // A short block counts only when it spans two or more consecutive samples (one busy

@@ -77,7 +77,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         .blocks
         .iter()
         .filter(|b| {
-            b.effective_ms >= opts.threshold_ms
+            b.is_stall(opts.threshold_ms)
                 && !matches!(b.key, SiteKey::Gil { .. })
                 && reported.contains(&b.key)
         })

@@ -3,12 +3,12 @@
 
 use super::findings::GC_CATEGORY;
 use super::model::{Finding, FindingKind, Verdict, VerdictKind};
-use crate::analysis::frames;
 use crate::analysis::loops::{ActivityKind, LoopThread};
 use crate::analysis::pools;
 use crate::analysis::probes;
 use crate::analysis::quality::Quality;
 use crate::analysis::stats::round1;
+use crate::recording::frames;
 use crate::recording::{Recording, Sample};
 use std::collections::{HashMap, HashSet};
 
