@@ -291,7 +291,7 @@ fn main() {
     }
     w.finish(&End {
         duration_us: n * 10_000,
-        reason: "duration".into(),
+        reason: loopprof::recording::EndReason::Duration,
         samples: n,
         errors: 0,
         late: 0,

@@ -102,7 +102,10 @@ fn asyncio_sleep_case(python: &str) {
         cpu_share(&idle, pid)
     );
     assert_timeline(&idle, pid);
-    assert_eq!(idle.end.as_ref().unwrap().reason, "duration");
+    assert_eq!(
+        idle.end.as_ref().unwrap().reason,
+        loopprof::recording::EndReason::Duration
+    );
     assert_eq!(idle.processes[0].python_version[..python.len()], *python);
 
     let _load = start_load(&app, &["/sleep?ms=150"], 1, 6.0);
@@ -300,7 +303,10 @@ fn gunicorn_workers_and_restarts_are_followed() {
         "replacement sampled {} ms after the old worker exited",
         (first.saturating_sub(exited_at)) / 1000
     );
-    assert_eq!(rec.end.as_ref().unwrap().reason, "duration");
+    assert_eq!(
+        rec.end.as_ref().unwrap().reason,
+        loopprof::recording::EndReason::Duration
+    );
 }
 
 /// `--probe` GETs the health URL during the recording: a loop blocked 300 ms at a time shows
@@ -358,7 +364,7 @@ fn ctrl_c_ends_the_recording_cleanly() {
     assert!(st.success());
     let rec = recording::load(&dir).unwrap();
     let end = rec.end.as_ref().unwrap();
-    assert_eq!(end.reason, "interrupted");
+    assert_eq!(end.reason, loopprof::recording::EndReason::Interrupted);
     assert!(end.samples > 100 && rec.samples.len() as u64 == end.samples);
     assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
 }
@@ -382,7 +388,10 @@ fn target_exit_ends_the_recording_cleanly() {
         .expect("stops when the target exits");
     assert!(st.success());
     let rec = recording::load(&dir).unwrap();
-    assert_eq!(rec.end.as_ref().unwrap().reason, "target-exited");
+    assert_eq!(
+        rec.end.as_ref().unwrap().reason,
+        loopprof::recording::EndReason::TargetExited
+    );
     assert!(rec.samples.len() > 50);
 }
 
@@ -411,8 +420,14 @@ fn command_mode_starts_records_and_stops_the_command() {
     let out = run_loopprof(&args, Duration::from_secs(40));
     assert!(out.status.success(), "{}", text(&out));
     let rec = recording::load(&dir).unwrap();
-    assert_eq!(rec.header.target.how, "command");
-    assert_eq!(rec.end.as_ref().unwrap().reason, "duration");
+    assert_eq!(
+        rec.header.target.how,
+        loopprof::recording::TargetKind::Command
+    );
+    assert_eq!(
+        rec.end.as_ref().unwrap().reason,
+        loopprof::recording::EndReason::Duration
+    );
     let pid = rec.header.target.pid;
     assert!(main_thread(&rec, pid).len() > 100);
     assert!(
@@ -464,7 +479,10 @@ fn command_mode_starts_records_and_stops_the_command() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(12));
     let rec = recording::load(&dir).unwrap();
-    assert_eq!(rec.end.as_ref().unwrap().reason, "command-exited");
+    assert_eq!(
+        rec.end.as_ref().unwrap().reason,
+        loopprof::recording::EndReason::CommandExited
+    );
     assert!(!rec.samples.is_empty());
 }
 

@@ -315,91 +315,16 @@ pub fn diff(
     let mut out = Vec::new();
     let mut matched_before = vec![false; bd.findings.len()];
     for (i, a) in ad.findings.iter().enumerate() {
-        let fa = figures(a, ad);
-        let (status, before_fig, before_site, why) = match matches[i] {
-            None => (
-                Status::New,
-                None,
-                None,
-                format!(
-                    "not in BEFORE; {:.1}% of the loop's time in AFTER",
-                    a.share_pct
-                ),
-            ),
-            Some(j) => {
-                matched_before[j] = true;
-                let b = &bd.findings[j];
-                let fb = figures(b, bd);
-                let share_moved = clearly(fb.share_pct, fa.share_pct, t.share_pp, t.share_rel);
-                let stall_moved = clearly(
-                    fb.max_stall_ms,
-                    fa.max_stall_ms,
-                    2.0 * interval_ms,
-                    t.stall_rel,
-                );
-                let worse = (share_moved && fa.share_pct > fb.share_pct)
-                    || (stall_moved && fa.max_stall_ms > fb.max_stall_ms);
-                let better = !worse
-                    && ((share_moved && fa.share_pct < fb.share_pct)
-                        || (stall_moved && fa.max_stall_ms < fb.max_stall_ms));
-                let status = if worse {
-                    Status::Worse
-                } else if better {
-                    Status::Better
-                } else {
-                    Status::Unchanged
-                };
-                let moved = b.call_site.as_ref().map(|c| c.line)
-                    != a.call_site.as_ref().map(|c| c.line)
-                    || site_key(&b.call_site) != site_key(&a.call_site);
-                (
-                    status,
-                    Some(fb),
-                    if moved { b.call_site.clone() } else { None },
-                    format!(
-                        "{:.1}% → {:.1}% of the loop's time, longest stall {:.0} → {:.0} ms",
-                        fb.share_pct, fa.share_pct, fb.max_stall_ms, fa.max_stall_ms
-                    ),
-                )
-            }
-        };
-        out.push(FindingDiff {
-            status,
-            category: a.category.clone(),
-            title: a.title.clone(),
-            call_site: a.call_site.clone(),
-            before_call_site: before_site,
-            endpoint: a.endpoint.clone(),
-            route: a.route.clone(),
-            wait_target: a.wait_target.clone(),
-            before: before_fig,
-            after: Some(fa),
-            fix: a.fix.summary.clone(),
-            why,
+        let b = matches[i].map(|j| {
+            matched_before[j] = true;
+            &bd.findings[j]
         });
+        out.push(compare((b, bd), (a, ad), interval_ms, t));
     }
     for (j, b) in bd.findings.iter().enumerate() {
-        if matched_before[j] {
-            continue;
+        if !matched_before[j] {
+            out.push(fixed(b, bd));
         }
-        let fb = figures(b, bd);
-        out.push(FindingDiff {
-            status: Status::Fixed,
-            category: b.category.clone(),
-            title: b.title.clone(),
-            call_site: b.call_site.clone(),
-            before_call_site: None,
-            endpoint: b.endpoint.clone(),
-            route: b.route.clone(),
-            wait_target: b.wait_target.clone(),
-            before: Some(fb),
-            after: None,
-            fix: b.fix.summary.clone(),
-            why: format!(
-                "{:.1}% of the loop's time in BEFORE; not found in AFTER",
-                b.share_pct
-            ),
-        });
     }
     out.sort_by(|x, y| {
         x.status.cmp(&y.status).then_with(|| {
@@ -407,11 +332,117 @@ pub fn diff(
             s(y).total_cmp(&s(x))
         })
     });
-
     let b = side(bp, brec, bd);
     let a = side(ap, arec, ad);
+    let reasons = regression_reasons(&out, &b, &a, t);
+    let summary = summary(&out, &b, &a, &reasons, t);
+    Diff {
+        probes: probe_changes(&b, &a),
+        before: b,
+        after: a,
+        findings: out,
+        regression: !reasons.is_empty(),
+        regression_reasons: reasons,
+        summary,
+    }
+}
+
+/// A finding of AFTER against its match in BEFORE (`None`: it is new).
+fn compare(
+    before: (Option<&Finding>, &Diagnosis),
+    after: (&Finding, &Diagnosis),
+    interval_ms: f64,
+    t: &Thresholds,
+) -> FindingDiff {
+    let (a, ad) = after;
+    let fa = figures(a, ad);
+    let (status, before_fig, before_site, why) = match before {
+        (None, _) => (
+            Status::New,
+            None,
+            None,
+            format!(
+                "not in BEFORE; {:.1}% of the loop's time in AFTER",
+                a.share_pct
+            ),
+        ),
+        (Some(b), bd) => {
+            let fb = figures(b, bd);
+            let share_moved = clearly(fb.share_pct, fa.share_pct, t.share_pp, t.share_rel);
+            let stall_moved = clearly(
+                fb.max_stall_ms,
+                fa.max_stall_ms,
+                2.0 * interval_ms,
+                t.stall_rel,
+            );
+            let worse = (share_moved && fa.share_pct > fb.share_pct)
+                || (stall_moved && fa.max_stall_ms > fb.max_stall_ms);
+            let better = !worse
+                && ((share_moved && fa.share_pct < fb.share_pct)
+                    || (stall_moved && fa.max_stall_ms < fb.max_stall_ms));
+            let status = if worse {
+                Status::Worse
+            } else if better {
+                Status::Better
+            } else {
+                Status::Unchanged
+            };
+            let moved = b.call_site.as_ref().map(|c| c.line)
+                != a.call_site.as_ref().map(|c| c.line)
+                || site_key(&b.call_site) != site_key(&a.call_site);
+            (
+                status,
+                Some(fb),
+                if moved { b.call_site.clone() } else { None },
+                format!(
+                    "{:.1}% → {:.1}% of the loop's time, longest stall {:.0} → {:.0} ms",
+                    fb.share_pct, fa.share_pct, fb.max_stall_ms, fa.max_stall_ms
+                ),
+            )
+        }
+    };
+    FindingDiff {
+        status,
+        category: a.category.clone(),
+        title: a.title.clone(),
+        call_site: a.call_site.clone(),
+        before_call_site: before_site,
+        endpoint: a.endpoint.clone(),
+        route: a.route.clone(),
+        wait_target: a.wait_target.clone(),
+        before: before_fig,
+        after: Some(fa),
+        fix: a.fix.summary.clone(),
+        why,
+    }
+}
+
+/// A finding of BEFORE with no match in AFTER.
+fn fixed(b: &Finding, bd: &Diagnosis) -> FindingDiff {
+    FindingDiff {
+        status: Status::Fixed,
+        category: b.category.clone(),
+        title: b.title.clone(),
+        call_site: b.call_site.clone(),
+        before_call_site: None,
+        endpoint: b.endpoint.clone(),
+        route: b.route.clone(),
+        wait_target: b.wait_target.clone(),
+        before: Some(figures(b, bd)),
+        after: None,
+        fix: b.fix.summary.clone(),
+        why: format!(
+            "{:.1}% of the loop's time in BEFORE; not found in AFTER",
+            b.share_pct
+        ),
+    }
+}
+
+/// Why AFTER is a regression: new or worse findings, a verdict that left healthy, the loop
+/// blocked clearly more. Empty when it is not.
+fn regression_reasons(out: &[FindingDiff], b: &Side, a: &Side, t: &Thresholds) -> Vec<String> {
     let mut reasons = Vec::new();
-    for f in &out {
+    for f in out {
         match f.status {
             Status::New => reasons.push(format!("new finding: {}", site_of(f))),
             Status::Worse => reasons.push(format!("worse: {} ({})", site_of(f), f.why)),
@@ -429,13 +460,12 @@ pub fn diff(
             a.loop_blocked_pct, b.loop_blocked_pct
         ));
     }
+    reasons
+}
+
+/// The diff's one-sentence summary.
+fn summary(out: &[FindingDiff], b: &Side, a: &Side, reasons: &[String], t: &Thresholds) -> String {
     let count = |s: Status| out.iter().filter(|f| f.status == s).count();
-    // A side that cannot be trusted measured nothing: no comparison is drawn from it.
-    let untrusted: Vec<&str> = [("BEFORE", &b), ("AFTER", &a)]
-        .into_iter()
-        .filter(|(_, s)| !s.quality.trusted)
-        .map(|(name, _)| name)
-        .collect();
     let summary = format!(
         "{}: verdict {} → {}; loop blocked {:.1}% → {:.1}%, longest stall {:.0} → {:.0} ms; findings: {} fixed, {} new, {} worse, {} better, {} unchanged.",
         if !reasons.is_empty() {
@@ -459,22 +489,19 @@ pub fn diff(
         count(Status::Better),
         count(Status::Unchanged),
     );
-    let summary = if untrusted.is_empty() {
+    // A side that cannot be trusted measured nothing: no comparison is drawn from it.
+    let untrusted: Vec<&str> = [("BEFORE", b), ("AFTER", a)]
+        .into_iter()
+        .filter(|(_, s)| !s.quality.trusted)
+        .map(|(name, _)| name)
+        .collect();
+    if untrusted.is_empty() {
         summary
     } else {
         format!(
             "Inconclusive: the {} recording cannot be trusted (see its quality line); nothing is compared. {summary}",
             untrusted.join(" and ")
         )
-    };
-    Diff {
-        probes: probe_changes(&b, &a),
-        before: b,
-        after: a,
-        findings: out,
-        regression: !reasons.is_empty(),
-        regression_reasons: reasons,
-        summary,
     }
 }
 

@@ -135,132 +135,40 @@ pub fn outcome(d: &Diagnosis, dump: &Dump) -> Outcome {
 
 /// Builds the dump from a short recording and its diagnosis.
 pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
-    // (pid, tid) -> (name, (stack id, activity) -> count, total)
-    let mut seen: BTreeMap<(u32, u32), Seen> = BTreeMap::new();
-    // (pid, tid, stack id) -> route id -> snapshots
-    let mut routes: BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>> = BTreeMap::new();
-    // (pid, tid, stack id) -> wait target id -> snapshots
-    let mut waits: BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>> = BTreeMap::new();
-    for s in &rec.samples {
-        for t in &s.threads {
-            let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == t.tid);
-            let activity = match lt {
-                Some(lt) => match loops::classify(rec, lt, s, t) {
-                    LoopState::Idle | LoopState::Overhead => None,
-                    LoopState::GilWait => Some(Activity::GilWait),
-                    LoopState::Busy { activity, .. } => Some(activity),
-                    LoopState::NotLoop => Some(loops::activity(rec, s, t)),
-                },
-                None => Some(loops::activity(rec, s, t)),
-            };
-            let e = seen
-                .entry((s.pid, t.tid))
-                .or_insert_with(|| (String::new(), BTreeMap::new(), 0));
-            if let Some(n) = rec.thread_name(t) {
-                e.0 = n.to_owned();
-            }
-            *e.1.entry((t.stack, activity)).or_default() += 1;
-            e.2 += 1;
-            if let Some(w) = t.wait {
-                *waits
-                    .entry((s.pid, t.tid, t.stack))
-                    .or_default()
-                    .entry(w)
-                    .or_default() += 1;
-            }
-            if let Some(r) = t.route {
-                *routes
-                    .entry((s.pid, t.tid, t.stack))
-                    .or_default()
-                    .entry(r)
-                    .or_default() += 1;
-            }
-        }
-    }
-    let mut threads: Vec<ThreadDump> = seen
-        .into_iter()
-        .map(|((pid, tid), (name, stacks, total))| {
-            let ((stack, activity), count) = stacks
-                .into_iter()
-                .max_by_key(|(k, c)| (*c, std::cmp::Reverse(k.0)))
+    let tally = Tally::of(rec, d);
+    let mut threads: Vec<ThreadDump> = tally
+        .seen
+        .iter()
+        .map(|(&(pid, tid), (name, stacks, total))| {
+            let (&(stack, activity), &count) = stacks
+                .iter()
+                .max_by_key(|(k, c)| (**c, std::cmp::Reverse(k.0)))
                 .unwrap();
             let frames: Vec<_> = rec.stack(stack).collect();
             let (state, wait_reason) = state_of(activity);
-            let most = |m: &BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>>| {
-                m.get(&(pid, tid, stack))
-                    .and_then(|r| {
-                        r.iter()
-                            .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
-                    })
-                    .map(|(id, _)| rec.str(*id).to_owned())
-            };
-            let route = most(&routes);
-            let wait_target = most(&waits);
+            let app = frames
+                .iter()
+                .position(|f| frames::origin(rec.str(f.file)) == Origin::App);
             ThreadDump {
-                route,
-                wait_target,
+                route: tally.most(rec, &tally.routes, (pid, tid, stack)),
+                wait_target: tally.most(rec, &tally.waits, (pid, tid, stack)),
                 pid,
                 tid,
-                name,
+                name: name.clone(),
                 event_loop: d.loops.iter().any(|l| l.pid == pid && l.tid == tid),
                 state,
                 wait_reason,
                 snapshots: count,
-                of: total,
-                app_frame: frames
-                    .iter()
-                    .position(|f| frames::origin(rec.str(f.file)) == Origin::App),
-                source: frames
-                    .iter()
-                    .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
-                    .and_then(|f| rec.source_line(f))
+                of: *total,
+                app_frame: app,
+                source: app
+                    .and_then(|i| rec.source_line(frames[i]))
                     .map(|s| s.trim().to_owned()),
                 stack: frames.iter().map(|f| label(rec, f)).collect(),
             }
         })
         .collect();
     threads.sort_by_key(|t| (!t.event_loop, t.pid, t.tid));
-
-    // What a loop blocked on a lock/join/future waits for: the other threads of its process
-    // that are busy in application code.
-    let mut waited_for = Vec::new();
-    if let Some(top) = d.findings.first() {
-        if matches!(
-            top.category.as_str(),
-            "executor-shutdown-wait" | "thread-sync-wait"
-        ) {
-            for s in rec
-                .samples
-                .iter()
-                .rev()
-                .filter(|s| s.pid == top.pid)
-                .take(1)
-            {
-                for t in &s.threads {
-                    if d.loops.iter().any(|l| l.pid == s.pid && l.tid == t.tid) {
-                        continue;
-                    }
-                    let frames: Vec<_> = rec.stack(t.stack).collect();
-                    if let Some(app) = frames
-                        .iter()
-                        .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
-                    {
-                        let (state, reason) = state_of(Some(loops::activity(rec, s, t)));
-                        waited_for.push(WaitedFor {
-                            name: rec.thread_name(t).unwrap_or("?").to_owned(),
-                            tid: t.tid,
-                            at: label(rec, app),
-                            leaf: frames.first().map(|f| label(rec, f)).unwrap_or_default(),
-                            state: match reason {
-                                Some(r) => format!("{state} ({r})"),
-                                None => state,
-                            },
-                        });
-                    }
-                }
-            }
-        }
-    }
     let snapshots = rec
         .processes
         .first()
@@ -272,6 +180,110 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
         threads,
         loop_blocked: !d.findings.is_empty(),
         verdict: d.verdict.summary.clone(),
-        waited_for,
+        waited_for: waited_for(rec, d),
     }
+}
+
+/// Snapshot counts per (pid, tid, stack id) of each string id (route or wait target).
+type PerStack = BTreeMap<(u32, u32, u32), BTreeMap<u32, usize>>;
+
+/// What the snapshots saw of each thread.
+struct Tally {
+    /// Per thread: name, snapshots per (stack id, activity), snapshots in all.
+    seen: BTreeMap<(u32, u32), Seen>,
+    /// Routes served, per thread and stack.
+    routes: PerStack,
+    /// Wait targets, per thread and stack.
+    waits: PerStack,
+}
+
+impl Tally {
+    fn of(rec: &Recording, d: &Diagnosis) -> Tally {
+        let mut t = Tally {
+            seen: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            waits: BTreeMap::new(),
+        };
+        for s in &rec.samples {
+            for th in &s.threads {
+                let lt = d.loops.iter().find(|l| l.pid == s.pid && l.tid == th.tid);
+                let activity = match lt {
+                    Some(lt) => match loops::classify(rec, lt, s, th) {
+                        LoopState::Idle | LoopState::Overhead => None,
+                        LoopState::GilWait => Some(Activity::GilWait),
+                        LoopState::Busy { activity, .. } => Some(activity),
+                        LoopState::NotLoop => Some(loops::activity(rec, s, th)),
+                    },
+                    None => Some(loops::activity(rec, s, th)),
+                };
+                let e = t
+                    .seen
+                    .entry((s.pid, th.tid))
+                    .or_insert_with(|| (String::new(), BTreeMap::new(), 0));
+                if let Some(n) = rec.thread_name(th) {
+                    e.0 = n.to_owned();
+                }
+                *e.1.entry((th.stack, activity)).or_default() += 1;
+                e.2 += 1;
+                let key = (s.pid, th.tid, th.stack);
+                for (map, id) in [(&mut t.waits, th.wait), (&mut t.routes, th.route)] {
+                    if let Some(id) = id {
+                        *map.entry(key).or_default().entry(id).or_default() += 1;
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// The string seen most often at a thread's stack (ties to the lowest id).
+    fn most(&self, rec: &Recording, m: &PerStack, key: (u32, u32, u32)) -> Option<String> {
+        m.get(&key)
+            .and_then(|r| {
+                r.iter()
+                    .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
+            })
+            .map(|(id, _)| rec.str(*id).to_owned())
+    }
+}
+
+/// What a loop blocked on a lock/join/future waits for: in the last snapshot, the other
+/// threads of its process that are busy in application code.
+fn waited_for(rec: &Recording, d: &Diagnosis) -> Vec<WaitedFor> {
+    let mut out = Vec::new();
+    let Some(top) = d.findings.first() else {
+        return out;
+    };
+    if !matches!(
+        top.category.as_str(),
+        "executor-shutdown-wait" | "thread-sync-wait"
+    ) {
+        return out;
+    }
+    let Some(s) = rec.samples.iter().rev().find(|s| s.pid == top.pid) else {
+        return out;
+    };
+    for t in &s.threads {
+        if d.loops.iter().any(|l| l.pid == s.pid && l.tid == t.tid) {
+            continue;
+        }
+        let frames: Vec<_> = rec.stack(t.stack).collect();
+        if let Some(app) = frames
+            .iter()
+            .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
+        {
+            let (state, reason) = state_of(Some(loops::activity(rec, s, t)));
+            out.push(WaitedFor {
+                name: rec.thread_name(t).unwrap_or("?").to_owned(),
+                tid: t.tid,
+                at: label(rec, app),
+                leaf: frames.first().map(|f| label(rec, f)).unwrap_or_default(),
+                state: match reason {
+                    Some(r) => format!("{state} ({r})"),
+                    None => state,
+                },
+            });
+        }
+    }
+    out
 }

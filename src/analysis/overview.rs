@@ -19,7 +19,7 @@ pub struct Overview {
     /// Requested rate.
     pub rate_hz: f64,
     /// Why the recording ended (`None` if cut short).
-    pub end_reason: Option<String>,
+    pub end_reason: Option<crate::recording::EndReason>,
     /// Failed ticks.
     pub errors: usize,
     /// Warnings met while reading.
@@ -175,7 +175,7 @@ pub fn overview(rec: &Recording) -> Overview {
     Overview {
         duration_s: rec.duration_us() as f64 / 1e6,
         rate_hz: rec.header.rate_hz,
-        end_reason: rec.end.as_ref().map(|e| e.reason.clone()),
+        end_reason: rec.end.as_ref().map(|e| e.reason),
         errors: rec.errors.len(),
         warnings: rec.warnings.clone(),
         quality: super::quality::quality(rec),

@@ -74,7 +74,35 @@ pub fn quality(rec: &Recording) -> Quality {
     let stopped_us: u64 = rec.samples.iter().map(|s| u64::from(s.read_us)).sum();
     let end = rec.end.clone().unwrap_or_default();
 
-    // Achieved rate: each process over its own sampled span.
+    let (achieved_hz, processes) = achieved_rate(rec);
+    let (frozen_us, frozen_by) = frozen_time(rec, duration_us);
+    let frozen_us = frozen_us.min(duration_us.max(1) * processes.max(1) as u64);
+
+    let mut q = Quality {
+        trusted: true,
+        samples,
+        failed_ticks: failed,
+        failed_pct: pct(failed as f64, (samples + failed) as f64),
+        lost_threads: lost,
+        lost_pct: pct(lost as f64, (thread_samples + lost) as f64),
+        rate_hz: rec.header.rate_hz,
+        achieved_hz: (achieved_hz * 10.0).round() / 10.0,
+        stopped_pct: pct(stopped_us as f64, duration_us as f64),
+        truncated_stacks: end.truncated,
+        throttled_ticks: end.throttled,
+        frozen_s: (frozen_us as f64 / 1e5).round() / 10.0,
+        frozen_by,
+        problems: Vec::new(),
+    };
+    let (fatal, warn) = problems(&q, frozen_us, pct(frozen_us as f64, duration_us as f64));
+    q.trusted = fatal.is_empty();
+    q.problems = fatal.into_iter().chain(warn).collect();
+    q
+}
+
+/// The lowest rate achieved by a process over its own sampled span, Hz, and how many
+/// processes were sampled.
+fn achieved_rate(rec: &Recording) -> (f64, usize) {
     let mut spans: HashMap<u32, (u64, u64, u64)> = HashMap::new();
     for s in &rec.samples {
         let e = spans.entry(s.pid).or_insert((s.t_us, s.t_us, 0));
@@ -93,8 +121,12 @@ pub fn quality(rec: &Recording) -> Quality {
         .map(|(a, b, n)| *n as f64 / (((b - a) as f64 + period_us) / 1e6))
         .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))))
         .unwrap_or(0.0);
+    (achieved_hz, spans.len())
+}
 
-    // Frozen spans from the process events (a span still open runs to the end).
+/// Time the processes were frozen (summed, µs), from the process events (a span still open
+/// runs to the end), and by what (the first freezer named).
+fn frozen_time(rec: &Recording, duration_us: u64) -> (u64, Option<String>) {
     let mut frozen_since: HashMap<u32, u64> = HashMap::new();
     let mut frozen_us = 0u64;
     let mut frozen_by = None;
@@ -116,25 +148,12 @@ pub fn quality(rec: &Recording) -> Quality {
         .values()
         .map(|t| duration_us.saturating_sub(*t))
         .sum::<u64>();
-    let frozen_us = frozen_us.min(duration_us.max(1) * spans.len().max(1) as u64);
+    (frozen_us, frozen_by)
+}
 
-    let mut q = Quality {
-        trusted: true,
-        samples,
-        failed_ticks: failed,
-        failed_pct: pct(failed as f64, (samples + failed) as f64),
-        lost_threads: lost,
-        lost_pct: pct(lost as f64, (thread_samples + lost) as f64),
-        rate_hz: rec.header.rate_hz,
-        achieved_hz: (achieved_hz * 10.0).round() / 10.0,
-        stopped_pct: pct(stopped_us as f64, duration_us as f64),
-        truncated_stacks: end.truncated,
-        throttled_ticks: end.throttled,
-        frozen_s: (frozen_us as f64 / 1e5).round() / 10.0,
-        frozen_by,
-        problems: Vec::new(),
-    };
-    let frozen_pct = pct(frozen_us as f64, duration_us as f64);
+/// The problems of a recording: (fatal ones, which make it untrusted; warnings).
+fn problems(q: &Quality, frozen_us: u64, frozen_pct: f64) -> (Vec<String>, Vec<String>) {
+    let (samples, failed, lost) = (q.samples, q.failed_ticks, q.lost_threads);
     let mut fatal = Vec::new();
     let mut warn = Vec::new();
     if samples == 0 {
@@ -195,9 +214,7 @@ pub fn quality(rec: &Recording) -> Quality {
             q.truncated_stacks
         ));
     }
-    q.trusted = fatal.is_empty();
-    q.problems = fatal.into_iter().chain(warn).collect();
-    q
+    (fatal, warn)
 }
 
 impl Quality {

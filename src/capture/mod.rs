@@ -10,25 +10,19 @@ pub mod probe;
 pub mod procfs;
 pub mod route;
 pub mod sampler;
+mod session;
 pub mod source;
 pub mod stop;
 pub mod syscalls;
 pub mod target;
 pub mod waits;
 
-use crate::recording::format::time_unit_for;
 pub use crate::recording::outdir::DirPolicy;
-use crate::recording::{
-    CaptureOptionsRecord, End, Header, ProcessEvent, ProcessEventKind, ProcessInfo, Record,
-    RecordingError, RecordingWriter, RouteDef, SampleError, Target, FORMAT_NAME, FORMAT_VERSION,
-};
-use sampler::{Counters, Msg, ProcessSampler, SamplerContext};
-use std::collections::{HashMap, HashSet};
+use crate::recording::{End, RecordingError, TargetKind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 pub use target::TargetSpec;
 
 /// Errors of the capture stage, each saying how to fix it.
@@ -317,11 +311,6 @@ fn refuse_recording(dir: &Path) -> Result<(), CaptureError> {
     Ok(())
 }
 
-struct Tracked {
-    handle: std::thread::JoinHandle<()>,
-    alive: bool,
-}
-
 /// Records the target until the duration ends, `stop` is set, or the target exits.
 /// `on_progress` is called about five times a second.
 pub fn record(
@@ -341,7 +330,7 @@ pub fn record(
     let (root, how, pattern) = match &opts.target {
         TargetSpec::Pid(pid) => {
             target::check_pid(*pid)?;
-            (*pid, "pid", None)
+            (*pid, TargetKind::Pid, None)
         }
         TargetSpec::Name(p) => {
             let m = target::find_by_name(p)?;
@@ -355,16 +344,21 @@ pub fn record(
             } else {
                 format!("{p:?} matched pid {} ({cmd})", m.pid)
             });
-            (m.pid, "name", Some(p.clone()))
+            (m.pid, TargetKind::Name, Some(p.clone()))
         }
         TargetSpec::Command(cmd) => {
             let c = target::Started::new(target::spawn(cmd)?);
             let pid = c.id();
             child = Some(c);
-            (pid, "command", None)
+            (pid, TargetKind::Command, None)
         }
     };
-    let result = record_tree(opts, root, how, pattern, stop, &mut child, &mut on_progress);
+    let root = session::Root {
+        pid: root,
+        how,
+        pattern,
+    };
+    let result = session::record_tree(opts, &root, stop, &mut child, &mut on_progress);
     if let Some(mut c) = child {
         if opts.keep_running {
             notes.push(format!("left the command running (pid {})", c.id()));
@@ -375,428 +369,12 @@ pub fn record(
     result.map(|(path, end)| RecordOutcome {
         path,
         end,
-        pid: root,
+        pid: root.pid,
         notes,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record_tree(
-    opts: &RecordOptions,
-    root: u32,
-    how: &str,
-    pattern: Option<String>,
-    stop: Arc<AtomicBool>,
-    child: &mut Option<target::Started>,
-    on_progress: &mut impl FnMut(&Progress),
-) -> Result<(PathBuf, End), CaptureError> {
-    let start = Instant::now();
-    let started_at = chrono::Utc::now();
-    let (tx, rx) = mpsc::channel::<Msg>();
-    let counters = Arc::new(Counters::default());
-    let sampler_stop = Arc::new(AtomicBool::new(false));
-    let ctx = SamplerContext {
-        start,
-        period: Duration::from_secs_f64(1.0 / opts.rate_hz),
-        locking: opts.locking,
-        max_stop_share: (opts.max_stop_pct / 100.0).clamp(1e-3, 1.0),
-        stop: sampler_stop.clone(),
-        counters: counters.clone(),
-        tx,
-    };
-    let mut tracked: HashMap<u32, Tracked> = HashMap::new();
-    let mut skipped: HashSet<u32> = HashSet::new();
-    let spawn_sampler = |pid: u32, patience: Duration, tracked: &mut HashMap<u32, Tracked>| {
-        let ctx = ctx.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("sampler-{pid}"))
-            .spawn(move || {
-                match sampler::attach(pid, ctx.locking == sampler::Locking::None, patience) {
-                    Ok(spy) => {
-                        // Described after the attach: a started command may have exec'd
-                        // (a pyenv shim becomes python) while loopprof waited for it.
-                        let mut info = sampler::describe(pid);
-                        info.python_version = spy.version.to_string();
-                        let _ = ctx.tx.send(Msg::Attached(info));
-                        ProcessSampler::new(pid, spy, ctx).run();
-                    }
-                    Err(error) => {
-                        let info = sampler::describe(pid);
-                        let _ = ctx.tx.send(Msg::Skipped { info, error });
-                    }
-                }
-            })
-            .expect("spawn sampler thread");
-        tracked.insert(
-            pid,
-            Tracked {
-                handle,
-                alive: true,
-            },
-        );
-    };
-
-    // Attach the initial tree, waiting for each attach result before writing the header.
-    let command_mode = how == "command";
-    let patience = if command_mode {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_millis(300)
-    };
-    let wait_limit = if command_mode {
-        Duration::from_secs(15)
-    } else {
-        Duration::from_secs(5)
-    };
-    let mut initial: Vec<ProcessInfo> = Vec::new();
-    let mut root_error: Option<CaptureError> = None;
-    let mut pending: Vec<Msg> = Vec::new();
-    let mut scanner = procfs::ParentScanner::new();
-    let mut scan = |tracked: &HashMap<u32, Tracked>, skipped: &HashSet<u32>| -> Vec<u32> {
-        let mut pids = vec![root];
-        if opts.subprocesses {
-            pids.extend(procfs::descendants(root, scanner.scan()));
-        }
-        pids.into_iter()
-            .filter(|p| !tracked.contains_key(p) && !skipped.contains(p))
-            .collect()
-    };
-    let attach_deadline = start + wait_limit;
-    let mut outstanding = 0usize;
-    loop {
-        for pid in scan(&tracked, &skipped) {
-            if pid != root && !procfs::looks_like_python(pid) {
-                skipped.insert(pid);
-                continue;
-            }
-            spawn_sampler(pid, patience, &mut tracked);
-            outstanding += 1;
-        }
-        // Collect the attach result of everything started so far.
-        while outstanding > 0 {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(Msg::Attached(info)) => {
-                    initial.push(info);
-                    outstanding -= 1;
-                }
-                Ok(Msg::Skipped { info, error }) => {
-                    outstanding -= 1;
-                    skipped.insert(info.pid);
-                    tracked.remove(&info.pid);
-                    if info.pid == root {
-                        root_error = Some(error);
-                    } else {
-                        // Recorded as a `skipped` process event once the header is written.
-                        pending.push(Msg::Skipped { info, error });
-                    }
-                }
-                Ok(other) => pending.push(other),
-                Err(_) if Instant::now() > attach_deadline => break,
-                Err(_) => {}
-            }
-        }
-        if !initial.is_empty() {
-            break;
-        }
-        // Nothing attached. Decide whether waiting longer can help.
-        let root_alive = procfs::is_alive(root);
-        let give_up = matches!(root_error, Some(CaptureError::PermissionDenied { .. }))
-            || !root_alive
-            || Instant::now() > attach_deadline
-            || !command_mode;
-        if give_up {
-            sampler_stop.store(true, Ordering::Relaxed);
-            return Err(match root_error {
-                Some(e @ CaptureError::PermissionDenied { .. }) => e,
-                _ if !root_alive => CaptureError::Exited { pid: root },
-                _ if command_mode => CaptureError::CommandNotPython {
-                    command: procfs::cmdline(root).unwrap_or_default().join(" "),
-                    pid: root,
-                    secs: wait_limit.as_secs(),
-                },
-                Some(e) => e,
-                None => CaptureError::NotPython {
-                    pid: root,
-                    cmdline: procfs::cmdline(root).unwrap_or_default().join(" "),
-                    detail: "no Python interpreter found".into(),
-                },
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if let Some(e) = &root_error {
-        // The root is not Python (e.g. a shell script) but its children are: say so.
-        log::info!("root process is not sampled: {e}");
-    }
-    initial.sort_by_key(|p| p.pid);
-
-    let path = opts.output_dir.join(if opts.compress {
-        crate::recording::RECORDING_FILE
-    } else {
-        crate::recording::RECORDING_FILE.trim_end_matches(".gz")
-    });
-    // Created only now that something attached: a failed attach leaves nothing behind.
-    if let Err(e) = prepare_output(&opts.output_dir, opts.output_policy) {
-        sampler_stop.store(true, Ordering::Relaxed);
-        return Err(e);
-    }
-    let mut writer = RecordingWriter::create(&path, opts.compress)?;
-    let root_cmdline = procfs::cmdline(root).unwrap_or_default();
-    writer.write(&Record::Header(Header {
-        format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
-        loopprof_version: crate::VERSION.into(),
-        py_spy_version: crate::PY_SPY_VERSION.into(),
-        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        rate_hz: opts.rate_hz,
-        host: hostname(),
-        target: Target {
-            how: how.into(),
-            pid: root,
-            cmdline: root_cmdline,
-            pattern,
-        },
-        options: CaptureOptionsRecord {
-            nonblocking: opts.locking == sampler::Locking::None,
-            subprocesses: opts.subprocesses,
-            locking: opts.locking.name().into(),
-            max_stop_pct: Some(opts.max_stop_pct),
-        },
-        processes: initial.clone(),
-        clock_ticks_per_s: procfs::clock_ticks_per_second(),
-        time_unit_us: time_unit_for(opts.rate_hz),
-    }))?;
-    writer.flush()?;
-
-    // Probes start once the header is written; they stop with the samplers.
-    let (probe_tx, probe_rx) = mpsc::channel();
-    let probe_threads: Vec<_> = opts
-        .probes
-        .iter()
-        .map(|u| {
-            let (u, tx, stop) = (u.clone(), probe_tx.clone(), sampler_stop.clone());
-            let timeout = opts.probe_timeout;
-            std::thread::spawn(move || probe::run(u, timeout, start, stop, tx))
-        })
-        .collect();
-    drop(probe_tx);
-
-    let mut sources = source::SourceCache::default();
-    let mut processes_seen: HashSet<u32> = initial.iter().map(|p| p.pid).collect();
-    let mut last_scan = Instant::now();
-    let mut last_progress = Instant::now() - Duration::from_secs(1);
-    let reason;
-    let mut handle_msg = |msg: Msg,
-                          writer: &mut RecordingWriter,
-                          tracked: &mut HashMap<u32, Tracked>,
-                          skipped: &mut HashSet<u32>|
-     -> Result<(), CaptureError> {
-        match msg {
-            Msg::Sample { tick, threads } => {
-                let pid = tick.pid;
-                let new_frames = writer.write_sample(&tick, &threads)?;
-                for f in new_frames {
-                    // Application frames get a few lines of context for the report.
-                    let context = if crate::recording::frames::origin(&f.file)
-                        == crate::recording::frames::Origin::App
-                    {
-                        source::CONTEXT_LINES
-                    } else {
-                        0
-                    };
-                    for line in f.line - context..=f.line + context {
-                        if let Some(text) = sources.line_once(pid, &f.file, line) {
-                            writer.write_source(&f.file, line, &text)?;
-                        }
-                    }
-                }
-            }
-            Msg::Routes { pid, routes } => {
-                for (route, endpoint) in routes {
-                    writer.write(&Record::Route(RouteDef {
-                        pid,
-                        route,
-                        endpoint,
-                    }))?;
-                }
-            }
-            Msg::Error {
-                pid,
-                t_us,
-                kind,
-                message,
-            } => writer.write(&Record::SampleError(SampleError {
-                pid,
-                t_us,
-                kind: kind.into(),
-                message,
-            }))?,
-            Msg::Attached(info) => {
-                processes_seen.insert(info.pid);
-                writer.write(&Record::Process(ProcessEvent {
-                    t_us: start.elapsed().as_micros() as u64,
-                    event: ProcessEventKind::Started,
-                    process: info,
-                    detail: None,
-                }))?
-            }
-            Msg::Skipped { info, error } => {
-                skipped.insert(info.pid);
-                tracked.remove(&info.pid);
-                writer.write(&Record::Process(ProcessEvent {
-                    t_us: start.elapsed().as_micros() as u64,
-                    event: ProcessEventKind::Skipped,
-                    process: info,
-                    detail: Some(error.to_string()),
-                }))?
-            }
-            Msg::Exec { pid, t_us, info } => {
-                // The new image may see other files under the same names.
-                sources.forget(pid);
-                if info.is_none() {
-                    if let Some(t) = tracked.get_mut(&pid) {
-                        t.alive = false;
-                    }
-                }
-                let detail = match &info {
-                    Some(i) => format!("execve: now Python {}", i.python_version),
-                    None => "execve: the new program is not a Python loopprof can read".into(),
-                };
-                let process = info.unwrap_or_else(|| sampler::describe(pid));
-                writer.write(&Record::Process(ProcessEvent {
-                    t_us,
-                    event: ProcessEventKind::Exec,
-                    process,
-                    detail: Some(detail),
-                }))?
-            }
-            Msg::Frozen { pid, t_us, by } => {
-                let mut info = sampler::describe(pid);
-                info.python_version.clear();
-                writer.write(&Record::Process(ProcessEvent {
-                    t_us,
-                    event: if by.is_some() {
-                        ProcessEventKind::Frozen
-                    } else {
-                        ProcessEventKind::Thawed
-                    },
-                    process: info,
-                    detail: by,
-                }))?
-            }
-            Msg::Exited { pid, t_us } => {
-                if let Some(t) = tracked.get_mut(&pid) {
-                    t.alive = false;
-                }
-                sources.forget(pid);
-                let mut info = sampler::describe(pid);
-                info.python_version.clear();
-                writer.write(&Record::Process(ProcessEvent {
-                    t_us,
-                    event: ProcessEventKind::Exited,
-                    process: info,
-                    detail: None,
-                }))?
-            }
-        }
-        Ok(())
-    };
-    for msg in pending {
-        handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?;
-    }
-    loop {
-        while let Ok(p) = probe_rx.try_recv() {
-            writer.write(&Record::Probe(p))?;
-        }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(msg) => handle_msg(msg, &mut writer, &mut tracked, &mut skipped)?,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        let elapsed = start.elapsed();
-        if stop.load(Ordering::Relaxed) {
-            reason = "interrupted";
-            break;
-        }
-        if opts.duration.is_some_and(|d| elapsed >= d) {
-            reason = "duration";
-            break;
-        }
-        if child.as_mut().is_some_and(|c| c.has_exited()) {
-            reason = "command-exited";
-            break;
-        }
-        let any_alive = tracked.values().any(|t| t.alive);
-        if !any_alive && !procfs::is_alive(root) {
-            reason = "target-exited";
-            break;
-        }
-        if opts.subprocesses && last_scan.elapsed() >= Duration::from_millis(250) {
-            last_scan = Instant::now();
-            for pid in scan(&tracked, &skipped) {
-                if !procfs::looks_like_python(pid) {
-                    skipped.insert(pid);
-                    continue;
-                }
-                spawn_sampler(pid, Duration::from_secs(2), &mut tracked);
-            }
-        }
-        if last_progress.elapsed() >= Duration::from_millis(200) {
-            last_progress = Instant::now();
-            on_progress(&Progress {
-                elapsed,
-                duration: opts.duration,
-                samples: counters.samples.load(Ordering::Relaxed),
-                errors: counters.errors.load(Ordering::Relaxed),
-                processes: tracked.values().filter(|t| t.alive).count(),
-            });
-        }
-    }
-    let duration_us = start.elapsed().as_micros() as u64;
-    sampler_stop.store(true, Ordering::Relaxed);
-    drop(ctx);
-    // Let samplers finish their tick and drain everything they sent.
-    let handles: Vec<_> = tracked.drain().map(|(_, t)| t.handle).collect();
-    for h in handles {
-        let _ = h.join();
-    }
-    for t in probe_threads {
-        let _ = t.join();
-    }
-    while let Ok(p) = probe_rx.try_recv() {
-        writer.write(&Record::Probe(p))?;
-    }
-    let mut no_tracked = HashMap::new();
-    while let Ok(msg) = rx.try_recv() {
-        // Ignore late attach/exit noise after the end; keep every sample.
-        if matches!(
-            msg,
-            Msg::Sample { .. }
-                | Msg::Error { .. }
-                | Msg::Routes { .. }
-                | Msg::Frozen { .. }
-                | Msg::Exec { .. }
-        ) {
-            handle_msg(msg, &mut writer, &mut no_tracked, &mut skipped)?;
-        }
-    }
-    let end = End {
-        duration_us,
-        reason: reason.into(),
-        samples: counters.samples.load(Ordering::Relaxed),
-        errors: counters.errors.load(Ordering::Relaxed),
-        late: counters.late.load(Ordering::Relaxed),
-        missed: counters.missed.load(Ordering::Relaxed),
-        processes: processes_seen.len() as u64,
-        stopped_us: counters.stopped_us.load(Ordering::Relaxed),
-        lost_threads: counters.lost_threads.load(Ordering::Relaxed),
-        truncated: counters.truncated.load(Ordering::Relaxed),
-        throttled: counters.throttled.load(Ordering::Relaxed),
-    };
-    writer.finish(&end)?;
-    Ok((path, end))
-}
-
+/// The machine's host name, for the header.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())

@@ -16,7 +16,7 @@ use super::route::{self, route_label};
 use super::syscalls;
 use super::CaptureError;
 use crate::capture::stop::StoppedThread;
-use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread};
+use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread, TickMeta};
 use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
 use remoteprocess::ProcessMemory;
@@ -42,7 +42,7 @@ pub enum Msg {
     /// One successful tick.
     Sample {
         /// What the tick says of itself (process, times, CPU, GC, threads lost), as written.
-        tick: crate::recording::TickMeta,
+        tick: TickMeta,
         /// Every Python thread that could be read.
         threads: Vec<RawThread>,
     },
@@ -440,6 +440,15 @@ fn unstopped_sleepers() -> bool {
     *ON.get_or_init(|| std::env::var_os("LOOPPROF_UNSTOPPED_SLEEPERS").is_some())
 }
 
+/// What a tick read: the stacks, their OS thread ids, the threads' OS state before the read,
+/// and the threads that ran while read without a stop (torn).
+struct Read {
+    traces: Vec<py_spy::StackTrace>,
+    tids: Vec<u32>,
+    before: HashMap<u32, ThreadOs>,
+    torn: HashSet<u32>,
+}
+
 /// The first read of a tick that needs a second one ([`ProcessSampler::tick`]).
 struct Pass {
     traces: Vec<py_spy::StackTrace>,
@@ -830,127 +839,155 @@ impl ProcessSampler {
                 cut,
             });
         };
-        {
-            let mut threads = Vec::with_capacity(traces.len());
-            let mut lost = self.spy.unreadable_threads.len() as u32;
-            for (t, tid) in traces.into_iter().zip(tids) {
-                if torn.contains(&tid) {
-                    lost += 1;
-                    continue;
-                }
-                let ThreadOs {
-                    state,
-                    syscall,
-                    args,
-                    sched,
-                    ..
-                } = match before.get(&tid) {
-                    Some(s) => s.clone(),
-                    None if tid != 0 => self.thread_state(tid),
-                    None => ThreadOs {
-                        state: '?',
-                        syscall: None,
-                        args: None,
-                        sched: None,
-                        runs: None,
-                    },
-                };
-                // What a thread blocked on a descriptor waits on (cached while unchanged).
-                let wait = match (&syscall, args) {
-                    (Some(sc), Some(a)) if state == 'S' || state == 'D' => {
-                        self.waits.describe(sc, &a, &self.spy.process)
-                    }
-                    _ => None,
-                };
-                // The route: the innermost frame's scope that reads as one (read after the
-                // resume; the scope dict lives as long as its request).
-                let route = t.asgi_scopes.iter().find_map(|&addr| {
-                    let scope = self.spy.asgi_scope(addr).ok().flatten()?;
-                    // A router met for the first time: its route table, once.
-                    if scope.router != 0
-                        && self.routers.len() < 64
-                        && self.routers.insert(scope.router)
-                    {
-                        let routes: Vec<(String, String)> = self
-                            .spy
-                            .asgi_routes(scope.router)
-                            .into_iter()
-                            .map(|r| (r.route, r.endpoint))
-                            .collect();
-                        self.send_routes(pid, routes);
-                    }
-                    route_label(&scope)
-                });
-                // Starlette runs a response's background tasks after the response, inside the
-                // request's own ASGI call: say so (the work is not the request's handling).
-                let route = route.map(|r| {
-                    if t.frames
-                        .iter()
-                        .any(|f| route::is_background_task(&f.filename))
-                    {
-                        format!("{r} (background task)")
-                    } else {
-                        r
-                    }
-                });
-                threads.push(RawThread {
-                    route,
-                    request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
-                    tid,
-                    name: t.thread_name,
-                    // py-spy's own `active` reads /proc after our stop (always "stopped");
-                    // use the same definition it uses, from our pre-stop read.
-                    active: if tid != 0 { state == 'R' } else { t.active },
-                    gil: t.owns_gil,
-                    state,
-                    syscall,
-                    sched,
-                    wait,
-                    frames: t
-                        .frames
-                        .into_iter()
-                        .map(|f| RawFrame {
-                            name: f.name,
-                            file: f.filename,
-                            line: f.line,
-                        })
-                        .chain(t.truncated.then(|| {
-                            self.ctx.counters.truncated.fetch_add(1, Ordering::Relaxed);
-                            RawFrame {
-                                name: crate::recording::TRUNCATED_FRAME.to_owned(),
-                                file: crate::recording::TRUNCATED_FILE.to_owned(),
-                                line: 0,
-                            }
-                        }))
-                        .collect(),
-                });
-            }
-            // Read after the threads resumed: a collection lasts milliseconds, the gap from
-            // the stack read is a few microseconds.
-            let gc = self.spy.gc_state().ok().flatten().map(|g| GcSample {
-                collecting: g.collecting,
-                collections: g.collections,
-            });
-            self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
-            self.ctx
-                .counters
-                .lost_threads
-                .fetch_add(u64::from(lost), Ordering::Relaxed);
-            let _ = self.ctx.tx.send(Msg::Sample {
-                tick: crate::recording::TickMeta {
-                    lost,
-                    gc,
-                    pid,
-                    t_us,
-                    read_us: read_total.as_micros().min(u32::MAX as u128) as u32,
-                    late_us,
-                    cpu_us,
-                },
-                threads,
-            });
-            self.read_app_routes(pid);
-        }
+        self.send_sample(
+            Read {
+                traces,
+                tids,
+                before,
+                torn,
+            },
+            TickMeta {
+                lost: 0,
+                gc: None,
+                pid,
+                t_us,
+                read_us: read_total.as_micros().min(u32::MAX as u128) as u32,
+                late_us,
+                cpu_us,
+            },
+        );
         Tick::Done
+    }
+
+    /// Sends the sample of a tick's read: every thread not torn, with its OS state, what it
+    /// waits on and the route it serves; torn and unreadable threads are counted as lost.
+    /// The interpreter's GC state is read here, after the threads resumed (a collection lasts
+    /// milliseconds, the gap from the stack read is a few microseconds).
+    fn send_sample(&mut self, read: Read, mut meta: TickMeta) {
+        let Read {
+            traces,
+            tids,
+            before,
+            torn,
+        } = read;
+        let mut threads = Vec::with_capacity(traces.len());
+        let mut lost = self.spy.unreadable_threads.len() as u32;
+        for (t, tid) in traces.into_iter().zip(tids) {
+            if torn.contains(&tid) {
+                lost += 1;
+                continue;
+            }
+            let os = match before.get(&tid) {
+                Some(s) => s.clone(),
+                None if tid != 0 => self.thread_state(tid),
+                None => ThreadOs {
+                    state: '?',
+                    syscall: None,
+                    args: None,
+                    sched: None,
+                    runs: None,
+                },
+            };
+            threads.push(self.raw_thread(t, tid, os));
+        }
+        meta.lost = lost;
+        meta.gc = self.spy.gc_state().ok().flatten().map(|g| GcSample {
+            collecting: g.collecting,
+            collections: g.collections,
+        });
+        self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .lost_threads
+            .fetch_add(u64::from(lost), Ordering::Relaxed);
+        let pid = meta.pid;
+        let _ = self.ctx.tx.send(Msg::Sample {
+            tick: meta,
+            threads,
+        });
+        self.read_app_routes(pid);
+    }
+
+    /// One thread of a sample: its stack (truncated ones marked), OS state, what it waits on
+    /// (cached while unchanged) and the route of the innermost ASGI scope.
+    fn raw_thread(&mut self, t: py_spy::StackTrace, tid: u32, os: ThreadOs) -> RawThread {
+        let ThreadOs {
+            state,
+            syscall,
+            args,
+            sched,
+            ..
+        } = os;
+        let wait = match (&syscall, args) {
+            (Some(sc), Some(a)) if state == 'S' || state == 'D' => {
+                self.waits.describe(sc, &a, &self.spy.process)
+            }
+            _ => None,
+        };
+        let route = self.route_of(&t);
+        RawThread {
+            route,
+            request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
+            tid,
+            name: t.thread_name,
+            // py-spy's own `active` reads /proc after our stop (always "stopped"); use the
+            // same definition it uses, from our pre-stop read.
+            active: if tid != 0 { state == 'R' } else { t.active },
+            gil: t.owns_gil,
+            state,
+            syscall,
+            sched,
+            wait,
+            frames: t
+                .frames
+                .into_iter()
+                .map(|f| RawFrame {
+                    name: f.name,
+                    file: f.filename,
+                    line: f.line,
+                })
+                .chain(t.truncated.then(|| {
+                    self.ctx.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                    RawFrame {
+                        name: crate::recording::TRUNCATED_FRAME.to_owned(),
+                        file: crate::recording::TRUNCATED_FILE.to_owned(),
+                        line: 0,
+                    }
+                }))
+                .collect(),
+        }
+    }
+
+    /// The route a thread serves: the innermost frame's ASGI scope that reads as one (read
+    /// after the resume; the scope dict lives as long as its request), marked when it runs a
+    /// response's background task. A router met for the first time sends its route table.
+    fn route_of(&mut self, t: &py_spy::StackTrace) -> Option<String> {
+        let pid = self.pid;
+        let route = t.asgi_scopes.iter().find_map(|&addr| {
+            let scope = self.spy.asgi_scope(addr).ok().flatten()?;
+            if scope.router != 0 && self.routers.len() < 64 && self.routers.insert(scope.router) {
+                let routes: Vec<(String, String)> = self
+                    .spy
+                    .asgi_routes(scope.router)
+                    .into_iter()
+                    .map(|r| (r.route, r.endpoint))
+                    .collect();
+                self.send_routes(pid, routes);
+            }
+            route_label(&scope)
+        })?;
+        // Starlette runs a response's background tasks after the response, inside the
+        // request's own ASGI call: say so (the work is not the request's handling).
+        Some(
+            if t.frames
+                .iter()
+                .any(|f| route::is_background_task(&f.filename))
+            {
+                format!("{route} (background task)")
+            } else {
+                route
+            },
+        )
     }
 
     /// The OS thread id of each stack (0 when unknown), in loopprof's pid namespace; a

@@ -115,11 +115,75 @@ impl Header {
     }
 }
 
+/// How the user named the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// `--pid`.
+    Pid,
+    /// `--name PATTERN`.
+    Name,
+    /// `-- COMMAND`, started by loopprof.
+    Command,
+    /// A spelling this version does not know (a newer writer).
+    #[serde(other)]
+    Other,
+}
+
+/// Why a recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// `--duration` elapsed.
+    #[default]
+    Duration,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Every sampled process exited.
+    TargetExited,
+    /// The command loopprof started exited.
+    CommandExited,
+    /// A spelling this version does not know (a newer writer).
+    #[serde(other)]
+    Other,
+}
+
+impl EndReason {
+    /// The JSON spelling (`target-exited`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Duration => "duration",
+            EndReason::Interrupted => "interrupted",
+            EndReason::TargetExited => "target-exited",
+            EndReason::CommandExited => "command-exited",
+            EndReason::Other => "other",
+        }
+    }
+}
+
+impl TargetKind {
+    /// The JSON spelling (`pid`, `name`, `command`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Pid => "pid",
+            TargetKind::Name => "name",
+            TargetKind::Command => "command",
+            TargetKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The process the user pointed loopprof at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     /// `"pid"`, `"name"` or `"command"`.
-    pub how: String,
+    pub how: TargetKind,
     /// The root pid sampled (with its Python descendants unless disabled).
     pub pid: u32,
     /// The root process's command line.
@@ -460,7 +524,7 @@ pub struct End {
     pub duration_us: u64,
     /// Why it ended: `"duration"`, `"interrupted"` (Ctrl-C/SIGTERM), `"target-exited"`,
     /// `"command-exited"`.
-    pub reason: String,
+    pub reason: EndReason,
     /// Successful samples (process ticks) written.
     pub samples: u64,
     /// Failed ticks (see `sample_error` records).

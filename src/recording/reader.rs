@@ -317,6 +317,55 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         path: path.clone(),
         why,
     };
+    let header = read_header(&mut reader)?;
+    let mut rec = Recording {
+        processes: header.processes.clone(),
+        header,
+        strings: Vec::new(),
+        frames: Vec::new(),
+        stacks: Vec::new(),
+        sources: HashMap::new(),
+        process_events: Vec::new(),
+        samples: Vec::new(),
+        errors: Vec::new(),
+        probes: Vec::new(),
+        routes: Vec::new(),
+        end: None,
+        warnings: Vec::new(),
+        derived: Default::default(),
+    };
+    let mut ticks = TickState::new(rec.header.time_unit());
+    while let Some(record) = reader.next_record()? {
+        let record = match record {
+            Record::Tick(t) => Record::Sample(ticks.sample(t)),
+            other => other,
+        };
+        rec.add(record).map_err(corrupt)?;
+    }
+    if let Some(why) = reader.truncated() {
+        rec.warnings.push(format!(
+            "the recording was cut short ({why}); read {} samples up to t={:.3}s",
+            rec.samples.len(),
+            rec.duration_us() as f64 / 1e6
+        ));
+    } else if rec.end.is_none() {
+        rec.warnings.push(format!(
+            "the recording has no end record (the recorder was stopped abruptly); read {} samples",
+            rec.samples.len()
+        ));
+    }
+    if reader.unknown_records() > 0 {
+        rec.warnings.push(format!(
+            "skipped {} records of types this loopprof does not know (written by a newer version)",
+            reader.unknown_records()
+        ));
+    }
+    Ok(rec)
+}
+
+/// The header, checked: a loopprof recording of a version this build reads.
+fn read_header(reader: &mut RecordingReader) -> Result<Header, RecordingError> {
+    let path = reader.path.clone();
     let header = match reader.next_record()? {
         Some(Record::Header(h)) => h,
         Some(_) => {
@@ -348,109 +397,76 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
             supported: FORMAT_VERSION,
         });
     }
-    let mut rec = Recording {
-        processes: header.processes.clone(),
-        header,
-        strings: Vec::new(),
-        frames: Vec::new(),
-        stacks: Vec::new(),
-        sources: HashMap::new(),
-        process_events: Vec::new(),
-        samples: Vec::new(),
-        errors: Vec::new(),
-        probes: Vec::new(),
-        routes: Vec::new(),
-        end: None,
-        warnings: Vec::new(),
-        derived: Default::default(),
-    };
-    let mut ticks = TickState::new(rec.header.time_unit());
-    while let Some(record) = reader.next_record()? {
-        let record = match record {
-            Record::Tick(t) => Record::Sample(ticks.sample(t)),
-            other => other,
-        };
+    Ok(header)
+}
+
+impl Recording {
+    /// Adds one record (after the header), checking its references; `Err` says why the
+    /// recording is corrupt.
+    fn add(&mut self, record: Record) -> Result<(), String> {
         match record {
-            Record::Header(_) => return Err(corrupt("a second header record".into())),
+            Record::Header(_) => return Err("a second header record".into()),
             Record::String(s) => {
-                if s.id as usize != rec.strings.len() {
-                    return Err(corrupt(format!("string id {} out of order", s.id)));
+                if s.id as usize != self.strings.len() {
+                    return Err(format!("string id {} out of order", s.id));
                 }
-                rec.strings.push(s.s);
+                self.strings.push(s.s);
             }
             Record::Frame(f) => {
-                if f.id as usize != rec.frames.len() {
-                    return Err(corrupt(format!("frame id {} out of order", f.id)));
+                if f.id as usize != self.frames.len() {
+                    return Err(format!("frame id {} out of order", f.id));
                 }
-                if f.name as usize >= rec.strings.len() || f.file as usize >= rec.strings.len() {
-                    return Err(corrupt(format!("frame {} uses an undefined string", f.id)));
+                if f.name as usize >= self.strings.len() || f.file as usize >= self.strings.len() {
+                    return Err(format!("frame {} uses an undefined string", f.id));
                 }
-                rec.frames.push(f);
+                self.frames.push(f);
             }
             Record::Stack(s) => {
-                if s.id as usize != rec.stacks.len() {
-                    return Err(corrupt(format!("stack id {} out of order", s.id)));
+                if s.id as usize != self.stacks.len() {
+                    return Err(format!("stack id {} out of order", s.id));
                 }
-                if s.frames.iter().any(|f| *f as usize >= rec.frames.len()) {
-                    return Err(corrupt(format!("stack {} uses an undefined frame", s.id)));
+                if s.frames.iter().any(|f| *f as usize >= self.frames.len()) {
+                    return Err(format!("stack {} uses an undefined frame", s.id));
                 }
-                rec.stacks.push(s.frames);
+                self.stacks.push(s.frames);
             }
             Record::Source(s) => {
-                if s.file as usize >= rec.strings.len() {
-                    return Err(corrupt("source line uses an undefined string".into()));
+                if s.file as usize >= self.strings.len() {
+                    return Err("source line uses an undefined string".into());
                 }
-                rec.sources.insert((s.file, s.line), s.text);
+                self.sources.insert((s.file, s.line), s.text);
             }
             Record::Process(ev) => {
                 if ev.event == ProcessEventKind::Started
-                    && !rec.processes.iter().any(|p| p.pid == ev.process.pid)
+                    && !self.processes.iter().any(|p| p.pid == ev.process.pid)
                 {
-                    rec.processes.push(ev.process.clone());
+                    self.processes.push(ev.process.clone());
                 }
-                rec.process_events.push(ev);
+                self.process_events.push(ev);
             }
             Record::Sample(s) => {
                 for t in &s.threads {
-                    if t.stack as usize >= rec.stacks.len()
-                        || t.name.is_some_and(|n| n as usize >= rec.strings.len())
-                        || t.wait.is_some_and(|n| n as usize >= rec.strings.len())
-                        || t.route.is_some_and(|n| n as usize >= rec.strings.len())
+                    if t.stack as usize >= self.stacks.len()
+                        || t.name.is_some_and(|n| n as usize >= self.strings.len())
+                        || t.wait.is_some_and(|n| n as usize >= self.strings.len())
+                        || t.route.is_some_and(|n| n as usize >= self.strings.len())
                     {
-                        return Err(corrupt(format!(
+                        return Err(format!(
                             "sample at t={}us uses an undefined stack or name",
                             s.t_us
-                        )));
+                        ));
                     }
                 }
-                rec.samples.push(s);
+                self.samples.push(s);
             }
-            Record::SampleError(e) => rec.errors.push(e),
-            Record::Probe(p) => rec.probes.push(p),
-            Record::Route(r) => rec.routes.push(r),
-            Record::End(e) => rec.end = Some(e),
+            Record::SampleError(e) => self.errors.push(e),
+            Record::Probe(p) => self.probes.push(p),
+            Record::Route(r) => self.routes.push(r),
+            Record::End(e) => self.end = Some(e),
             Record::Tick(_) => unreachable!("ticks are turned into samples above"),
         }
+        Ok(())
     }
-    if let Some(why) = reader.truncated() {
-        rec.warnings.push(format!(
-            "the recording was cut short ({why}); read {} samples up to t={:.3}s",
-            rec.samples.len(),
-            rec.duration_us() as f64 / 1e6
-        ));
-    } else if rec.end.is_none() {
-        rec.warnings.push(format!(
-            "the recording has no end record (the recorder was stopped abruptly); read {} samples",
-            rec.samples.len()
-        ));
-    }
-    if reader.unknown_records() > 0 {
-        rec.warnings.push(format!(
-            "skipped {} records of types this loopprof does not know (written by a newer version)",
-            reader.unknown_records()
-        ));
-    }
-    Ok(rec)
 }
 
 #[cfg(test)]

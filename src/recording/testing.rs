@@ -92,7 +92,7 @@ pub fn header(pid: u32, rate_hz: f64) -> Header {
         rate_hz,
         host: "test".into(),
         target: Target {
-            how: "pid".into(),
+            how: TargetKind::Pid,
             pid,
             cmdline: vec!["uvicorn".into(), "app:app".into()],
             pattern: None,
@@ -231,7 +231,7 @@ impl RecordingBuilder {
 pub fn end(duration_us: u64, samples: u64) -> End {
     End {
         duration_us,
-        reason: "duration".into(),
+        reason: EndReason::Duration,
         samples,
         errors: 0,
         late: 0,

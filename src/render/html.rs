@@ -411,12 +411,12 @@ pub fn render(rec: &Recording, d: &Diagnosis, opts: &HtmlOptions) -> Result<Stri
             })
             .collect(),
         details: vec![
-            Kv { k: "target", v: format!("pid {} ({}): {}", rec.header.target.pid, rec.header.target.how, rec.header.target.cmdline.join(" ")) },
+            Kv { k: "target", v: format!("pid {} ({}): {}", rec.header.target.pid, rec.header.target.how.as_str(), rec.header.target.cmdline.join(" ")) },
             Kv { k: "started (UTC)", v: rec.header.started_at.clone() },
             Kv { k: "duration", v: format!("{:.1} s", rec.duration_us() as f64 / 1e6) },
             Kv { k: "rate", v: format!("{} Hz per process", rec.header.rate_hz) },
             Kv { k: "samples", v: format!("{} ({} failed)", rec.samples.len(), rec.errors.len()) },
-            Kv { k: "ended", v: end.map(|e| e.reason.clone()).unwrap_or_else(|| "cut short".into()) },
+            Kv { k: "ended", v: end.map(|e| e.reason.to_string()).unwrap_or_else(|| "cut short".into()) },
             Kv { k: "stopping", v: format!("{} (stack read while stopped)", rec.header.options.locking) },
             Kv { k: "analysis", v: format!("stall ≥ {:.0} ms; repeated short blocks ≥ {:.1}% of the loop's time; {:.1} s of loop time", d.threshold_ms, d.min_share_pct, d.window_s) },
             Kv { k: "host", v: rec.header.host.clone() },

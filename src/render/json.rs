@@ -52,7 +52,7 @@ pub struct RecordingInfo {
     /// Failed samples.
     pub errors: usize,
     /// Why it ended (`null` when cut short).
-    pub end_reason: Option<String>,
+    pub end_reason: Option<crate::recording::EndReason>,
     /// Warnings from reading it.
     pub warnings: Vec<String>,
     /// The processes.
@@ -97,7 +97,7 @@ pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis, gates: &'a [GateResult]) -
             rate_hz: rec.header.rate_hz,
             samples: rec.samples.len(),
             errors: rec.errors.len(),
-            end_reason: rec.end.as_ref().map(|e| e.reason.clone()),
+            end_reason: rec.end.as_ref().map(|e| e.reason),
             warnings: rec.warnings.clone(),
             processes: rec
                 .processes

@@ -7,6 +7,7 @@
 
 use crate::recording::frames;
 use crate::recording::Recording;
+use crate::recording::TargetKind;
 use serde::Serialize;
 
 /// The commands of "verify the fix", each ready to paste into a POSIX shell.
@@ -61,8 +62,8 @@ pub fn steps(rec: &Recording, before_dir: &str) -> VerifySteps {
     let before = before_dir.trim_end_matches('/');
     let after = format!("{before}-after");
     let mut note = None;
-    let selector = match target.how.as_str() {
-        "command" => format!(
+    let selector = match target.how {
+        TargetKind::Command => format!(
             "-- {}",
             target
                 .cmdline
@@ -71,7 +72,7 @@ pub fn steps(rec: &Recording, before_dir: &str) -> VerifySteps {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
-        "name" => format!(
+        TargetKind::Name => format!(
             "--name {}",
             quote(target.pattern.as_deref().unwrap_or_default())
         ),
@@ -94,7 +95,7 @@ pub fn steps(rec: &Recording, before_dir: &str) -> VerifySteps {
             .collect()
     };
     // The command is inserted last: a `-- COMMAND` selector must end the line.
-    let (options, tail) = if target.how == "command" {
+    let (options, tail) = if target.how == TargetKind::Command {
         (String::new(), format!(" {selector}"))
     } else {
         (format!(" {selector}"), String::new())
@@ -119,7 +120,7 @@ mod tests {
 
     fn rec(how: &str, cmdline: &[&str], pattern: Option<&str>) -> Recording {
         let mut h = header(7, 100.0);
-        h.target.how = how.into();
+        h.target.how = serde_json::from_value(serde_json::json!(how)).unwrap();
         h.target.cmdline = cmdline.iter().map(|s| s.to_string()).collect();
         h.target.pattern = pattern.map(Into::into);
         let b = RecordingBuilder::new(h);

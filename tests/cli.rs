@@ -1,0 +1,205 @@
+//! The fast tier: the whole offline path of the binary (`report`, `inspect`, `diff`,
+//! `--fail-on` with every metric, exit codes, usage errors) on two small committed recordings
+//! (`tests/fixtures/`), with no Python, no target and no network. Runs in a few seconds:
+//! `cargo nextest run --lib --test cli`.
+
+use loopprof::analysis::catalog::Catalog;
+use loopprof::analysis::diagnose::{diagnose, Options, VerdictKind};
+use loopprof::analysis::gates::{self, Kind, Scope, METRICS};
+use loopprof::analysis::{diff, probes};
+use loopprof::recording;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn loopprof(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loopprof"))
+        .args(args)
+        .output()
+        .expect("loopprof runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn report_writes_every_output_and_names_the_blocking_call() {
+    let out = tempfile::tempdir().unwrap();
+    let o = loopprof(&["report", s(&fixture("blocked.jsonl")), "-o", s(out.path())]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary = json(&out.path().join("summary.json"));
+    assert_eq!(summary["verdict"]["kind"], "loop-blocked");
+    let f = &summary["findings"][0];
+    assert_eq!(f["category"], "blocking-sleep");
+    assert_eq!(f["route"], "GET /sleep-from-import");
+    assert_eq!(f["kind"], "stalls");
+    assert_eq!(f["state"], "waiting");
+    assert_eq!(f["wait_reason"], "sleep");
+    assert_eq!(f["matched_by"], "source", "`sleep(...)` imported from time: a C call, named by its line");
+    for file in [
+        "report.html",
+        "report.md",
+        "flame-wall.svg",
+        "flame-loop-blocked.svg",
+    ] {
+        let p = out.path().join(file);
+        assert!(p.metadata().unwrap().len() > 1000, "{file} written");
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("blocking-sleep"), "{stdout}");
+    assert!(stdout.contains("verify the fix"), "{stdout}");
+    // The same recording through the library gives the same verdict.
+    let rec = recording::load(&fixture("blocked.jsonl")).unwrap();
+    let d = diagnose(&rec, &Catalog::builtin(), &Options::default());
+    assert_eq!(d.verdict.kind, VerdictKind::LoopBlocked);
+}
+
+#[test]
+fn inspect_summarises_as_text_and_json() {
+    let o = loopprof(&["inspect", s(&fixture("healthy.jsonl"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MainThread"));
+    let o = loopprof(&["inspect", "--json", s(&fixture("healthy.jsonl"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["quality"]["samples"].as_u64().unwrap() > 100, "{v}");
+}
+
+#[test]
+fn diff_of_a_fix_and_of_a_regression() {
+    let out = tempfile::tempdir().unwrap();
+    let (blocked, healthy) = (fixture("blocked.jsonl"), fixture("healthy.jsonl"));
+    let o = loopprof(&[
+        "diff",
+        s(&blocked),
+        s(&healthy),
+        "-o",
+        s(out.path()),
+        "--fail-on",
+        "regression",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let d = json(&out.path().join("diff.json"));
+    assert_eq!(d["regression"], false, "{d}");
+    assert_eq!(d["findings"][0]["status"], "fixed", "{d}");
+    for file in ["diff.html", "diff.md"] {
+        assert!(out.path().join(file).exists(), "{file}");
+    }
+    // The other way round is a regression: the gate fails (exit 7), every file is written.
+    let out = tempfile::tempdir().unwrap();
+    let o = loopprof(&[
+        "diff",
+        s(&healthy),
+        s(&blocked),
+        "-o",
+        s(out.path()),
+        "--fail-on",
+        "regression",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(json(&out.path().join("diff.json"))["regression"], true);
+    assert!(out.path().join("diff.html").exists());
+}
+
+/// Every metric parses with its kind's syntax and is measured on a recording (the probe
+/// metrics say "not measured" without `--probe`, and such a gate fails).
+#[test]
+fn every_gate_metric_is_exercised() {
+    let catalog = Catalog::builtin();
+    let ids: Vec<String> = catalog.entries().map(|e| e.id.clone()).collect();
+    let opts = Options::default();
+    let before = recording::load(&fixture("healthy.jsonl")).unwrap();
+    let after = recording::load(&fixture("blocked.jsonl")).unwrap();
+    let bd = diagnose(&before, &catalog, &opts);
+    let ad = diagnose(&after, &catalog, &opts);
+    let report_facts = gates::facts_of(&ad, &probes::summarize(&after));
+    let dif = diff::diff(
+        ("before", &before, &bd),
+        ("after", &after, &ad),
+        &diff::Thresholds::default(),
+    );
+    let diff_facts = diff::facts(&dif, &ad, &probes::summarize(&after));
+    for m in METRICS {
+        let expr = match m.kind {
+            Kind::Number => format!("{0} >= 0 or {0} < 0", m.name),
+            Kind::Names if m.name.contains("route") => format!("{} == \"GET /x\"", m.name),
+            Kind::Names if m.name.contains("category") => format!("{} == blocking-sleep", m.name),
+            Kind::Names => format!("{} == loop-blocked", m.name),
+            Kind::Flag => m.name.to_owned(),
+        };
+        let (scope, facts) = match m.scope {
+            Scope::Report => (Scope::Report, &report_facts),
+            Scope::Diff => (Scope::Diff, &diff_facts),
+        };
+        let gate = gates::parse(&expr, scope, &ids).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        let r = &gates::evaluate(&[gate], facts)[0];
+        let unmeasured = r.because.contains("not measured");
+        assert_eq!(
+            unmeasured,
+            m.name.starts_with("probe_"),
+            "{expr}: {}",
+            r.because
+        );
+        let expected_failed = match m.kind {
+            Kind::Number => true, // holds for any measured number; an unmeasured one fails
+            Kind::Names => !m.name.contains("route"),
+            Kind::Flag => true, // healthy -> blocked is a regression
+        };
+        assert_eq!(r.failed, expected_failed, "{expr}: {}", r.because);
+    }
+}
+
+#[test]
+fn bad_input_gets_the_documented_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Usage: a gate that does not parse, a value out of range.
+    let o = loopprof(&["report", "x", "--fail-on", "verdict == fine"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = loopprof(&["report", "x", "--threshold-ms", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A missing or corrupt recording: 5, with what to do.
+    let o = loopprof(&["report", "/nonexistent/recording.jsonl.gz"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "not a recording\n").unwrap();
+    let o = loopprof(&["inspect", s(&garbage)]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a loopprof recording"));
+    let o = loopprof(&["diff", s(&garbage), s(&fixture("healthy.jsonl"))]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("loading BEFORE"));
+    // A gate that fails on a good recording: 7, outputs written.
+    let out = dir.path().join("out");
+    let o = loopprof(&[
+        "report",
+        s(&fixture("blocked.jsonl")),
+        "-o",
+        s(&out),
+        "--fail-on",
+        "max_stall_ms > 100",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(out.join("report.html").exists());
+    // --help and --version are not errors.
+    assert_eq!(loopprof(&["--version"]).status.code(), Some(0));
+    assert_eq!(loopprof(&["record", "--help"]).status.code(), Some(0));
+}
