@@ -54,7 +54,10 @@ fn report_writes_every_output_and_names_the_blocking_call() {
     assert_eq!(f["kind"], "stalls");
     assert_eq!(f["state"], "waiting");
     assert_eq!(f["wait_reason"], "sleep");
-    assert_eq!(f["matched_by"], "source", "`sleep(...)` imported from time: a C call, named by its line");
+    assert_eq!(
+        f["matched_by"], "source",
+        "`sleep(...)` imported from time: a C call, named by its line"
+    );
     for file in [
         "report.html",
         "report.md",

@@ -172,17 +172,40 @@ pub fn describe(pid: u32) -> ProcessInfo {
     }
 }
 
-/// Turns a py-spy attach error into a [`CaptureError`] that says how to fix it.
+/// Whether an error is a permission error: anywhere in its chain, an `EPERM`/`EACCES` from
+/// the OS (as `std::io::Error`, `nix::Errno` or remoteprocess's error wrapping either).
+fn denied(err: &anyhow::Error) -> bool {
+    use nix::errno::Errno;
+    let errno_denied = |e: Errno| matches!(e, Errno::EPERM | Errno::EACCES);
+    let io_denied = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::PermissionDenied
+            || matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+    };
+    err.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            io_denied(e)
+        } else if let Some(e) = cause.downcast_ref::<Errno>() {
+            errno_denied(*e)
+        } else if let Some(e) = cause.downcast_ref::<remoteprocess::Error>() {
+            match e {
+                remoteprocess::Error::IOError(e) => io_denied(e),
+                remoteprocess::Error::NixError(e) => errno_denied(*e),
+                _ => false,
+            }
+        } else {
+            false
+        }
+    })
+}
+
+/// Turns a py-spy attach error into a [`CaptureError`] that says how to fix it, classified
+/// by the types in its chain (not by its text).
 pub fn classify_attach_error(pid: u32, err: &anyhow::Error) -> CaptureError {
     let text = format!("{err:#}");
     if !procfs::is_alive(pid) {
         return CaptureError::Exited { pid };
     }
-    if text.contains("Operation not permitted")
-        || text.contains("Permission denied")
-        || text.contains("os error 1)")
-        || text.contains("EPERM")
-    {
+    if denied(err) {
         // py-spy's own context ("check if it is running") misleads for a running process.
         let detail = text
             .replace("Failed to open process - check if it is running.: ", "")
@@ -193,7 +216,7 @@ pub fn classify_attach_error(pid: u32, err: &anyhow::Error) -> CaptureError {
             help: super::permission_help(pid),
         };
     }
-    if text.contains("Unsupported version") {
+    if err.chain().any(|c| c.is::<py_spy::UnsupportedVersion>()) {
         return CaptureError::UnsupportedPython { pid, detail: text };
     }
     CaptureError::NotPython {

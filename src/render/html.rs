@@ -14,6 +14,7 @@ use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use crate::render::flamegraph::{self, View};
 use crate::render::timeline;
+use crate::render::wording;
 use crate::render::RenderError;
 use base64::Engine;
 use handlebars::Handlebars;
@@ -215,15 +216,15 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
     let site = f
         .call_site
         .as_ref()
-        .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
+        .map(wording::site)
         .unwrap_or_else(|| "(no application frame)".into());
-    let stats = if let Some(i) = super::pool_impact(f) {
+    let stats = if let Some(i) = wording::pool_impact(f) {
         i
     } else if f.stalls > 0 {
         format!(
             "{} stall{} · {:.0} ms blocked · max {:.0} ms · p50 {:.0} ms · p95 {:.0} ms · {:.1}% of the loop's time",
             f.stalls,
-            if f.stalls == 1 { "" } else { "s" },
+            wording::plural(f.stalls),
             f.blocked_ms,
             f.max_stall_ms,
             f.p50_stall_ms,
@@ -236,10 +237,7 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
             f.short_blocks, f.short_blocked_ms, f.share_pct
         )
     };
-    let state = match &f.wait_reason {
-        Some(r) => format!("{} ({r})", f.state),
-        None => f.state.to_string(),
-    };
+    let state = wording::state(f);
     let mix = f
         .state_mix
         .iter()
@@ -265,14 +263,11 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
         }
     }
     let culprit = f.culprit_thread.as_ref().map(|c| {
-        let at = c
-            .call_site
-            .as_ref()
-            .map(|s| format!(" in {} ({}:{})", s.function, short_file(&s.file), s.line))
-            .unwrap_or_default();
         format!(
-            "thread \"{}\"{at} held the GIL in {:.0}% of the loop's GIL waits",
-            c.name, c.share_pct
+            "thread \"{}\"{} held the GIL in {:.0}% of the loop's GIL waits",
+            c.name,
+            wording::in_function(c.call_site.as_ref()),
+            c.share_pct
         )
     });
     CardVm {
@@ -589,10 +584,7 @@ pub fn render_diff(
 ) -> Result<String, RenderError> {
     let hb = registry();
     let (b, a) = (&diff.before, &diff.after);
-    let site = |c: &Option<crate::analysis::diagnose::CallSite>| {
-        c.as_ref()
-            .map(|c| format!("{}:{} in {}", short_file(&c.file), c.line, c.function))
-    };
+    let site = |c: &Option<crate::analysis::diagnose::CallSite>| c.as_ref().map(wording::site);
     let mut flames = Vec::new();
     for view in [View::LoopBlocked, View::Wall] {
         for shape in [flamegraph::DiffShape::Before, flamegraph::DiffShape::After] {
@@ -635,54 +627,13 @@ pub fn render_diff(
         after_quality: a.quality.line(),
         reasons: &diff.regression_reasons,
         gates,
-        rows: vec![
-            row(
-                "loop blocked",
-                b.loop_blocked_pct,
-                a.loop_blocked_pct,
-                "%",
-                Some(true),
-            ),
-            row(
-                "longest stall",
-                b.max_stall_ms,
-                a.max_stall_ms,
-                " ms",
-                Some(true),
-            ),
-            row(
-                "stalls per minute",
-                b.stalls_per_min,
-                a.stalls_per_min,
-                "",
-                Some(true),
-            ),
-            row(
-                "loop busy",
-                b.loop_busy_pct,
-                a.loop_busy_pct,
-                "%",
-                Some(true),
-            ),
-            row("GIL wait", b.gil_wait_pct, a.gil_wait_pct, "%", Some(true)),
-            row(
-                "process CPU",
-                b.process_cpu_pct,
-                a.process_cpu_pct,
-                "%",
-                None,
-            ),
-            row(
-                "findings",
-                b.findings as f64,
-                a.findings as f64,
-                "",
-                Some(true),
-            ),
-        ]
-        .into_iter()
-        .chain(diff.probes.iter().flat_map(probe_rows))
-        .collect(),
+        rows: wording::diff_figures(b, a)
+            .into_iter()
+            .map(|f| row(f.label, f.before, f.after, f.unit, f.lower_is_better))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(diff.probes.iter().flat_map(probe_rows))
+            .collect(),
         findings: diff
             .findings
             .iter()

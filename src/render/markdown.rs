@@ -5,10 +5,10 @@
 //! Strings from the target only appear inside code spans, with backticks and line breaks
 //! removed, so they cannot inject links, images or HTML into the ticket.
 
-use crate::analysis::diagnose::Diagnosis;
+use super::wording::{self, Fact};
+use crate::analysis::diagnose::{Diagnosis, Finding};
 use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::gates::GateResult;
-use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use std::fmt::Write;
 
@@ -68,69 +68,7 @@ pub fn render(
         let _ = writeln!(out, "No call site blocked the event loop.\n");
     }
     for (i, f) in d.findings.iter().take(TOP).enumerate() {
-        let site = f
-            .call_site
-            .as_ref()
-            .map(|c| {
-                code(&format!(
-                    "{}:{} in {}",
-                    short_file(&c.file),
-                    c.line,
-                    c.function
-                ))
-            })
-            .unwrap_or_else(|| "(no application frame)".into());
-        let _ = writeln!(out, "### {}. {} (`{}`)\n", i + 1, f.title, f.category);
-        let _ = writeln!(out, "- **Where:** {site}");
-        if let Some(src) = f.call_site.as_ref().and_then(|c| c.source.as_deref()) {
-            let _ = writeln!(out, "- **Line:** {}", code(src));
-        }
-        if let Some(b) = &f.blocking_call {
-            let _ = writeln!(out, "- **Blocking call:** {}", code(b));
-        }
-        if let Some(w) = &f.wait_target {
-            let _ = writeln!(out, "- **Waits on:** {}", code(w));
-        }
-        for t in &f.waited_for {
-            let _ = writeln!(out, "- **Waits for:** {}", code(&super::waited_thread(t)));
-        }
-        if let Some(r) = &f.route {
-            let _ = writeln!(out, "- **Route:** {}", code(r));
-        }
-        if let Some(e) = &f.endpoint {
-            let _ = writeln!(out, "- **Endpoint:** {}", code(e));
-        }
-        if let Some(c) = &f.culprit_thread {
-            let _ = writeln!(
-                out,
-                "- **GIL held by:** {} ({:.0}% of the waits)",
-                code(&c.name),
-                c.share_pct
-            );
-        }
-        let impact = if let Some(i) = super::pool_impact(f) {
-            i
-        } else if f.stalls > 0 {
-            format!(
-                "{} stalls, {:.0} ms blocked (max {:.0} ms, p95 {:.0} ms)",
-                f.stalls, f.blocked_ms, f.max_stall_ms, f.p95_stall_ms
-            )
-        } else {
-            format!(
-                "{} short blocks, {:.0} ms in total",
-                f.short_blocks, f.short_blocked_ms
-            )
-        };
-        let state = match &f.wait_reason {
-            Some(r) => format!("{} ({r})", f.state),
-            None => f.state.to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "- **Impact:** {impact}; {:.1}% of the loop's time; loop was {state}",
-            f.share_pct
-        );
-        let _ = writeln!(out, "- **Fix:** {}\n", f.fix.summary);
+        write_finding(&mut out, i + 1, f);
     }
     if d.findings.len() > TOP {
         let _ = writeln!(
@@ -140,18 +78,77 @@ pub fn render(
         );
     }
     if !d.findings.is_empty() {
-        // Fenced blocks: the commands paste as they are (target strings are shell-quoted).
-        let v = super::verify::steps(rec, before.unwrap_or("BEFORE"));
-        let _ = writeln!(
-            out,
-            "### Verify the fix\n\nAfter deploying the fix, with the same load, record the restarted server into a new directory, then compare (`--fail-on regression` in CI):\n\n```sh\n{}\n{}\n```\n",
-            v.record.replace('`', "'"),
-            v.diff.replace('`', "'")
-        );
-        if let Some(n) = &v.note {
-            let _ = writeln!(out, "{n}\n");
-        }
+        write_verify(&mut out, rec, before);
     }
+    write_measured(&mut out, rec, d, command);
+    out
+}
+
+/// One finding: where, its facts ([`wording::facts`]), impact and fix.
+fn write_finding(out: &mut String, rank: usize, f: &Finding) {
+    let site = f
+        .call_site
+        .as_ref()
+        .map(|c| code(&wording::site(c)))
+        .unwrap_or_else(|| "(no application frame)".into());
+    let _ = writeln!(out, "### {}. {} (`{}`)\n", rank, f.title, f.category);
+    let _ = writeln!(out, "- **Where:** {site}");
+    for fact in wording::facts(f) {
+        let _ = match fact {
+            Fact::Line(src) => writeln!(out, "- **Line:** {}", code(src)),
+            Fact::BlockingCall(b) => writeln!(out, "- **Blocking call:** {}", code(b)),
+            Fact::WaitsOn(w) => writeln!(out, "- **Waits on:** {}", code(w)),
+            Fact::WaitsFor(t) => writeln!(out, "- **Waits for:** {}", code(&t)),
+            Fact::Route(r) => writeln!(out, "- **Route:** {}", code(r)),
+            Fact::Endpoint(e) => writeln!(out, "- **Endpoint:** {}", code(e)),
+            Fact::GilHeldBy(c) => writeln!(
+                out,
+                "- **GIL held by:** {} ({:.0}% of the waits)",
+                code(&c.name),
+                c.share_pct
+            ),
+        };
+    }
+    let impact = if let Some(i) = wording::pool_impact(f) {
+        i
+    } else if f.stalls > 0 {
+        format!(
+            "{} stalls, {:.0} ms blocked (max {:.0} ms, p95 {:.0} ms)",
+            f.stalls, f.blocked_ms, f.max_stall_ms, f.p95_stall_ms
+        )
+    } else {
+        format!(
+            "{} short blocks, {:.0} ms in total",
+            f.short_blocks, f.short_blocked_ms
+        )
+    };
+    let state = wording::state(f);
+    let _ = writeln!(
+        out,
+        "- **Impact:** {impact}; {:.1}% of the loop's time; loop was {state}",
+        f.share_pct
+    );
+    let _ = writeln!(out, "- **Fix:** {}\n", f.fix.summary);
+}
+
+/// The "Verify the fix" commands, as fenced blocks (target strings are shell-quoted).
+fn write_verify(out: &mut String, rec: &Recording, before: Option<&str>) {
+    // Fenced blocks: the commands paste as they are (target strings are shell-quoted).
+    let v = super::verify::steps(rec, before.unwrap_or("BEFORE"));
+    let _ = writeln!(
+        out,
+        "### Verify the fix\n\nAfter deploying the fix, with the same load, record the restarted server into a new directory, then compare (`--fail-on regression` in CI):\n\n```sh\n{}\n{}\n```\n",
+        v.record.replace('`', "'"),
+        v.diff.replace('`', "'")
+    );
+    if let Some(n) = &v.note {
+        let _ = writeln!(out, "{n}\n");
+    }
+}
+
+/// The "What was measured" section: the recording, its processes, the settings, the probes,
+/// the command and versions.
+fn write_measured(out: &mut String, rec: &Recording, d: &Diagnosis, command: Option<&str>) {
     let _ = writeln!(out, "<details><summary>What was measured</summary>\n");
     let _ =
         writeln!(
@@ -200,7 +197,6 @@ pub fn render(
         crate::VERSION,
         rec.header.py_spy_version
     );
-    out
 }
 
 fn write_gates(out: &mut String, gates: &[GateResult]) {
@@ -251,50 +247,33 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
     );
     write_gates(&mut out, gates);
     let _ = writeln!(out, "| | before | after |\n| --- | --- | --- |");
-    for (k, x, y) in [
-        ("verdict", b.verdict.to_string(), a.verdict.to_string()),
+    // Counts and milliseconds without decimals, shares and rates with one.
+    let fmt = |x: f64, unit: &str, label: &str| {
+        let decimals = usize::from(unit != " ms" && label != "findings");
+        format!("{x:.decimals$}{unit}")
+    };
+    let figures = wording::diff_figures(b, a).into_iter().map(|f| {
         (
-            "loop blocked",
-            format!("{:.1}%", b.loop_blocked_pct),
-            format!("{:.1}%", a.loop_blocked_pct),
-        ),
-        (
-            "longest stall",
-            format!("{:.0} ms", b.max_stall_ms),
-            format!("{:.0} ms", a.max_stall_ms),
-        ),
-        (
-            "stalls per minute",
-            format!("{:.1}", b.stalls_per_min),
-            format!("{:.1}", a.stalls_per_min),
-        ),
-        (
-            "loop busy",
-            format!("{:.1}%", b.loop_busy_pct),
-            format!("{:.1}%", a.loop_busy_pct),
-        ),
-        (
-            "GIL wait",
-            format!("{:.1}%", b.gil_wait_pct),
-            format!("{:.1}%", a.gil_wait_pct),
-        ),
-        (
-            "process CPU",
-            format!("{:.1}%", b.process_cpu_pct),
-            format!("{:.1}%", a.process_cpu_pct),
-        ),
-        ("findings", b.findings.to_string(), a.findings.to_string()),
-        (
-            "recorded",
-            format!("{:.1} s at {} Hz", b.duration_s, b.rate_hz),
-            format!("{:.1} s at {} Hz", a.duration_s, a.rate_hz),
-        ),
-        (
-            "quality",
-            b.quality.line().replace('<', "&lt;"),
-            a.quality.line().replace('<', "&lt;"),
-        ),
-    ] {
+            f.label,
+            fmt(f.before, f.unit, f.label),
+            fmt(f.after, f.unit, f.label),
+        )
+    });
+    let rows = std::iter::once(("verdict", b.verdict.to_string(), a.verdict.to_string()))
+        .chain(figures)
+        .chain([
+            (
+                "recorded",
+                format!("{:.1} s at {} Hz", b.duration_s, b.rate_hz),
+                format!("{:.1} s at {} Hz", a.duration_s, a.rate_hz),
+            ),
+            (
+                "quality",
+                b.quality.line().replace('<', "&lt;"),
+                a.quality.line().replace('<', "&lt;"),
+            ),
+        ]);
+    for (k, x, y) in rows {
         let _ = writeln!(out, "| {k} | {x} | {y} |");
     }
     // What users saw: each probed path's latency, one figure per row.
@@ -335,14 +314,7 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
             let site = f
                 .call_site
                 .as_ref()
-                .map(|c| {
-                    code(&format!(
-                        "{}:{} in {}",
-                        short_file(&c.file),
-                        c.line,
-                        c.function
-                    ))
-                })
+                .map(|c| code(&wording::site(c)))
                 .unwrap_or_else(|| "–".into());
             let site = match &f.route {
                 Some(r) => format!("{site} · {}", code(r)),

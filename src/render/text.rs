@@ -4,6 +4,7 @@
 //! Target-controlled strings (command lines, thread and function names) are printed with
 //! control characters replaced, so a hostile name cannot move the cursor or clear the screen.
 
+use super::wording::{self, Fact};
 use crate::analysis::diagnose::Diagnosis;
 use crate::analysis::overview::Overview;
 use crate::recording::frames::short_file;
@@ -112,53 +113,34 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         let _ = writeln!(out, "\n{}. [{}] {}", i + 1, f.category, sanitize(&f.title));
         // A garbage collection has no call site of its own (never the line that allocated).
         if let Some(c) = &f.call_site {
-            let site = format!("{}:{} in {}", short_file(&c.file), c.line, c.function);
-            let _ = writeln!(out, "   at {}", sanitize(&site));
+            let _ = writeln!(out, "   at {}", sanitize(&wording::site(c)));
         }
-        if let Some(src) = f.call_site.as_ref().and_then(|c| c.source.as_deref()) {
-            let _ = writeln!(out, "      {}", sanitize(src));
+        for fact in wording::facts(f) {
+            let _ = match fact {
+                Fact::Line(src) => writeln!(out, "      {}", sanitize(src)),
+                Fact::BlockingCall(b) => writeln!(out, "   calls {}", sanitize(b)),
+                Fact::WaitsOn(w) => writeln!(out, "   waits on {}", sanitize(w)),
+                Fact::WaitsFor(t) => writeln!(out, "   waits for {}", sanitize(&t)),
+                Fact::Route(r) => writeln!(out, "   route {}", sanitize(r)),
+                Fact::Endpoint(e) => writeln!(out, "   endpoint {}", sanitize(e)),
+                Fact::GilHeldBy(c) => writeln!(
+                    out,
+                    "   GIL held by thread {:?}{} ({:.0}% of the waits)",
+                    sanitize(&c.name),
+                    sanitize(&wording::in_function(c.call_site.as_ref())),
+                    c.share_pct
+                ),
+            };
         }
-        if let Some(b) = &f.blocking_call {
-            let _ = writeln!(out, "   calls {}", sanitize(b));
-        }
-        if let Some(w) = &f.wait_target {
-            let _ = writeln!(out, "   waits on {}", sanitize(w));
-        }
-        for t in &f.waited_for {
-            let _ = writeln!(out, "   waits for {}", sanitize(&super::waited_thread(t)));
-        }
-        if let Some(r) = &f.route {
-            let _ = writeln!(out, "   route {}", sanitize(r));
-        }
-        if let Some(e) = &f.endpoint {
-            let _ = writeln!(out, "   endpoint {}", sanitize(e));
-        }
-        if let Some(c) = &f.culprit_thread {
-            let cs = c
-                .call_site
-                .as_ref()
-                .map(|cs| format!(" in {} ({}:{})", cs.function, short_file(&cs.file), cs.line))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "   GIL held by thread {:?}{} ({:.0}% of the waits)",
-                sanitize(&c.name),
-                sanitize(&cs),
-                c.share_pct
-            );
-        }
-        let state = match &f.wait_reason {
-            Some(r) => format!("{} ({r})", f.state),
-            None => f.state.to_string(),
-        };
-        if let Some(impact) = super::pool_impact(f) {
+        let state = wording::state(f);
+        if let Some(impact) = wording::pool_impact(f) {
             let _ = writeln!(out, "   {}; {}", sanitize(&impact), state);
         } else if f.stalls > 0 {
             let _ = writeln!(
                 out,
                 "   {} stall{}, {:.0} ms blocked (max {:.0}, p95 {:.0}); {}",
                 f.stalls,
-                if f.stalls == 1 { "" } else { "s" },
+                wording::plural(f.stalls),
                 f.blocked_ms,
                 f.max_stall_ms,
                 f.p95_stall_ms,
@@ -263,7 +245,7 @@ pub fn gates(results: &[crate::analysis::gates::GateResult]) -> String {
 
 fn site_line(f: &crate::analysis::diff::FindingDiff) -> String {
     let site = match &f.call_site {
-        Some(c) => format!("{}:{} in {}", short_file(&c.file), c.line, c.function),
+        Some(c) => wording::site(c),
         None => "(no application frame)".into(),
     };
     match &f.route {

@@ -38,6 +38,25 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
         return None;
     }
     let duration_us = rec.duration_us().max(1) as f64;
+    let bins = bins(rec, d, duration_us);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="timeline" role="img" aria-label="Event loop timeline">"#
+    );
+    bars(&mut out, &bins);
+    cpu_line(&mut out, &bins);
+    probes(&mut out, rec, duration_us);
+    axis(&mut out, duration_us);
+    out.push_str("</svg>");
+    Some(out)
+}
+
+/// Height of the plot area, px.
+const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
+
+/// The loop threads' time per state, stalls and process CPU in up to [`MAX_BINS`] bins.
+fn bins(rec: &Recording, d: &Diagnosis, duration_us: f64) -> Vec<Bin> {
     let n = MAX_BINS.min(((duration_us / 100_000.0).ceil() as usize).max(10));
     let bin_us = duration_us / n as f64;
     let mut bins = vec![Bin::default(); n];
@@ -71,25 +90,24 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
             bin.cpu_span_us += b.t_us.saturating_sub(a.t_us) as f64;
         }
     }
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let bw = WIDTH / n as f64;
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="timeline" role="img" aria-label="Event loop timeline">"#
-    );
+    bins
+}
+
+/// One stacked bar per bin (the loop's states), with a red mark over bins with a stall.
+fn bars(out: &mut String, bins: &[Bin]) {
+    let bw = WIDTH / bins.len() as f64;
     for (i, b) in bins.iter().enumerate() {
         let total: f64 = b.parts.iter().sum();
         let x = i as f64 * bw;
         if total <= 0.0 {
             continue;
         }
-        let mut y = TOP + plot_h;
+        let mut y = TOP + PLOT_H;
         for (slot, part) in b.parts.iter().enumerate() {
             if *part <= 0.0 {
                 continue;
             }
-            let h = plot_h * part / total;
+            let h = PLOT_H * part / total;
             y -= h;
             let _ = write!(
                 out,
@@ -106,8 +124,12 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
             );
         }
     }
-    // Process CPU line (% of one core, averaged over loop processes).
-    // CPU and span are summed over the loop processes, so the ratio is their average.
+}
+
+/// The process CPU line (% of one core). CPU and span are summed over the loop processes,
+/// so the ratio is their average.
+fn cpu_line(out: &mut String, bins: &[Bin]) {
+    let bw = WIDTH / bins.len() as f64;
     let mut points = String::new();
     for (i, b) in bins.iter().enumerate() {
         if b.cpu_span_us > 0.0 {
@@ -116,7 +138,7 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
                 points,
                 "{:.1},{:.1} ",
                 (i as f64 + 0.5) * bw,
-                TOP + plot_h * (1.0 - frac)
+                TOP + PLOT_H * (1.0 - frac)
             );
         }
     }
@@ -127,8 +149,11 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
             points.trim_end()
         );
     }
-    // Probe requests: a dot per request, height = latency (scaled to the slowest, at least
-    // 100 ms); red at the top for timeouts and errors.
+}
+
+/// Probe requests: a dot per request, height = latency (scaled to the slowest, at least
+/// 100 ms); red at the top for timeouts and errors.
+fn probes(out: &mut String, rec: &Recording, duration_us: f64) {
     let max_lat = rec
         .probes
         .iter()
@@ -139,7 +164,7 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
         let x = WIDTH * (p.t_us as f64 / duration_us).min(1.0);
         let (y, color) = match p.status {
             Some(_) => (
-                TOP + plot_h * (1.0 - (p.latency_ms / max_lat).min(1.0)),
+                TOP + PLOT_H * (1.0 - (p.latency_ms / max_lat).min(1.0)),
                 "#1e8449",
             ),
             None => (TOP + 2.0, "#d62d20"),
@@ -155,7 +180,10 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
             }
         );
     }
-    // Axis: seconds.
+}
+
+/// The time axis, in seconds.
+fn axis(out: &mut String, duration_us: f64) {
     let secs = duration_us / 1e6;
     let step = [0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
         .into_iter()
@@ -167,13 +195,11 @@ pub fn svg(rec: &Recording, d: &Diagnosis) -> Option<String> {
         let _ = write!(
             out,
             r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#8a94a3"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#4a5361">{t}s</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 4.0,
+            TOP + PLOT_H,
+            TOP + PLOT_H + 4.0,
             (x + 2.0).min(WIDTH - 24.0),
             HEIGHT - 6.0
         );
         t += step;
     }
-    out.push_str("</svg>");
-    Some(out)
 }

@@ -489,7 +489,7 @@ macro_rules! dispatch_by_version {
                 minor: 15,
                 ..
             } => $function::<v3_15_0::_is, P>($($args)*),
-            _ => Err(format_err!("Unsupported version of Python: {}", $version)),
+            _ => Err(crate::version::UnsupportedVersion($version.clone()).into()),
         }
     }
 }

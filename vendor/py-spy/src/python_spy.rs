@@ -249,10 +249,7 @@ impl PythonSpy {
                 minor: 15,
                 ..
             } => self._get_stack_traces::<v3_15_0::_is>(resume),
-            _ => Err(format_err!(
-                "Unsupported version of Python: {}",
-                self.version
-            )),
+            _ => Err(crate::version::UnsupportedVersion(self.version.clone()).into()),
         }
     }
 

@@ -3,6 +3,19 @@ use regex::bytes::Regex;
 
 use anyhow::Error;
 
+/// The interpreter's version is one this py-spy has no bindings for (loopprof patch 11: a
+/// typed error, so that callers classify it without matching message text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedVersion(pub Version);
+
+impl std::fmt::Display for UnsupportedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Unsupported version of Python: {}", self.0)
+    }
+}
+
+impl std::error::Error for UnsupportedVersion {}
+
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Version {
     pub major: u64,
