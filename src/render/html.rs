@@ -10,7 +10,6 @@
 use crate::analysis::diagnose::{Diagnosis, Finding, VerdictKind};
 use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::gates::GateResult;
-use crate::recording::frames::short_file;
 use crate::recording::Recording;
 use crate::render::flamegraph::{self, View};
 use crate::render::timeline;
