@@ -7,7 +7,7 @@
 //! of that process busy in application code are named as the ones it is probably waiting for.
 
 use super::diagnose::{Diagnosis, Options};
-use super::loops::{self, Activity, LoopState};
+use super::loops::{self, Activity, ActivityKind, LoopState, WaitReason};
 use crate::recording::frames::{self, short_file, Origin};
 use crate::recording::Recording;
 use serde::Serialize;
@@ -25,9 +25,9 @@ pub struct ThreadDump {
     /// True for the application's event-loop threads.
     pub event_loop: bool,
     /// `idle`, `on-cpu`, `native`, `waiting`, `gil-wait`.
-    pub state: String,
+    pub state: ThreadState,
     /// The wait reason, when waiting.
-    pub wait_reason: Option<String>,
+    pub wait_reason: Option<WaitReason>,
     /// Snapshots in which the thread was in this stack.
     pub snapshots: usize,
     /// Snapshots of the thread in total.
@@ -89,12 +89,44 @@ fn label(rec: &Recording, f: &crate::recording::FrameDef) -> String {
     )
 }
 
-fn state_of(a: Option<Activity>) -> (String, Option<String>) {
-    match a {
-        None => ("idle".into(), None),
-        Some(Activity::Waiting(r)) => ("waiting".into(), Some(r.name().into())),
-        Some(a) => (a.name().into(), None),
+/// What a thread was doing in most snapshots: an [`ActivityKind`], or idle (an event loop
+/// waiting for events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadState {
+    /// An event loop waiting for events.
+    Idle,
+    /// Executing Python bytecode.
+    OnCpu,
+    /// Native code, GIL released.
+    Native,
+    /// Blocked in the kernel.
+    Waiting,
+    /// Waiting for the GIL.
+    GilWait,
+}
+
+impl std::fmt::Display for ThreadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ThreadState::Idle => "idle",
+            ThreadState::OnCpu => "on-cpu",
+            ThreadState::Native => "native",
+            ThreadState::Waiting => "waiting",
+            ThreadState::GilWait => "gil-wait",
+        })
     }
+}
+
+fn state_of(a: Option<Activity>) -> (ThreadState, Option<WaitReason>) {
+    let state = match a.map(Activity::kind) {
+        None => ThreadState::Idle,
+        Some(ActivityKind::OnCpu) => ThreadState::OnCpu,
+        Some(ActivityKind::Native) => ThreadState::Native,
+        Some(ActivityKind::Waiting) => ThreadState::Waiting,
+        Some(ActivityKind::GilWait) => ThreadState::GilWait,
+    };
+    (state, a.and_then(Activity::wait_reason))
 }
 
 /// Per thread: its name, how often each (stack id, activity) was seen, and its sample count.
@@ -272,16 +304,12 @@ fn waited_for(rec: &Recording, d: &Diagnosis) -> Vec<WaitedFor> {
             .iter()
             .find(|f| frames::origin(rec.str(f.file)) == Origin::App)
         {
-            let (state, reason) = state_of(Some(loops::activity(rec, s, t)));
             out.push(WaitedFor {
                 name: rec.thread_name(t).unwrap_or("?").to_owned(),
                 tid: t.tid,
                 at: label(rec, app),
                 leaf: frames.first().map(|f| label(rec, f)).unwrap_or_default(),
-                state: match reason {
-                    Some(r) => format!("{state} ({r})"),
-                    None => state,
-                },
+                state: loops::activity(rec, s, t).to_string(),
             });
         }
     }

@@ -2,7 +2,7 @@
 //! how fast, and how often it did not answer in time.
 
 use crate::analysis::stats::{percentile, sort_f64};
-use crate::recording::Recording;
+use crate::recording::{ProbeOutcome, Recording};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -56,11 +56,11 @@ pub fn summarize(rec: &Recording) -> Vec<ProbeSummary> {
                 answered: ok.len(),
                 timeouts: ps
                     .iter()
-                    .filter(|p| p.error.as_deref() == Some("timeout"))
+                    .filter(|p| p.outcome() == ProbeOutcome::TimedOut)
                     .count(),
                 errors: ps
                     .iter()
-                    .filter(|p| p.status.is_none() && p.error.as_deref() != Some("timeout"))
+                    .filter(|p| p.outcome() == ProbeOutcome::Failed)
                     .count(),
                 p50_ms: q(0.5),
                 p99_ms: q(0.99),

@@ -4,7 +4,7 @@
 //! A minimal HTTP/1.1 client over a plain TCP socket (`http://` only), one thread per URL.
 //! Each result (latency, status, or timeout/error) goes to the writer as a `probe` record.
 
-use crate::recording::ProbeResult;
+use crate::recording::{ProbeResult, PROBE_TIMEOUT};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +75,7 @@ fn get(u: &ProbeUrl, timeout: Duration) -> (Option<u16>, Option<String>) {
     let mut s = match TcpStream::connect_timeout(&addr, left(deadline)) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            return (None, Some("timeout".into()))
+            return (None, Some(PROBE_TIMEOUT.into()))
         }
         Err(e) => return (None, Some(e.to_string())),
     };
@@ -106,7 +106,7 @@ fn get(u: &ProbeUrl, timeout: Duration) -> (Option<u16>, Option<String>) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return (None, Some("timeout".into()))
+                return (None, Some(PROBE_TIMEOUT.into()))
             }
             Err(e) => return (None, Some(e.to_string())),
         }
@@ -199,7 +199,7 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             get(&u, Duration::from_millis(300)),
-            (None, Some("timeout".into()))
+            (None, Some(PROBE_TIMEOUT.into()))
         );
         assert!(t.elapsed() < Duration::from_secs(2));
     }

@@ -474,13 +474,37 @@ struct Read {
 
 /// The first read of a tick that needs a second one ([`ProcessSampler::tick`]).
 struct Pass {
-    traces: Vec<py_spy::StackTrace>,
-    tids: Vec<u32>,
-    before: HashMap<u32, ThreadOs>,
-    torn: HashSet<u32>,
+    read: Read,
     t_us: u64,
     /// The thread list could not be followed to its end: the second read reads every thread.
     cut: bool,
+}
+
+/// A tick's two reads merged: the first read of every thread not read again, then the
+/// second read.
+fn merge(first: Read, second: Read, redo: &HashSet<u32>) -> Read {
+    let mut before = first.before;
+    before.extend(second.before);
+    let mut torn: HashSet<u32> = first
+        .torn
+        .into_iter()
+        .filter(|t| !redo.contains(t))
+        .collect();
+    torn.extend(second.torn);
+    let (mut traces, mut tids): (Vec<_>, Vec<_>) = first
+        .traces
+        .into_iter()
+        .zip(first.tids)
+        .filter(|(_, tid)| !redo.contains(tid))
+        .unzip();
+    traces.extend(second.traces);
+    tids.extend(second.tids);
+    Read {
+        traces,
+        tids,
+        before,
+        torn,
+    }
 }
 
 /// How a tick ended.
@@ -682,52 +706,40 @@ impl ProcessSampler {
         let mut first: Option<Pass> = None;
         let mut redo: HashSet<u32> = HashSet::new();
         let mut read_total = Duration::ZERO;
-        let (traces, tids, before, torn, t_us) = loop {
+        let (
+            Read {
+                traces,
+                tids,
+                before,
+                torn,
+            },
+            t_us,
+        ) = loop {
             let second = first.is_some();
-            // Before the first stop the Python threads are not known yet: read every thread,
-            // so that no state or syscall is ever read after one of our stops.
-            let to_read: Vec<u32> = if second {
-                redo.iter().copied().collect()
-            } else if self.python_tids.is_empty() {
-                procfs::thread_ids(pid).unwrap_or_default()
-            } else {
-                self.python_tids.clone()
-            };
-            let before: HashMap<u32, ThreadOs> = to_read
+            let before: HashMap<u32, ThreadOs> = self
+                .pass_targets(second, &redo)
                 .into_iter()
                 .map(|tid| (tid, self.thread_state(tid)))
                 .collect();
             if !second {
                 self.watch_freezer(&before);
             }
-            // A thread in uninterruptible sleep (`D`) cannot change its Python stack until it
-            // wakes, and a stop would wait for that: it is read without a stop and checked
-            // after the read not to have run meanwhile (below); one that ran is dropped.
-            // Threads in `S` could be read the same way (`LOOPPROF_UNSTOPPED_SLEEPERS=1`,
+            // Threads in `S` could be read without a stop too (`LOOPPROF_UNSTOPPED_SLEEPERS=1`,
             // experimental): reading one that ran again, stopped, samples it at a later and
             // busier moment, which biased the live suite's waited-for states under load.
             let skip_sleepers =
                 self.locking == Locking::PythonThreads && !second && unstopped_sleepers();
-            let asleep: HashSet<u32> = if self.locking == Locking::None {
-                HashSet::new()
-            } else {
-                before
-                    .iter()
-                    .filter(|(_, os)| {
-                        os.runs.is_some() && (os.state == 'D' || (os.state == 'S' && skip_sleepers))
-                    })
-                    .map(|(tid, _)| *tid)
-                    .collect()
-            };
+            let asleep = self.asleep(&before, skip_sleepers);
             let t_us = self.now_us();
             // A second read after a first that could not follow the whole thread list reads
             // (and stops) everything, as `redo` then lists every thread.
             let stop_only: Option<Vec<u32>> = second.then(|| redo.iter().copied().collect());
             if let Some(f) = first.as_ref().filter(|f| !f.cut) {
                 self.spy.only_threads = Some(
-                    f.tids
+                    f.read
+                        .tids
                         .iter()
-                        .zip(&f.traces)
+                        .zip(&f.read.traces)
                         .filter(|(tid, _)| redo.contains(tid))
                         .map(|(_, t)| t.thread_id)
                         .collect(),
@@ -737,24 +749,7 @@ impl ProcessSampler {
             self.spy.only_threads = None;
             let (traces, read, unstopped) = match read {
                 Ok(t) => t,
-                Err((kind, message)) => {
-                    if !procfs::is_alive(pid) {
-                        return Tick::Gone;
-                    }
-                    // A read that fails because the process runs a new image (`execve`).
-                    let image = procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0);
-                    if image != 0 && self.image != 0 && image != self.image {
-                        return Tick::Exec;
-                    }
-                    self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.ctx.tx.send(Msg::Error {
-                        pid,
-                        t_us,
-                        kind,
-                        message,
-                    });
-                    return Tick::Done;
-                }
+                Err((kind, message)) => return self.read_failed(t_us, kind, message),
             };
             read_total += read;
             if self.locking != Locking::None {
@@ -765,102 +760,23 @@ impl ProcessSampler {
                     .fetch_add(read.as_micros() as u64, Ordering::Relaxed);
             }
             let (traces, tids) = self.thread_ids_of(traces);
-            // A thread read without a stop must not have run meanwhile (its stack could be
-            // torn): its run time and run count (`schedstat`) must be those read before, and
-            // it must not be running or runnable now. (Its stack was read before this check,
-            // so a thread that wakes after it changed nothing that was read.)
-            let torn: HashSet<u32> = unstopped
-                .iter()
-                .copied()
-                .filter(|tid| {
-                    let ran_before = before.get(tid).and_then(|os| os.runs);
-                    let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
-                    let ran_now = self.proc_files.thread_schedstat(*tid).map(|s| [s[0], s[2]]);
-                    ran_before.is_none() || ran_now != ran_before || state.ok() == Some('R')
-                })
-                .collect();
-            self.ctx
-                .counters
-                .unstopped_reads
-                .fetch_add((unstopped.len() - torn.len()) as u64, Ordering::Relaxed);
-            // The interpreter's thread list changed under a read that did not stop the
-            // threads changing it (its walk was cut short): read everything again, stopped.
-            // So does a first read that missed a Python thread known from the last tick and
-            // still alive (the walk may end early without an error).
-            let cut = !second
-                && (self.spy.unreadable_threads.iter().any(|(id, _)| *id == 0)
-                    || self
-                        .python_tids
-                        .iter()
-                        .any(|t| !tids.contains(t) && crate::capture::stop::is_thread_of(pid, *t)));
-            if let Some(f) = first.take() {
-                // Merge: the first read of every thread not read again, then the second.
-                let mut all_before = f.before;
-                all_before.extend(before);
-                let mut all_torn: HashSet<u32> =
-                    f.torn.into_iter().filter(|t| !redo.contains(t)).collect();
-                all_torn.extend(torn);
-                let (mut all_traces, mut all_tids): (Vec<_>, Vec<_>) = f
-                    .traces
-                    .into_iter()
-                    .zip(f.tids)
-                    .filter(|(_, tid)| !redo.contains(tid))
-                    .unzip();
-                all_traces.extend(traces);
-                all_tids.extend(tids);
-                break (all_traces, all_tids, all_before, all_torn, f.t_us);
-            }
-            let unknown_tid = tids.contains(&0);
-            let seen = tids.iter().copied().filter(|t| *t != 0);
-            if cut {
-                // A partial list: keep the threads known from the last tick too.
-                for t in seen {
-                    if !self.python_tids.contains(&t) {
-                        self.python_tids.push(t);
-                    }
-                }
-            } else {
-                self.python_tids = seen.collect();
-            }
-            // Keep open only the files of threads read again next tick.
-            let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
-            self.proc_files.retain_threads(&keep);
-            // Without every OS thread id we cannot stop just the Python threads.
-            if unknown_tid && self.locking == Locking::PythonThreads {
-                self.locking = Locking::AllThreads;
-            }
-            // What to read again, stopped: threads that ran while read without a stop
-            // (unless now in uninterruptible sleep: those are dropped), and, when only the
-            // known Python threads were stopped, threads that appeared since.
-            redo = torn
-                .iter()
-                .copied()
-                .filter(|t| {
-                    skip_sleepers
-                        && self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D')
-                })
-                .collect();
-            if cut && self.locking == Locking::PythonThreads {
-                redo.extend(self.python_tids.iter().copied());
-            }
-            if self.locking == Locking::PythonThreads {
-                redo.extend(
-                    tids.iter()
-                        .copied()
-                        .filter(|t| *t != 0 && !before.contains_key(t)),
-                );
-            }
-            if redo.is_empty() {
-                break (traces, tids, before, torn, t_us);
-            }
-            first = Some(Pass {
+            let torn = self.torn(&unstopped, &before);
+            let cut = !second && self.list_cut(&tids);
+            let read = Read {
                 traces,
                 tids,
                 before,
                 torn,
-                t_us,
-                cut,
-            });
+            };
+            if let Some(f) = first.take() {
+                break (merge(f.read, read, &redo), f.t_us);
+            }
+            self.learn_threads(&read.tids, cut);
+            redo = self.rereads(&read, skip_sleepers, cut);
+            if redo.is_empty() {
+                break (read, t_us);
+            }
+            first = Some(Pass { read, t_us, cut });
         };
         self.send_sample(
             Read {
@@ -880,6 +796,137 @@ impl ProcessSampler {
             },
         );
         Tick::Done
+    }
+
+    /// The threads whose OS state a read takes first: the second read's; before the first
+    /// stop (Python threads not known yet) every thread, so that no state or syscall is ever
+    /// read after one of our stops; else the Python threads of the last tick.
+    fn pass_targets(&self, second: bool, redo: &HashSet<u32>) -> Vec<u32> {
+        if second {
+            redo.iter().copied().collect()
+        } else if self.python_tids.is_empty() {
+            procfs::thread_ids(self.pid).unwrap_or_default()
+        } else {
+            self.python_tids.clone()
+        }
+    }
+
+    /// The threads read without a stop: a thread in uninterruptible sleep (`D`) cannot change
+    /// its Python stack until it wakes, and a stop would wait for that (with `skip_sleepers`,
+    /// threads in `S` too). Each is checked after the read not to have run ([`Self::torn`]).
+    fn asleep(&self, before: &HashMap<u32, ThreadOs>, skip_sleepers: bool) -> HashSet<u32> {
+        if self.locking == Locking::None {
+            return HashSet::new();
+        }
+        before
+            .iter()
+            .filter(|(_, os)| {
+                os.runs.is_some() && (os.state == 'D' || (os.state == 'S' && skip_sleepers))
+            })
+            .map(|(tid, _)| *tid)
+            .collect()
+    }
+
+    /// A failed read: the process is gone, runs a new image (`execve`), or the tick failed
+    /// (counted and sent as an error).
+    fn read_failed(&mut self, t_us: u64, kind: &'static str, message: String) -> Tick {
+        let pid = self.pid;
+        if !procfs::is_alive(pid) {
+            return Tick::Gone;
+        }
+        let image = procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0);
+        if image != 0 && self.image != 0 && image != self.image {
+            return Tick::Exec;
+        }
+        self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let _ = self.ctx.tx.send(Msg::Error {
+            pid,
+            t_us,
+            kind,
+            message,
+        });
+        Tick::Done
+    }
+
+    /// The threads read without a stop that ran meanwhile (their stacks could be torn): run
+    /// time and run count (`schedstat`) changed since read before, or running/runnable now.
+    /// (A stack was read before this check, so a thread that wakes after it changed nothing
+    /// that was read.)
+    fn torn(&mut self, unstopped: &HashSet<u32>, before: &HashMap<u32, ThreadOs>) -> HashSet<u32> {
+        let torn: HashSet<u32> = unstopped
+            .iter()
+            .copied()
+            .filter(|tid| {
+                let ran_before = before.get(tid).and_then(|os| os.runs);
+                let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
+                let ran_now = self.proc_files.thread_schedstat(*tid).map(|s| [s[0], s[2]]);
+                ran_before.is_none() || ran_now != ran_before || state.ok() == Some('R')
+            })
+            .collect();
+        self.ctx
+            .counters
+            .unstopped_reads
+            .fetch_add((unstopped.len() - torn.len()) as u64, Ordering::Relaxed);
+        torn
+    }
+
+    /// Whether a first read could not follow the interpreter's whole thread list (it changed
+    /// under a read that did not stop the threads changing it), or missed a Python thread
+    /// known from the last tick and still alive (the walk may end early without an error).
+    fn list_cut(&self, tids: &[u32]) -> bool {
+        self.spy.unreadable_threads.iter().any(|(id, _)| *id == 0)
+            || self
+                .python_tids
+                .iter()
+                .any(|t| !tids.contains(t) && crate::capture::stop::is_thread_of(self.pid, *t))
+    }
+
+    /// Learns the Python threads from a first read (a partial list adds to those known),
+    /// keeps open only their files, and falls back to stopping every thread when an OS
+    /// thread id is unknown.
+    fn learn_threads(&mut self, tids: &[u32], cut: bool) {
+        let seen = tids.iter().copied().filter(|t| *t != 0);
+        if cut {
+            for t in seen {
+                if !self.python_tids.contains(&t) {
+                    self.python_tids.push(t);
+                }
+            }
+        } else {
+            self.python_tids = seen.collect();
+        }
+        let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
+        self.proc_files.retain_threads(&keep);
+        // Without every OS thread id we cannot stop just the Python threads.
+        if tids.contains(&0) && self.locking == Locking::PythonThreads {
+            self.locking = Locking::AllThreads;
+        }
+    }
+
+    /// What a first read leaves to read again, stopped: threads that ran while read without a
+    /// stop (unless now in uninterruptible sleep: those are dropped), every thread after a cut
+    /// list, and, when only the known Python threads were stopped, threads that appeared.
+    fn rereads(&mut self, read: &Read, skip_sleepers: bool, cut: bool) -> HashSet<u32> {
+        let mut redo: HashSet<u32> = read
+            .torn
+            .iter()
+            .copied()
+            .filter(|t| {
+                skip_sleepers && self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D')
+            })
+            .collect();
+        if cut && self.locking == Locking::PythonThreads {
+            redo.extend(self.python_tids.iter().copied());
+        }
+        if self.locking == Locking::PythonThreads {
+            redo.extend(
+                read.tids
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != 0 && !read.before.contains_key(t)),
+            );
+        }
+        redo
     }
 
     /// Sends the sample of a tick's read: every thread not torn, with its OS state, what it

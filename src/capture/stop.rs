@@ -40,6 +40,9 @@ pub enum StopError {
         /// The thread id, as loopprof's pid namespace numbers it.
         tid: u32,
     },
+    /// Another tracer (a second profiler or debugger) held the thread past
+    /// `OTHER_TRACER_PATIENCE`: it was not stopped by loopprof, but it is stopped.
+    HeldByOtherTracer,
     /// ptrace refused or failed (`EPERM`...).
     Failed(Errno),
 }
@@ -52,6 +55,7 @@ impl std::fmt::Display for StopError {
                 f,
                 "thread {tid} is not a thread of process {pid}; refusing to stop it"
             ),
+            StopError::HeldByOtherTracer => f.write_str("held by another tracer"),
             StopError::Failed(e) => write!(f, "{e}: {}", e.desc()),
         }
     }
@@ -241,6 +245,7 @@ impl StoppedThread {
         // Each thread once: seizing a thread twice would be taken for a leaked seize, and two
         // waits for one stop leave the second waiting until it gives up.
         let mut seen = std::collections::HashSet::with_capacity(tids.len());
+        let mut held = Vec::new();
         for &tid in tids {
             if !seen.insert(tid) {
                 continue;
@@ -248,11 +253,14 @@ impl StoppedThread {
             match Self::begin(pid, tid) {
                 Ok(t) => pending.push(t),
                 Err(StopError::Gone) => continue,
+                // Held stopped by another tracer: read like a thread that did not stop in
+                // time (checked afterwards not to have run), instead of failing the tick.
+                Err(StopError::HeldByOtherTracer) => held.push(tid),
                 Err(e) => return Err(format!("cannot stop thread {tid}: {e}")),
             }
         }
         let mut stopped = Vec::with_capacity(pending.len());
-        let mut late = Vec::new();
+        let mut late = held;
         for mut t in pending {
             match t.finish() {
                 Ok(()) => stopped.push(t),
@@ -312,6 +320,9 @@ impl StoppedThread {
                 }
                 LEFT_SEIZED.with(|l| l.borrow_mut().retain(|t| *t != pid));
                 taken_over = true;
+            }
+            Err(Errno::EPERM) if tracer_of(tid as i32).is_some_and(|t| t != 0) => {
+                return Err(StopError::HeldByOtherTracer)
             }
             Err(e) => {
                 if debug() {

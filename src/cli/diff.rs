@@ -4,7 +4,7 @@
 use super::args::DiffArgs;
 use super::error::CliError;
 use super::exit;
-use super::report::{parent_dir, report_gates};
+use super::report::{parent_dir, printed, report_gates};
 use crate::analysis::diagnose::diagnose;
 use crate::analysis::diff::{self, Thresholds};
 use crate::analysis::gates::{self, Scope};
@@ -12,6 +12,7 @@ use crate::analysis::probes;
 use crate::capture::DirPolicy;
 use crate::recording::{self, outdir, Recording};
 use crate::render;
+use crate::render::output::{diff_outputs, DiffInput};
 use std::path::Path;
 
 /// Loads one side, printing its reading warnings.
@@ -45,32 +46,28 @@ pub fn run(args: DiffArgs) -> Result<i32, CliError> {
         &analysis.gates,
         &diff::facts(&diff, &ad, &probes::summarize(&arec)),
     );
-    let json = render::json::diff_to_string(
-        &diff,
-        render::json::DiffAnalysis {
-            threshold_ms: analysis.options.threshold_ms,
-            min_share_pct: analysis.options.min_share_pct,
-        },
-        &results,
-    );
-    let page = render::html::render_diff(
-        &render::html::DiffInput {
-            before: (&brec, &bd),
-            after: (&arec, &ad),
-        },
-        &diff,
-        &results,
-    )?;
-    let md = render::markdown::diff(&diff, &results);
+    let input = DiffInput {
+        before: (&brec, &bd),
+        after: (&arec, &ad),
+        diff: &diff,
+        threshold_ms: analysis.options.threshold_ms,
+        min_share_pct: analysis.options.min_share_pct,
+        gates: &results,
+    };
+    let mut files = Vec::new();
+    for o in diff_outputs() {
+        files.push((o.label(), o.file_name(), o.render(&input)?));
+    }
     let dir = args.output.clone().unwrap_or_else(|| parent_dir(&apath));
     outdir::prepare_dir(&dir, DirPolicy::Named)?;
-    let json = outdir::write_file(&dir, "diff.json", json.as_bytes())?;
-    let html = outdir::write_file(&dir, "diff.html", page.as_bytes())?;
-    let md = outdir::write_file(&dir, "diff.md", md.as_bytes())?;
+    let mut written = Vec::new();
+    for (label, name, bytes) in files {
+        written.push((label, outdir::write_file(&dir, name, &bytes)?));
+    }
     out!("{}", render::text::diff(&diff));
-    out!("diff:      {}", html.display());
-    out!("markdown:  {}", md.display());
-    out!("json:      {}", json.display());
+    for (label, path) in written {
+        out!("{}", printed(label, &path));
+    }
     Ok(if report_gates(&results) {
         exit::OK
     } else {

@@ -10,6 +10,7 @@ use crate::analysis::probes;
 use crate::capture::DirPolicy;
 use crate::recording::{self, outdir, Recording};
 use crate::render;
+use crate::render::output::{report_outputs, ReportInput};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,37 +54,30 @@ pub fn write_report(
         &analysis.gates,
         &gates::facts_of(&d, &probes::summarize(&rec)),
     );
-    outdir::prepare_dir(dir, DirPolicy::Named)?;
     // Every file is rendered, then written, before anything is printed: a closed stdout
     // loses nothing, and a render failure leaves no half-written output.
-    let page = render::html::render(
-        &rec,
-        &d,
-        &render::html::HtmlOptions {
-            command: command.clone(),
-            gates: results.clone(),
-            before: Some(before.clone()),
-        },
-    )?;
-    let md = render::markdown::render(&rec, &d, command.as_deref(), &results, Some(&before));
-    let flames = flamegraphs(&rec, &d)?;
-    let summary = outdir::write_file(
-        dir,
-        "summary.json",
-        render::json::to_string(&rec, &d, &results).as_bytes(),
-    )?;
-    let html = outdir::write_file(dir, "report.html", page.as_bytes())?;
-    let md = outdir::write_file(dir, "report.md", md.as_bytes())?;
+    let input = ReportInput {
+        rec: &rec,
+        d: &d,
+        gates: &results,
+        command: command.as_deref(),
+        before: Some(&before),
+    };
+    let mut files = Vec::new();
+    for o in report_outputs() {
+        files.push((o.label(), o.file_name().to_owned(), o.render(&input)?));
+    }
+    for (name, svg) in flamegraphs(&rec, &d)? {
+        files.push(("flamegraph", name, svg.into_bytes()));
+    }
+    outdir::prepare_dir(dir, DirPolicy::Named)?;
     let mut written = Vec::new();
-    for (name, svg) in flames {
-        written.push(outdir::write_file(dir, &name, svg.as_bytes())?);
+    for (label, name, bytes) in files {
+        written.push((label, outdir::write_file(dir, &name, &bytes)?));
     }
     out!("{}", render::text::diagnosis(&d));
-    out!("report:    {}", html.display());
-    out!("markdown:  {}", md.display());
-    out!("summary:   {}", summary.display());
-    for path in written {
-        out!("flamegraph: {}", path.display());
+    for (label, path) in written {
+        out!("{}", printed(label, &path));
     }
     if !d.findings.is_empty() {
         let v = render::verify::steps(&rec, &before);
@@ -95,6 +89,11 @@ pub fn write_report(
         }
     }
     Ok(report_gates(&results))
+}
+
+/// `label:` and the path, aligned as the printout has always been (`report:    PATH`).
+pub fn printed(label: &str, path: &Path) -> String {
+    format!("{:<10} {}", format!("{label}:"), path.display())
 }
 
 /// Prints the gates' outcome (failures on stderr) and says whether all passed.

@@ -517,6 +517,31 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
+/// The `error` of a probe that got no answer in time.
+pub const PROBE_TIMEOUT: &str = "timeout";
+
+/// How a probe request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Answered with this HTTP status.
+    Answered(u16),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The connection failed (refused, reset...).
+    Failed,
+}
+
+impl ProbeResult {
+    /// How the request ended.
+    pub fn outcome(&self) -> ProbeOutcome {
+        match (self.status, self.error.as_deref()) {
+            (Some(s), _) => ProbeOutcome::Answered(s),
+            (None, Some(PROBE_TIMEOUT)) => ProbeOutcome::TimedOut,
+            (None, _) => ProbeOutcome::Failed,
+        }
+    }
+}
+
 /// The last record: how the recording went.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct End {

@@ -12,6 +12,7 @@ use crate::analysis::diff::{Diff, Figures};
 use crate::analysis::gates::GateResult;
 use crate::recording::Recording;
 use crate::render::flamegraph::{self, View};
+use crate::render::palette;
 use crate::render::timeline;
 use crate::render::wording;
 use crate::render::RenderError;
@@ -22,8 +23,8 @@ use serde::Serialize;
 const LAYOUT: &str = include_str!("../../report-templates/layout.hbs");
 const PARTIALS: &[(&str, &str)] = &[
     (
-        "style",
-        include_str!("../../report-templates/partials/style.hbs"),
+        "head",
+        include_str!("../../report-templates/partials/head.hbs"),
     ),
     (
         "verdict",
@@ -171,6 +172,14 @@ struct Kv {
     v: String,
 }
 
+/// The timeline legend's colours besides the loop states.
+#[derive(Serialize)]
+struct Colors {
+    stall: &'static str,
+    ink: &'static str,
+    ok: &'static str,
+}
+
 #[derive(Serialize)]
 struct Page<'a> {
     csp: &'static str,
@@ -187,6 +196,8 @@ struct Page<'a> {
     timeline: Option<String>,
     has_probes: bool,
     legend: Vec<(&'static str, &'static str)>,
+    /// The legend's other colours ([`palette`]).
+    colors: Colors,
     /// The activity words and what they mean ([`super::glossary::ACTIVITIES`]).
     activities: &'static [(&'static str, &'static str)],
     cards: Vec<CardVm<'a>>,
@@ -312,6 +323,8 @@ fn registry() -> Handlebars<'static> {
         hb.register_partial(name, *text)
             .expect("embedded partial parses");
     }
+    hb.register_partial("style", palette::style_element())
+        .expect("the style element parses");
     hb.register_template_string("layout", LAYOUT)
         .expect("embedded layout parses");
     hb.register_template_string("diff", DIFF_LAYOUT)
@@ -375,7 +388,12 @@ pub fn render(rec: &Recording, d: &Diagnosis, opts: &HtmlOptions) -> Result<Stri
         top,
         timeline: timeline::svg(rec, d),
         has_probes: !rec.probes.is_empty(),
-        legend: timeline::COLORS.to_vec(),
+        legend: palette::LOOP_STATES.to_vec(),
+        colors: Colors {
+            stall: palette::STALL,
+            ink: palette::INK,
+            ok: palette::OK,
+        },
         activities: super::glossary::ACTIVITIES,
         cards,
         flames: flames(rec, d)?,

@@ -10,6 +10,8 @@ pub mod glossary;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod output;
+pub mod palette;
 pub mod text;
 pub mod timeline;
 pub mod verify;
@@ -27,6 +29,9 @@ pub enum RenderError {
         /// handlebars's error.
         source: Box<handlebars::RenderError>,
     },
+    /// An output could not be written (a full disk, a closed pipe).
+    #[error("writing an output: {0}")]
+    Write(#[source] std::io::Error),
     /// inferno could not draw a flame graph.
     #[error("drawing a flame graph: {0}. This is a bug in loopprof; please report it with the recording.")]
     FlameGraph(String),

@@ -173,7 +173,7 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
         let state = match (&t.wait_reason, &t.wait_target) {
             (Some(r), Some(w)) => format!("{} ({r}) on {}", t.state, sanitize(w)),
             (Some(r), None) => format!("{} ({r})", t.state),
-            _ => t.state.clone(),
+            _ => t.state.to_string(),
         };
         let _ = writeln!(
             out,

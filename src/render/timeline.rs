@@ -16,13 +16,7 @@ const BOTTOM: f64 = 22.0;
 const MAX_BINS: usize = 240;
 
 /// Colours of the loop states, shared with the report's legend.
-pub const COLORS: [(&str, &str); 5] = [
-    ("idle", "#d9dee7"),
-    ("on-CPU", "#e8704a"),
-    ("native", "#d9a441"),
-    ("waiting", "#5b7fd6"),
-    ("GIL wait", "#9b59b6"),
-];
+use super::palette::{AXIS, AXIS_TEXT, INK, LOOP_STATES as COLORS, OK, STALL};
 
 #[derive(Clone, Copy, Default)]
 struct Bin {
@@ -119,7 +113,7 @@ fn bars(out: &mut String, bins: &[Bin]) {
         if b.stall {
             let _ = write!(
                 out,
-                r##"<rect x="{x:.2}" y="2" width="{:.2}" height="8" fill="#d62d20"><title>stall</title></rect>"##,
+                r##"<rect x="{x:.2}" y="2" width="{:.2}" height="8" fill="{STALL}"><title>stall</title></rect>"##,
                 bw + 0.3
             );
         }
@@ -145,7 +139,7 @@ fn cpu_line(out: &mut String, bins: &[Bin]) {
     if !points.is_empty() {
         let _ = write!(
             out,
-            r##"<polyline points="{}" fill="none" stroke="#1b1f24" stroke-width="1.5"><title>process CPU (% of one core)</title></polyline>"##,
+            r##"<polyline points="{}" fill="none" stroke="{INK}" stroke-width="1.5"><title>process CPU (% of one core)</title></polyline>"##,
             points.trim_end()
         );
     }
@@ -163,11 +157,8 @@ fn probes(out: &mut String, rec: &Recording, duration_us: f64) {
     for p in &rec.probes {
         let x = WIDTH * (p.t_us as f64 / duration_us).min(1.0);
         let (y, color) = match p.status {
-            Some(_) => (
-                TOP + PLOT_H * (1.0 - (p.latency_ms / max_lat).min(1.0)),
-                "#1e8449",
-            ),
-            None => (TOP + 2.0, "#d62d20"),
+            Some(_) => (TOP + PLOT_H * (1.0 - (p.latency_ms / max_lat).min(1.0)), OK),
+            None => (TOP + 2.0, STALL),
         };
         let _ = write!(
             out,
@@ -194,7 +185,7 @@ fn axis(out: &mut String, duration_us: f64) {
         let x = WIDTH * t / secs;
         let _ = write!(
             out,
-            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#8a94a3"/><text x="{:.1}" y="{:.1}" font-size="10" fill="#4a5361">{t}s</text>"##,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{AXIS}"/><text x="{:.1}" y="{:.1}" font-size="10" fill="{AXIS_TEXT}">{t}s</text>"##,
             TOP + PLOT_H,
             TOP + PLOT_H + 4.0,
             (x + 2.0).min(WIDTH - 24.0),
