@@ -218,6 +218,13 @@ pub struct RecordOptions {
     pub max_stop_pct: f64,
 }
 
+/// The default sampling rate, samples per second per process.
+pub const DEFAULT_RATE_HZ: f64 = 100.0;
+/// The default duty cycle: most of the time a target may be held stopped, percent.
+pub const DEFAULT_MAX_STOP_PCT: f64 = 10.0;
+/// The default timeout of a `--probe` request, seconds.
+pub const DEFAULT_PROBE_TIMEOUT_S: f64 = 5.0;
+
 impl RecordOptions {
     /// The options of `loopprof dump`: `snapshots` ticks spread evenly over `window_s`
     /// seconds, Python threads stopped while read, uncompressed into `dir`.
@@ -242,8 +249,8 @@ impl RecordOptions {
             keep_running: false,
             compress: false,
             probes: Vec::new(),
-            probe_timeout: Duration::from_secs(5),
-            max_stop_pct: 10.0,
+            probe_timeout: Duration::from_secs_f64(DEFAULT_PROBE_TIMEOUT_S),
+            max_stop_pct: DEFAULT_MAX_STOP_PCT,
         }
     }
 }

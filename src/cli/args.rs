@@ -8,7 +8,7 @@ use crate::analysis::catalog::Catalog;
 use crate::analysis::diagnose::Options as DiagnoseOptions;
 use crate::analysis::gates::{self, Gate, Scope};
 use crate::capture::sampler::Locking;
-use crate::capture::{DirPolicy, RecordOptions, TargetSpec};
+use crate::capture::{self, DirPolicy, RecordOptions, TargetSpec};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -177,7 +177,7 @@ pub struct RecordArgs {
           value_parser = float_in(0.0, f64::INFINITY, "seconds"))]
     pub duration: Option<f64>,
     /// Samples per second per process.
-    #[arg(long, short = 'r', default_value_t = 100.0, value_name = "HZ",
+    #[arg(long, short = 'r', default_value_t = capture::DEFAULT_RATE_HZ, value_name = "HZ",
           value_parser = float_in(0.0, 5000.0, "samples per second"))]
     pub rate: f64,
     /// Output directory (default: loopprof-YYYYmmdd-HHMMSS in the current directory).
@@ -205,12 +205,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "URL", value_parser = crate::capture::probe::parse)]
     pub probe: Vec<crate::capture::probe::ProbeUrl>,
     /// Timeout of each probe request, seconds.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS",
+    #[arg(long, default_value_t = capture::DEFAULT_PROBE_TIMEOUT_S, value_name = "SECS",
           value_parser = float_in(0.0, 600.0, "seconds"))]
     pub probe_timeout: f64,
     /// Most of the time the target may be held stopped, percent: a tick whose read stopped
     /// it longer puts the next tick off (the rate drops, and the report says so).
-    #[arg(long, default_value_t = 10.0, value_name = "PCT",
+    #[arg(long, default_value_t = capture::DEFAULT_MAX_STOP_PCT, value_name = "PCT",
           value_parser = float_in(0.0, 100.0, "percent"))]
     pub max_stop_pct: f64,
     /// Start this command and record it (`loopprof record -- uvicorn app:app`).
@@ -336,8 +336,16 @@ mod tests {
             panic!()
         };
         let o = r.into_options();
-        assert_eq!(o.rate_hz, 100.0);
-        assert_eq!(o.max_stop_pct, 10.0);
+        assert_eq!(o.rate_hz, capture::DEFAULT_RATE_HZ);
+        assert_eq!(o.max_stop_pct, capture::DEFAULT_MAX_STOP_PCT);
+        assert_eq!(
+            o.probe_timeout.as_secs_f64(),
+            capture::DEFAULT_PROBE_TIMEOUT_S
+        );
+        // `dump` records with the same duty cycle.
+        let d = RecordOptions::snapshots(TargetSpec::Pid(1), 10, 1.0, true, "x".into());
+        assert_eq!(d.max_stop_pct, o.max_stop_pct);
+        assert_eq!(d.locking, o.locking);
         assert_eq!(o.locking, Locking::PythonThreads);
         assert!(o.subprocesses && o.compress && !o.keep_running);
         assert_eq!(o.duration, None);

@@ -562,3 +562,27 @@ fn names_the_call_on_a_source_line() {
     assert_eq!(called_on_line("    x = 'f(' + y"), None);
     assert_eq!(called_on_line("    for p in primes:"), None);
 }
+
+/// Sparse ticks (a throttled rate): one busy sample between idle ones covers the whole gap
+/// around it, 90 ms here, but says nothing of how long the loop was busy: no stall. Two
+/// consecutive busy samples at the same spacing are one (the control).
+#[test]
+fn a_lone_busy_sample_between_sparse_ticks_is_not_a_stall() {
+    let sparse = |pattern: &str| {
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut t = 0u64;
+        for c in pattern.chars() {
+            let th = if c == 's' { sleeping() } else { idle() };
+            b.sample(1, t, t / 2, &[th]);
+            t += 90_000;
+        }
+        b.finish(end(t, pattern.len() as u64))
+    };
+    let d = diag(&sparse("iiisiiisiiisiii"));
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+    assert_eq!(d.verdict.worst_stall_ms, 0.0);
+    let d = diag(&sparse("iiissiiiiiii"));
+    assert_eq!(d.findings.len(), 1, "two samples are a stall");
+    assert_eq!(d.findings[0].stalls, 1);
+    assert!((d.findings[0].max_stall_ms - 180.0).abs() < 0.01);
+}
