@@ -294,6 +294,8 @@ impl StoppedThread {
         let mut seized = ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXIT);
         // Held by another tracer for a moment (a second loopprof or py-spy reading it): wait
         // for it to let go, briefly, rather than lose the tick.
+        // Whether another tracer was seen holding it during this attempt.
+        let mut other_tracer = false;
         if seized == Err(Errno::EPERM) {
             let deadline = std::time::Instant::now() + OTHER_TRACER_PATIENCE;
             while std::time::Instant::now() < deadline {
@@ -305,7 +307,10 @@ impl StoppedThread {
                         }
                     }
                     Some(t) if t == gettid() => break,
-                    Some(_) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                    Some(_) => {
+                        other_tracer = true;
+                        std::thread::sleep(std::time::Duration::from_micros(50))
+                    }
                     None => break,
                 }
             }
@@ -321,7 +326,9 @@ impl StoppedThread {
                 LEFT_SEIZED.with(|l| l.borrow_mut().retain(|t| *t != pid));
                 taken_over = true;
             }
-            Err(Errno::EPERM) if tracer_of(tid as i32).is_some_and(|t| t != 0) => {
+            // Held past the patience, or taken by another tracer again between its release
+            // and our seize: it was (and may still be) stopped by someone else.
+            Err(Errno::EPERM) if other_tracer || tracer_of(tid as i32).is_some_and(|t| t != 0) => {
                 return Err(StopError::HeldByOtherTracer)
             }
             Err(e) => {
