@@ -78,6 +78,26 @@ fn threads_starting_and_ending_cost_only_their_own_samples() {
     );
 }
 
+/// A second executable mapping of the python binary and of libpython (what libffi's static
+/// trampolines do in python-build-standalone after the first ctypes callback) does not stop
+/// the attach. Measured with the previous build (715cb9a): "not a Python process ... Bad
+/// address (os error 14)", because py-spy took the libpython mapping with the lowest file
+/// offset (py-spy issue #865).
+#[test]
+fn a_second_mapping_of_the_interpreter_binary_is_not_taken_for_it() {
+    let target = start_hostile(&["remap"]);
+    let dir = out_dir("robust-remap");
+    let rec = record_pid(target.pid(), 1.0, &dir, &[]);
+    assert!(rec.samples.len() >= 20, "{} samples", rec.samples.len());
+    assert!(loop_thread_share(&rec, target.pid()) > 0.99);
+    let s = summary(&dir);
+    let loops = s["threads"].as_array().unwrap();
+    assert!(
+        loops.iter().any(|t| t["event_loop"] == true),
+        "the loop is found: {loops:?}"
+    );
+}
+
 /// A stack deeper than py-spy's 4,096-frame limit is truncated and marked, and counted; it
 /// no longer fails the attach (measured with the previous build, 530739c: "is not a Python
 /// process ... Failed to find a python interpreter") or every tick.

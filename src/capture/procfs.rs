@@ -530,6 +530,41 @@ pub fn looks_like_python(pid: u32) -> bool {
 mod tests {
     use super::*;
 
+    /// Vendored py-spy patch 12 (`image_exec_map`): the image's text mapping is found whatever
+    /// other mappings of the binary exist (py-spy issue #865).
+    #[test]
+    fn the_image_text_mapping_is_chosen_over_a_second_mapping_of_the_file() {
+        use py_spy::python_process_info::image_exec_map;
+        // A PIE python: header, text, rodata, data.
+        let image = [
+            (0x5555_0000, 0x0, false),
+            (0x5555_1000, 0x1000, true),
+            (0x5565_0000, 0x100_0000, false),
+            (0x5575_0000, 0x120_0000, false),
+        ];
+        assert_eq!(image_exec_map(&image), Some(1));
+        // libffi's trampoline page mapped from the executable, after the image ...
+        let mut after = image.to_vec();
+        after.push((0x7f00_0000_0000, 0x9000, true));
+        assert_eq!(image_exec_map(&after), Some(1));
+        // ... or before it (address order used to decide: py-spy issue #865), even at the
+        // text segment's own file offset.
+        let mut before = vec![(0x4000_0000, 0x1000, true)];
+        before.extend(image);
+        assert_eq!(image_exec_map(&before), Some(2));
+        // A non-PIE binary loaded at 0x400000 with its text at file offset 0x1000.
+        let fixed = [(0x40_0000, 0x0, false), (0x40_1000, 0x1000, true)];
+        assert_eq!(image_exec_map(&fixed), Some(1));
+        // An old layout whose first segment is the text itself (header and code together).
+        assert_eq!(image_exec_map(&[(0x40_0000, 0x0, true)]), Some(0));
+        // No header mapping seen: the lowest file offset.
+        assert_eq!(
+            image_exec_map(&[(0x7000_0000, 0x9000, true), (0x5555_1000, 0x1000, true)]),
+            Some(1)
+        );
+        assert_eq!(image_exec_map(&[(0x5555_0000, 0x0, false)]), None);
+    }
+
     #[test]
     fn a_frozen_cgroup_is_found_in_v1_and_v2() {
         let files = |path: &str| -> Option<String> {

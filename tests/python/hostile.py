@@ -11,10 +11,14 @@ the rest of the process does. Prints "ready" on stdout once the odd part has sta
   fork           after 1 s, os.fork: the child runs its own loop (`child_ticker`) for 2 s
   names DIR      a thread named with a lone surrogate and markup, sleeping in `odd_sleep`
                  of a module written under DIR/<non-UTF-8 bytes>/
+  remap          maps a code page of the python binary and of libpython (when shared) a
+                 second time, executable, as libffi's static trampolines do after the first
+                 ctypes callback in a Python that links libffi statically (py-spy #865)
   loop           just the loop
 """
 
 import asyncio
+import mmap
 import os
 import sys
 import threading
@@ -94,6 +98,24 @@ def odd_names(base):
     threading.Thread(target=odd_mod.odd_sleep, name=name, daemon=True).start()
 
 
+REMAPPED = []
+
+
+def remap():
+    paths = {os.path.realpath(sys.executable)}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "libpython" in path:
+                paths.add(path)
+    for path in sorted(paths):
+        with open(path, "rb") as f:
+            REMAPPED.append(
+                mmap.mmap(f.fileno(), mmap.PAGESIZE, flags=mmap.MAP_PRIVATE,
+                          prot=mmap.PROT_READ | mmap.PROT_EXEC, offset=mmap.PAGESIZE)
+            )
+
+
 def main():
     if MODE == "churn":
         threading.Thread(target=churn, name="spawner", daemon=True).start()
@@ -111,6 +133,8 @@ def main():
         odd_names(sys.argv[2])
     elif MODE == "fork":
         threading.Thread(target=fork_later, name="forker", daemon=True).start()
+    elif MODE == "remap":
+        remap()
     elif MODE == "exec":
         threading.Thread(target=exec_later, name="execer", daemon=True).start()
     # The exec'd image says nothing: the test reading "ready" has closed its end.

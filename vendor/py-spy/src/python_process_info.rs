@@ -96,6 +96,27 @@ impl PythonProcessInfo {
                 false
             });
 
+            // On Linux, the executable mapping of the loaded image: a second mapping of the
+            // binary (libffi's trampolines in a Python that links it statically map the
+            // executable again after the first ctypes/cffi callback) is not the image
+            // (loopprof patch 12, py-spy issue #865).
+            #[cfg(target_os = "linux")]
+            let map = {
+                let own: Vec<&MapRange> = maps
+                    .iter()
+                    .filter(|m| {
+                        m.filename()
+                            .and_then(|p| p.to_str())
+                            .is_some_and(|p| is_python_bin(p))
+                    })
+                    .collect();
+                let spans: Vec<(usize, usize, bool)> = own
+                    .iter()
+                    .map(|m| (m.start(), m.offset, m.is_exec()))
+                    .collect();
+                image_exec_map(&spans).map(|i| own[i]).or(map)
+            };
+
             let map = match map {
                 Some(map) => map,
                 None => {
@@ -199,7 +220,22 @@ impl PythonProcessInfo {
                 None
             };
             #[cfg(target_os = "linux")]
-            let libpython_option = libmaps.iter().min_by_key(|m| m.offset);
+            let libpython_option = {
+                // Every mapping of the library's file (the header mapping is not executable),
+                // to tell its image from a second mapping of its code (patch 12).
+                let lib_path = libmaps.first().and_then(|m| m.filename());
+                let own: Vec<&MapRange> = maps
+                    .iter()
+                    .filter(|m| lib_path.is_some() && m.filename() == lib_path)
+                    .collect();
+                let spans: Vec<(usize, usize, bool)> = own
+                    .iter()
+                    .map(|m| (m.start(), m.offset, m.is_exec()))
+                    .collect();
+                image_exec_map(&spans)
+                    .map(|i| own[i])
+                    .or_else(|| libmaps.iter().copied().min_by_key(|m| m.offset))
+            };
 
             if let Some(libpython) = libpython_option {
                 if let Some(filename) = &libpython.filename() {
@@ -1157,6 +1193,34 @@ pub fn is_python_lib(pathname: &str) -> bool {
 #[cfg(target_os = "macos")]
 pub fn is_python_framework(pathname: &str) -> bool {
     pathname.ends_with("/Python") && !pathname.contains("Python.app")
+}
+
+/// Of the mappings of one binary file, `(start, file offset, executable)`, the index of the
+/// executable mapping that belongs to its loaded image (loopprof patch 12).
+///
+/// A binary is loaded as one image: its first segment (file offset 0, the ELF header) and its
+/// text segment mapped at the same distance from each other as in the file, so the text
+/// mapping's `start - offset` is the header mapping's start. A second mapping of the file's
+/// code elsewhere (libffi maps its trampoline page from the executable when the Python links
+/// libffi statically, as python-build-standalone does; py-spy issue #865) breaks that
+/// relation, whatever its address. Without a header mapping, the executable mapping with the
+/// lowest file offset, then the lowest address, is taken. `None` without an executable
+/// mapping.
+pub fn image_exec_map(maps: &[(usize, usize, bool)]) -> Option<usize> {
+    let header = maps
+        .iter()
+        .filter(|(_, offset, _)| *offset == 0)
+        .map(|(start, _, _)| *start)
+        .min();
+    let exec = || maps.iter().enumerate().filter(|(_, (_, _, x))| *x);
+    header
+        .and_then(|h| {
+            exec()
+                .filter(|(_, (start, offset, _))| start.checked_sub(*offset) == Some(h))
+                .min_by_key(|(_, (start, _, _))| *start)
+        })
+        .or_else(|| exec().min_by_key(|(_, (start, offset, _))| (*offset, *start)))
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
