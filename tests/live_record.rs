@@ -790,3 +790,68 @@ fn a_target_held_by_another_tracer_is_named_and_nonblocking_still_records() {
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `loopprof doctor` before an incident: as root against a gunicorn master with uvicorn
+/// workers, every check passes and the loops of the workers are found; a process that is not
+/// Python exits 3; an unprivileged user against a root server exits 4 and says how to fix it.
+#[test]
+fn doctor_says_whether_recording_will_work() {
+    let app = start_app(Server::Gunicorn, "3.12", None);
+    let pid = app.proc.pid().to_string();
+    let out = run_loopprof(&["doctor", "--pid", &pid], Duration::from_secs(30));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(!t.contains("FAIL"), "{t}");
+    assert!(t.contains("python: CPython 3.12"), "{t}");
+    // The master runs no loop; its two workers do.
+    assert!(t.contains("event loop: 2 loops ("), "{t}");
+    assert!(t.contains("in 2 of 3 Python processes"), "{t}");
+    let json = run_loopprof(
+        &["doctor", "--pid", &pid, "--json"],
+        Duration::from_secs(30),
+    );
+    let checks: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert!(checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] != "fail"));
+
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = run_loopprof(
+        &["doctor", "--pid", &sleeper.id().to_string()],
+        Duration::from_secs(30),
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("FAIL  attach"), "{}", text(&out));
+
+    let dir = std::env::temp_dir().join(format!("loopprof-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("loopprof");
+    std::fs::copy(loopprof(), &bin).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwx", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&bin)
+        .args(["doctor", "--pid", &pid])
+        .output()
+        .expect("setpriv runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{t}");
+    assert!(t.contains("WARN  privileges: user 65534"), "{t}");
+    assert!(
+        t.contains("FAIL  attach") && t.contains("cap_sys_ptrace"),
+        "{t}"
+    );
+}

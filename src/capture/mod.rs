@@ -6,6 +6,7 @@
 //! with the source line of every new frame ([`source`]). It ends on the requested duration,
 //! on the stop flag (Ctrl-C), or when the target exits, and always writes the end record.
 
+pub mod doctor;
 pub mod probe;
 pub mod procfs;
 pub mod route;

@@ -36,6 +36,10 @@ pub enum Command {
     Diff(DiffArgs),
     /// Summarise a recording: processes, threads, states, syscalls, hottest frames.
     Inspect(InspectArgs),
+    /// Check before an incident that recording will work: ptrace permission (root,
+    /// CAP_SYS_PTRACE, ptrace_scope, seccomp) and, with --pid, the target's Python, its event
+    /// loop and workers, its source files. Exit 4 or 3 when recording would fail.
+    Doctor(DoctorArgs),
 }
 
 /// A value parser for a float in `(min, max]` (`min` excluded), `what` naming the unit.
@@ -247,6 +251,17 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
+/// `loopprof doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check this process: attach, Python version and build, event loop, sources.
+    #[arg(long, short = 'p')]
+    pub pid: Option<u32>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `loopprof inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -370,6 +385,7 @@ mod tests {
             &["dump", "-p", "1", "--snapshots", "1"],
             &["dump", "-p", "1", "--window", "61"],
             &["dump"],
+            &["doctor", "--pid", "x"],
         ] {
             let e = parse(args).expect_err(&format!("{args:?} parses"));
             assert!(e.use_stderr(), "{args:?}: {e}");

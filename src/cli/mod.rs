@@ -10,6 +10,7 @@
 pub mod output;
 pub mod args;
 pub mod diff;
+pub mod doctor;
 pub mod dump;
 pub mod error;
 pub mod inspect;
@@ -64,6 +65,7 @@ pub fn main() -> i32 {
         Command::Dump(args) => dump::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => code,

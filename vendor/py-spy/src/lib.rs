@@ -57,4 +57,4 @@ pub use python_spy::{GcState, PythonSpy};
 pub use remoteprocess::Pid;
 pub use stack_trace::Frame;
 pub use stack_trace::StackTrace;
-pub use version::UnsupportedVersion;
+pub use version::{UnsupportedVersion, Version};
