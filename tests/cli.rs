@@ -206,3 +206,44 @@ fn bad_input_gets_the_documented_exit_codes() {
     assert_eq!(loopprof(&["--version"]).status.code(), Some(0));
     assert_eq!(loopprof(&["record", "--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn export_writes_speedscope_and_folded_stacks() {
+    let o = loopprof(&[
+        "export",
+        s(&fixture("blocked.jsonl")),
+        "--format",
+        "collapsed",
+        "--view",
+        "loop-blocked",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let folded = String::from_utf8(o.stdout).unwrap();
+    assert!(!folded.is_empty());
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("stack count");
+        assert!(count.parse::<u64>().unwrap() > 0, "{line}");
+        assert!(stack.contains(";"), "{line}");
+    }
+    assert!(
+        folded.contains("sleep"),
+        "the blocking call is in the stalls' stacks"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.json");
+    let o = loopprof(&[
+        "export",
+        s(&fixture("blocked.jsonl")),
+        "-f",
+        "speedscope",
+        "-o",
+        s(&file),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = json(&file);
+    assert_eq!(
+        v["$schema"],
+        "https://www.speedscope.app/file-format-schema.json"
+    );
+    assert!(v["profiles"].as_array().unwrap().len() >= 2);
+}

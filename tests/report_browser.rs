@@ -65,3 +65,40 @@ fn report_works_in_chromium_asyncio() {
 fn report_works_in_chromium_uvloop() {
     browser_check(Server::UvicornUvloop, "browser-uvloop");
 }
+
+/// `loopprof export --format speedscope` of a committed recording opens in speedscope's own
+/// offline viewer (the pinned npm `speedscope` package) in headless Chromium: the profile
+/// loads, its flame chart is drawn, its active profile (the event loop inside stalls) is
+/// shown, nothing errors. `tests/browser/check_speedscope.mjs` fails on a malformed file.
+#[test]
+fn export_opens_in_speedscope() {
+    let root = root();
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && root.join("tests/browser/node_modules/speedscope").exists(),
+        "the browser test needs Debian's chromium and tests/browser's npm packages: run scripts/test.sh (it installs both)"
+    );
+    let dir = out_dir("export-speedscope");
+    let file = dir.join("profile.speedscope.json");
+    let out = run_loopprof(
+        &[
+            "export",
+            root.join("tests/fixtures/blocked.jsonl").to_str().unwrap(),
+            "--format",
+            "speedscope",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/check_speedscope.mjs"))
+        .arg(&file)
+        .arg("event loop · inside stalls")
+        .output()
+        .expect("node runs");
+    let t = text(&out);
+    assert!(out.status.success(), "speedscope check failed:\n{t}");
+    assert!(t.contains("all checks passed"), "{t}");
+}

@@ -40,6 +40,9 @@ pub enum Command {
     /// CAP_SYS_PTRACE, ptrace_scope, seccomp) and, with --pid, the target's Python, its event
     /// loop and workers, its source files. Exit 4 or 3 when recording would fail.
     Doctor(DoctorArgs),
+    /// Write a recording in a format other tools open: speedscope's JSON, or folded stacks
+    /// (flamegraph.pl, inferno) of one view.
+    Export(ExportArgs),
 }
 
 /// A value parser for a float in `(min, max]` (`min` excluded), `what` naming the unit.
@@ -249,6 +252,44 @@ pub struct DumpArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Formats of `loopprof export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// speedscope's JSON: one profile per thread, wall-time weights (opens in speedscope).
+    Speedscope,
+    /// Folded stacks, `root;...;leaf count` (flamegraph.pl, inferno).
+    Collapsed,
+}
+
+/// The flame-graph views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewArg {
+    /// Every sample.
+    Wall,
+    /// On CPU (GIL held, or native code running).
+    Cpu,
+    /// Off CPU (waiting, GIL wait).
+    OffCpu,
+    /// The event loop's samples inside stalls.
+    LoopBlocked,
+}
+
+/// `loopprof export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A recording file, or an output directory of `loopprof record`.
+    pub recording: PathBuf,
+    /// The format.
+    #[arg(long, short = 'f', value_enum)]
+    pub format: ExportFormat,
+    /// With `--format collapsed`: the view.
+    #[arg(long, value_enum, default_value = "wall")]
+    pub view: ViewArg,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `loopprof doctor`.

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod doctor;
 pub mod dump;
 pub mod error;
+pub mod export;
 pub mod inspect;
 pub mod record;
 pub mod report;
@@ -66,6 +67,7 @@ pub fn main() -> i32 {
         Command::Diff(args) => diff::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(code) => code,

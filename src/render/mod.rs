@@ -12,6 +12,7 @@ pub mod json;
 pub mod markdown;
 pub mod output;
 pub mod palette;
+pub mod speedscope;
 pub mod text;
 pub mod timeline;
 pub mod verify;

@@ -185,3 +185,44 @@ impl<'a> Output<DiffInput<'a>> for Json {
         )
     }
 }
+
+/// speedscope's JSON ([`super::speedscope`]).
+pub struct Speedscope;
+
+/// Brendan Gregg's folded stacks (`root;...;leaf count`) of one flame-graph view, for
+/// flamegraph.pl and inferno.
+pub struct Collapsed(pub super::flamegraph::View);
+
+impl<'a> Output<ReportInput<'a>> for Speedscope {
+    fn file_name(&self) -> &'static str {
+        "profile.speedscope.json"
+    }
+    fn label(&self) -> &'static str {
+        "speedscope"
+    }
+    fn write(&self, i: &ReportInput<'a>, w: &mut dyn Write) -> Result<(), RenderError> {
+        put(w, &super::speedscope::to_string(i.rec, i.d))
+    }
+}
+
+impl<'a> Output<ReportInput<'a>> for Collapsed {
+    fn file_name(&self) -> &'static str {
+        use super::flamegraph::View;
+        match self.0 {
+            View::Wall => "wall.folded",
+            View::Cpu => "cpu.folded",
+            View::OffCpu => "off-cpu.folded",
+            View::LoopBlocked => "loop-blocked.folded",
+        }
+    }
+    fn label(&self) -> &'static str {
+        "collapsed"
+    }
+    fn write(&self, i: &ReportInput<'a>, w: &mut dyn Write) -> Result<(), RenderError> {
+        for line in super::flamegraph::folded(i.rec, i.d, self.0, None) {
+            put(w, &line)?;
+            put(w, "\n")?;
+        }
+        Ok(())
+    }
+}

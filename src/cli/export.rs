@@ -1,0 +1,68 @@
+//! `loopprof export RECORDING --format FORMAT [-o FILE]`: the recording in a format other
+//! tools open (speedscope; folded stacks for flamegraph.pl/inferno), written to a file or to
+//! stdout.
+
+use super::args::{ExportArgs, ExportFormat};
+use super::error::CliError;
+use super::exit;
+use crate::analysis::diagnose::diagnose;
+use crate::analysis::{catalog::Catalog, diagnose::Options};
+use crate::capture::DirPolicy;
+use crate::recording::{self, outdir};
+use crate::render;
+use crate::render::flamegraph::View;
+use crate::render::output::{Collapsed, Output, ReportInput, Speedscope};
+use std::io::Write;
+
+/// `loopprof export`: returns exit 0.
+pub fn run(args: ExportArgs) -> Result<i32, CliError> {
+    let rec = recording::load(&args.recording)?;
+    for w in &rec.warnings {
+        err!("warning: {}", render::text::sanitize(w));
+    }
+    let d = diagnose(&rec, &Catalog::builtin(), &Options::default());
+    let input = ReportInput {
+        rec: &rec,
+        d: &d,
+        gates: &[],
+        command: None,
+        before: None,
+    };
+    let view = match args.view {
+        super::args::ViewArg::Wall => View::Wall,
+        super::args::ViewArg::Cpu => View::Cpu,
+        super::args::ViewArg::OffCpu => View::OffCpu,
+        super::args::ViewArg::LoopBlocked => View::LoopBlocked,
+    };
+    let collapsed = Collapsed(view);
+    let output: &dyn Output<ReportInput<'_>> = match args.format {
+        ExportFormat::Speedscope => &Speedscope,
+        ExportFormat::Collapsed => &collapsed,
+    };
+    let bytes = output.render(&input)?;
+    match args.output.as_deref() {
+        None => {
+            // A closed stdout (`| head`) ends quietly, as everywhere else.
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    err!("loopprof: cannot write to stdout: {e}");
+                }
+                _ => {}
+            }
+        }
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                CliError::Usage(format!("-o {}: not a file name", path.display()))
+            })?;
+            outdir::prepare_dir(&dir, DirPolicy::Named)?;
+            let written = outdir::write_file(&dir, name, &bytes)?;
+            err!("{}: {}", output.label(), written.display());
+        }
+    }
+    Ok(exit::OK)
+}
