@@ -232,6 +232,7 @@ fn main() {
             state,
             syscall: Some(syscall.into()),
             sched: None,
+            runs: None,
             wait: None,
             // A busy loop serves a request (format 4 records the route).
             route: (!std::ptr::eq(main_frames, &idle)).then(|| "GET /quotes/{symbol}".into()),
@@ -248,6 +249,7 @@ fn main() {
                 state: if busy { 'R' } else { 'S' },
                 syscall: Some(if busy { "running" } else { "futex" }.into()),
                 sched: None,
+                runs: None,
                 wait: None,
                 route: None,
                 request: None,

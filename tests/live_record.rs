@@ -650,34 +650,15 @@ fn bad_targets_and_outputs_give_actionable_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // An unprivileged user cannot ptrace a root-owned server: exit 4 and how to fix it.
-    let nobody_dir = std::env::temp_dir().join(format!("loopprof-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&nobody_dir).unwrap();
-    let bin = nobody_dir.join("loopprof");
-    std::fs::copy(loopprof(), &bin).unwrap();
-    Command::new("chmod")
-        .args(["-R", "a+rwx", nobody_dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&bin)
-        .args([
-            "record",
-            "--pid",
-            &app.proc.pid().to_string(),
-            "-d",
-            "1",
-            "-o",
-        ])
-        .arg(nobody_dir.join("out"))
-        .output()
-        .expect("setpriv runs");
-    let _ = std::fs::remove_dir_all(&nobody_dir);
+    let out = run_as_nobody(&[
+        "record",
+        "--pid",
+        &app.proc.pid().to_string(),
+        "-d",
+        "1",
+        "-o",
+        "{dir}/out",
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     // Said for who runs it: not root, another user's process; nothing py-spy-worded about
@@ -827,26 +808,7 @@ fn doctor_says_whether_recording_will_work() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("FAIL  attach"), "{}", text(&out));
 
-    let dir = std::env::temp_dir().join(format!("loopprof-doctor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("loopprof");
-    std::fs::copy(loopprof(), &bin).unwrap();
-    Command::new("chmod")
-        .args(["-R", "a+rwx", dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&bin)
-        .args(["doctor", "--pid", &pid])
-        .output()
-        .expect("setpriv runs");
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = run_as_nobody(&["doctor", "--pid", &pid]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(4), "{t}");
     assert!(t.contains("WARN  privileges: user 65534"), "{t}");

@@ -249,6 +249,7 @@ mod tests {
 
     fn thread() -> RawThread {
         RawThread {
+            runs: None,
             tid: 7,
             name: Some("MainThread".into()),
             active: false,

@@ -986,7 +986,7 @@ impl ProcessSampler {
             syscall,
             args,
             sched,
-            ..
+            runs,
         } = os;
         let wait = match (&syscall, args) {
             (Some(sc), Some(a)) if state == 'S' || state == 'D' => {
@@ -1007,6 +1007,8 @@ impl ProcessSampler {
             state,
             syscall,
             sched,
+            // Read before our stop, so our own stops of earlier ticks are in it, not this one.
+            runs: runs.map(|r| r[1]),
             wait,
             frames: t
                 .frames

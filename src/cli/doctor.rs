@@ -5,7 +5,7 @@
 //! target cannot be recorded, 0 otherwise (warnings included).
 
 use super::args::DoctorArgs;
-use super::error::CliError;
+use super::error::{private_temp_dir, CliError};
 use super::exit;
 use super::record::install_stop_handler;
 use crate::analysis::loops;
@@ -62,13 +62,7 @@ pub fn run(args: DoctorArgs) -> Result<i32, CliError> {
 /// Records the target for half a second (a private temporary directory) and checks what the
 /// recording shows.
 fn recording_checks(pid: u32) -> Result<Vec<Check>, CliError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("loopprof-doctor-")
-        .tempdir()
-        .map_err(|source| CliError::TempDir {
-            dir: std::env::temp_dir().display().to_string(),
-            source,
-        })?;
+    let tmp = private_temp_dir("loopprof-doctor-")?;
     let mut opts = RecordOptions::snapshots(
         TargetSpec::Pid(pid),
         50,

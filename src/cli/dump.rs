@@ -2,7 +2,7 @@
 //! recording, and print every thread's stack and state and what blocks the loop.
 
 use super::args::DumpArgs;
-use super::error::CliError;
+use super::error::{private_temp_dir, CliError};
 use super::exit;
 use super::record::install_stop_handler;
 use crate::analysis::catalog::Catalog;
@@ -14,14 +14,7 @@ use crate::render;
 
 /// `loopprof dump`: returns 0 (not blocked), 6 (blocked) or 8 (inconclusive).
 pub fn run(args: DumpArgs) -> Result<i32, CliError> {
-    // A private, unpredictable temporary directory (mkdtemp), removed when dropped.
-    let tmp = tempfile::Builder::new()
-        .prefix("loopprof-dump-")
-        .tempdir()
-        .map_err(|source| CliError::TempDir {
-            dir: std::env::temp_dir().display().to_string(),
-            source,
-        })?;
+    let tmp = private_temp_dir("loopprof-dump-")?;
     let opts = RecordOptions::snapshots(
         args.target(),
         args.snapshots,

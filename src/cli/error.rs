@@ -49,6 +49,17 @@ pub enum CliError {
     Unanalysed(#[source] Box<CliError>),
 }
 
+/// A private, unpredictable temporary directory (mkdtemp), removed when dropped.
+pub fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, CliError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| CliError::TempDir {
+            dir: std::env::temp_dir().display().to_string(),
+            source,
+        })
+}
+
 impl CliError {
     /// The documented exit code of this error.
     pub fn exit_code(&self) -> i32 {

@@ -419,6 +419,11 @@ pub struct TickThread {
     /// whole units, are the running sums.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsched: Option<[i64; 2]>,
+    /// Times the thread was scheduled onto a CPU since its previous tick (the first: the
+    /// cumulative count); optional (loopprof 0.1 recordings of version 5 written before it
+    /// have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub druns: Option<i64>,
     /// As [`ThreadSample::wait`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<u32>,
@@ -454,6 +459,11 @@ pub struct ThreadSample {
     /// CPU]`, from `/proc/<pid>/task/<tid>/schedstat` (absent when unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sched: Option<[u64; 2]>,
+    /// Cumulative times the thread was scheduled onto a CPU (schedstat's third field): each
+    /// wake-up counts one, so an idle event loop's count grows with its timers only, and a
+    /// serving one's with every request (absent when not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<u64>,
     /// String id of what the thread waits on when blocked in a system call on a file
     /// descriptor (`tcp socket to 127.0.0.1:5432`, `pipe from child process 77 (...)`,
     /// `file /var/log/app.log`; version 3).

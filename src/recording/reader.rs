@@ -240,6 +240,7 @@ struct TickState {
     process: HashMap<u32, (u64, i64)>,
     /// Per (process, thread): running sums of the scheduler times (units).
     sched: HashMap<(u32, u32), [i64; 2]>,
+    runs: HashMap<(u32, u32), i64>,
     /// Per process: running sums of the GC collections per generation.
     gc: HashMap<u32, [u64; 3]>,
 }
@@ -250,6 +251,7 @@ impl TickState {
             unit: u64::from(unit.max(1)),
             process: HashMap::new(),
             sched: HashMap::new(),
+            runs: HashMap::new(),
             gc: HashMap::new(),
         }
     }
@@ -272,7 +274,13 @@ impl TickState {
                     let ns = |v: i64| (v.max(0) as u64).saturating_mul(unit * 1000);
                     [ns(sum[0]), ns(sum[1])]
                 });
+                let runs = th.druns.map(|d| {
+                    let sum = self.runs.entry((pid, th.tid)).or_insert(0);
+                    *sum = sum.saturating_add(d);
+                    (*sum).max(0) as u64
+                });
                 ThreadSample {
+                    runs,
                     tid: th.tid,
                     name: th.name,
                     active: th.active,

@@ -55,6 +55,7 @@ pub fn thread(
         state,
         syscall: Some(syscall.into()),
         sched: None,
+        runs: None,
         wait: None,
         route: None,
         request: None,

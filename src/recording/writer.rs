@@ -44,6 +44,8 @@ pub struct RawThread {
     pub syscall: Option<String>,
     /// Scheduler times `[run ns, run-queue wait ns]`, if known.
     pub sched: Option<[u64; 2]>,
+    /// Times the thread was scheduled onto a CPU (schedstat's third field), if known.
+    pub runs: Option<u64>,
     /// What the thread waits on, when blocked in a system call on a file descriptor.
     pub wait: Option<String>,
     /// The HTTP route its stack was serving (`GET /orders/{order_id}`), when read.
@@ -122,6 +124,7 @@ pub struct RecordingWriter {
     last_tick: HashMap<u32, (u64, u64)>,
     /// Per (process, thread): the last cumulative scheduler times, in units.
     last_sched: HashMap<(u32, u32), [u64; 2]>,
+    last_runs: HashMap<(u32, u32), u64>,
     /// Per (pid, tid): the last request identity and its number.
     last_request: HashMap<(u32, u32), (u64, u32)>,
     /// Per process: the last collection counts of each GC generation.
@@ -164,6 +167,7 @@ impl RecordingWriter {
             unit: 1,
             last_tick: HashMap::new(),
             last_sched: HashMap::new(),
+            last_runs: HashMap::new(),
             last_request: HashMap::new(),
             last_gc: HashMap::new(),
         }
@@ -320,6 +324,10 @@ impl RecordingWriter {
                     now[1] as i64 - before[1] as i64,
                 ]
             });
+            let druns = t.runs.map(|r| {
+                let before = self.last_runs.insert((pid, t.tid), r).unwrap_or(0);
+                r as i64 - before as i64
+            });
             let req = t.request.map(|id| {
                 let e = self.last_request.entry((pid, t.tid)).or_insert((id, 0));
                 if e.0 != id {
@@ -336,6 +344,7 @@ impl RecordingWriter {
                 syscall: t.syscall.clone(),
                 stack,
                 dsched,
+                druns,
                 wait,
                 route,
                 req,

@@ -459,3 +459,40 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Runs a copy of loopprof as user `nobody` (uid/gid 65534, no groups, no inheritable
+/// capabilities) with `args`; `{dir}` in an argument is replaced by a scratch directory that
+/// nobody may write. The copy and the directory are removed afterwards.
+pub fn run_as_nobody(args: &[&str]) -> Output {
+    let dir = std::env::temp_dir().join(format!(
+        "loopprof-nobody-{}-{}",
+        std::process::id(),
+        NOBODY_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("loopprof");
+    std::fs::copy(loopprof(), &bin).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwx", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{dir}", dir.to_str().unwrap()))
+        .collect();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&bin)
+        .args(&args)
+        .output()
+        .expect("setpriv runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+static NOBODY_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

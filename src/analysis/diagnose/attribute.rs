@@ -146,12 +146,12 @@ pub(super) fn waited_threads(rec: &Recording, group: &[&Block]) -> Vec<WaitedThr
         .flat_map(|b| b.times.iter().map(move |t| (b.pid, *t)))
         .collect();
     let loop_tids: HashSet<(u32, u32)> = group.iter().map(|b| (b.pid, b.tid)).collect();
-    /// A thread seen at one application frame: how often, one of its ids, a sample's
-    /// activity and wait target (string id).
+    /// A thread seen at one application frame: how often, one of its ids, how often in
+    /// each activity, and a wait target (string id).
     struct Seen {
         n: usize,
         tid: u32,
-        activity: Activity,
+        activities: BTreeMap<Activity, usize>,
         wait: Option<u32>,
     }
     // By (name, app frame id), not thread id: a pool created per request has new threads
@@ -175,10 +175,11 @@ pub(super) fn waited_threads(rec: &Recording, group: &[&Block]) -> Vec<WaitedThr
                 let e = seen.entry((name, app)).or_insert(Seen {
                     n: 0,
                     tid: t.tid,
-                    activity: loops::activity(rec, s, t),
+                    activities: BTreeMap::new(),
                     wait: t.wait,
                 });
                 e.n += 1;
+                *e.activities.entry(loops::activity(rec, s, t)).or_default() += 1;
                 // Keep a described wait when a later sample has one.
                 if e.wait.is_none() {
                     e.wait = t.wait;
@@ -192,7 +193,14 @@ pub(super) fn waited_threads(rec: &Recording, group: &[&Block]) -> Vec<WaitedThr
             name,
             tid: e.tid,
             call_site: call_site(rec, rec.frame(app)),
-            state: e.activity.to_string(),
+            // What it did most of the time, not in one sample (which one came first
+            // depends on the machine's load).
+            state: e
+                .activities
+                .iter()
+                .max_by_key(|(a, n)| (**n, std::cmp::Reverse(**a)))
+                .map(|(a, _)| a.to_string())
+                .unwrap_or_default(),
             wait_target: e.wait.map(|w| rec.str(w).to_owned()),
             share_pct: round1((100.0 * e.n as f64 / times.len().max(1) as f64).min(100.0)),
         })

@@ -586,3 +586,29 @@ fn a_lone_busy_sample_between_sparse_ticks_is_not_a_stall() {
     assert_eq!(d.findings[0].stalls, 1);
     assert!((d.findings[0].max_stall_ms - 180.0).abs() < 0.01);
 }
+
+/// With the loop's wake-ups counted, traffic is told by them, not by CPU or a busy share
+/// that an idle server's timers can reach on a machine with slow wake-ups: an idle loop woken
+/// 2 times per tick (loopprof's stop and the restart of its call) plus 10 timers a second saw
+/// no traffic even at 5% of a CPU; one woken 100 more times a second (requests awaiting
+/// `asyncio.sleep`, never busy in a sample) did.
+#[test]
+fn wakeups_beyond_loopprofs_stops_tell_traffic() {
+    let window = |extra_per_s: u64| {
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let mut runs = 0u64;
+        for i in 0..200u64 {
+            let mut th = idle();
+            runs += 2 + extra_per_s / 100 + u64::from(i % 10 == 0);
+            th.runs = Some(runs);
+            // 5% of a CPU: what an idle uvicorn's timers cost on a slow machine and more.
+            b.sample(1, i * 10_000, i * 500, &[th]);
+        }
+        diag(&b.finish(end(2_000_000, 200)))
+    };
+    let idle_server = window(0);
+    assert!(idle_server.verdict.no_traffic, "{:?}", idle_server.verdict);
+    assert!(idle_server.verdict.process_cpu_pct >= 4.9);
+    let serving = window(100);
+    assert!(!serving.verdict.no_traffic, "{:?}", serving.verdict);
+}

@@ -75,18 +75,75 @@ pub(super) struct Measures {
 /// 5% of a CPU; an idle uvicorn process uses 0.2–0.3% (its timers, and loopprof's stops).
 pub const NO_TRAFFIC_PCT: f64 = 1.0;
 
+/// The wake-ups per second of an event loop, beyond loopprof's own stops, from which a
+/// window counts as serving requests. Measured on an idle uvicorn: about 10/s (its own 0.1 s
+/// tick); 83 requests/s of a route awaiting `asyncio.sleep` add about 85/s; a `--probe` every
+/// 200 ms adds about 5/s.
+pub const NO_TRAFFIC_WAKEUPS_PER_S: f64 = 30.0;
+
+/// The loop-busy share (percent) from which a window counts as serving requests when the
+/// loop's wake-ups are known (they are the finer signal).
+pub const NO_TRAFFIC_BUSY_PCT: f64 = 5.0;
+
+/// Schedule-ins each of loopprof's stops costs a sleeping thread: the interrupt that stops
+/// it, then the restart of the call it was in.
+const RUNS_PER_STOP: f64 = 2.0;
+
+/// The loop threads' wake-ups per second beyond loopprof's stops, from their schedstat
+/// counts (recorded since loopprof 0.1's `druns`); `None` when the recording has none.
+fn loop_wakeups_per_s(rec: &Recording, loops: &[LoopThread]) -> Option<f64> {
+    let (mut wakeups, mut secs) = (0.0, 0.0);
+    for lt in loops {
+        let seen: Vec<(u64, u64)> = rec
+            .samples
+            .iter()
+            .filter(|s| s.pid == lt.pid)
+            .filter_map(|s| {
+                let t = s.threads.iter().find(|t| t.tid == lt.tid)?;
+                Some((s.t_us, t.runs?))
+            })
+            .collect();
+        if let (Some(first), Some(last)) = (seen.first(), seen.last()) {
+            if last.0 > first.0 {
+                let stops = (seen.len() - 1) as f64 * RUNS_PER_STOP;
+                wakeups += (last.1.saturating_sub(first.1) as f64 - stops).max(0.0);
+                secs += (last.0 - first.0) as f64 / 1e6;
+            }
+        }
+    }
+    (secs > 0.0).then(|| wakeups / secs)
+}
+
 /// Whether the recording shows any request being served: a loop busy at least
-/// [`NO_TRAFFIC_PCT`] of its time, processes using that much CPU, a thread sample with a
-/// route (format 4), or a thread other than a loop running or waiting in application code (a
-/// `def` route on a worker thread). An idle server's recording has none of these.
+/// [`NO_TRAFFIC_PCT`] of its time, a loop woken at least [`NO_TRAFFIC_WAKEUPS_PER_S`] times
+/// a second beyond loopprof's stops (or, for recordings without wake-up counts, processes
+/// using [`NO_TRAFFIC_PCT`] of a CPU), a thread sample with a route (format 4), or a thread
+/// other than a loop running or waiting in application code (a `def` route on a worker
+/// thread). An idle server's recording has none of these. Process CPU is not used when
+/// wake-ups are known: an idle uvicorn's timers cost it 0.3% of a CPU on one machine and 2.6%
+/// on another (slow wake-ups), while a count of wake-ups does not depend on their cost.
 pub(super) fn served_anything(
     rec: &Recording,
     loops: &[LoopThread],
     busy_pct: f64,
     cpu_pct: f64,
 ) -> bool {
-    if busy_pct >= NO_TRAFFIC_PCT || cpu_pct >= NO_TRAFFIC_PCT {
+    let wakeups = loop_wakeups_per_s(rec, loops);
+    // A loop's own timers cost time too, more on a machine with slow wake-ups (1.2% of an
+    // idle uvicorn's time on one): with wake-ups counted, only a clearly busy loop counts.
+    let busy_limit = if wakeups.is_some() {
+        NO_TRAFFIC_BUSY_PCT
+    } else {
+        NO_TRAFFIC_PCT
+    };
+    if busy_pct >= busy_limit {
         return true;
+    }
+    match wakeups {
+        Some(w) if w >= NO_TRAFFIC_WAKEUPS_PER_S => return true,
+        Some(_) => {}
+        None if cpu_pct >= NO_TRAFFIC_PCT => return true,
+        None => {}
     }
     // loopprof's own `--probe` requests are not the application's traffic.
     let probe_routes: HashSet<String> = rec
