@@ -180,6 +180,12 @@ struct Colors {
     ok: &'static str,
 }
 
+const LEGEND_COLORS: Colors = Colors {
+    stall: palette::STALL,
+    ink: palette::INK,
+    ok: palette::OK,
+};
+
 #[derive(Serialize)]
 struct Page<'a> {
     csp: &'static str,
@@ -389,11 +395,7 @@ pub fn render(rec: &Recording, d: &Diagnosis, opts: &HtmlOptions) -> Result<Stri
         timeline: timeline::svg(rec, d),
         has_probes: !rec.probes.is_empty(),
         legend: palette::LOOP_STATES.to_vec(),
-        colors: Colors {
-            stall: palette::STALL,
-            ink: palette::INK,
-            ok: palette::OK,
-        },
+        colors: LEGEND_COLORS,
         activities: super::glossary::ACTIVITIES,
         cards,
         flames: flames(rec, d)?,
