@@ -158,6 +158,10 @@ fn problems(q: &Quality, frozen_us: u64, frozen_pct: f64) -> (Vec<String>, Vec<S
     let mut warn = Vec::new();
     if samples == 0 {
         fatal.push("no tick could be read".to_owned());
+    } else if samples == 1 {
+        fatal.push(
+            "only one tick could be read: nothing can be measured from a single sample".to_owned(),
+        );
     } else if q.failed_pct > MAX_FAILED_PCT {
         fatal.push(format!(
             "{:.0}% of the ticks failed ({} of {})",

@@ -193,7 +193,10 @@ pub fn target_checks(pid: u32) -> Vec<Check> {
             } else {
                 FailKind::Target
             };
-            out.push(Check::fail("attach", kind, e.to_string(), fix_of(&e)));
+            // The error's first line says what happened; its fixes go on the `fix:` lines.
+            let message = e.to_string();
+            let detail = message.lines().next().unwrap_or_default().to_owned();
+            out.push(Check::fail("attach", kind, detail, fix_of(&e)));
             return out;
         }
     };
@@ -205,7 +208,11 @@ pub fn target_checks(pid: u32) -> Vec<Check> {
 /// What to do about an attach error (its message already says most).
 fn fix_of(e: &super::CaptureError) -> String {
     match e {
-        super::CaptureError::PermissionDenied { help, .. } => help.trim().to_owned(),
+        super::CaptureError::PermissionDenied { help, .. } => help
+            .lines()
+            .map(|l| l.trim().trim_start_matches("- "))
+            .collect::<Vec<_>>()
+            .join("\n"),
         super::CaptureError::NotPython { .. } => {
             "pass the pid of the uvicorn/gunicorn process (or its master)".into()
         }

@@ -139,6 +139,7 @@ fn load_catalog(paths: &[PathBuf]) -> Result<Catalog, CliError> {
 
 /// `loopprof diff`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct DiffArgs {
     /// The BEFORE recording (file or output directory of `loopprof record`).
     pub before: PathBuf,
@@ -154,6 +155,7 @@ pub struct DiffArgs {
 
 /// `loopprof report`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct ReportArgs {
     /// A recording file, or an output directory of `loopprof record`.
     pub recording: PathBuf,
@@ -171,6 +173,7 @@ pub struct ReportArgs {
 /// `loopprof record`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("target").args(["pid", "name", "command"]).required(true))]
+#[command(allow_negative_numbers = true)]
 pub struct RecordArgs {
     /// Pid of the uvicorn/gunicorn process (its Python child processes are recorded too).
     #[arg(long, short = 'p')]
@@ -181,7 +184,7 @@ pub struct RecordArgs {
     pub name: Option<String>,
     /// Seconds to record (default: until Ctrl-C or the target exits).
     #[arg(long, short = 'd', value_name = "SECS",
-          value_parser = float_in(0.0, f64::INFINITY, "seconds"))]
+          value_parser = float_in(0.0, 31_536_000.0, "seconds"))]
     pub duration: Option<f64>,
     /// Samples per second per process.
     #[arg(long, short = 'r', default_value_t = capture::DEFAULT_RATE_HZ, value_name = "HZ",
@@ -231,6 +234,7 @@ pub struct RecordArgs {
 /// `loopprof dump`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("target").args(["pid", "name"]).required(true))]
+#[command(allow_negative_numbers = true)]
 pub struct DumpArgs {
     /// Pid of the uvicorn/gunicorn process (its Python child processes are dumped too).
     #[arg(long, short = 'p')]
@@ -284,7 +288,7 @@ pub struct ExportArgs {
     /// The format.
     #[arg(long, short = 'f', value_enum)]
     pub format: ExportFormat,
-    /// With `--format collapsed`: the view.
+    /// With `--format collapsed`: the view (speedscope holds every sample of every thread).
     #[arg(long, value_enum, default_value = "wall")]
     pub view: ViewArg,
     /// Write to this file instead of stdout.
@@ -427,6 +431,9 @@ mod tests {
             &["dump", "-p", "1", "--window", "61"],
             &["dump"],
             &["doctor", "--pid", "x"],
+            &["record", "-p", "1", "--duration", "1e20"],
+            &["record", "-p", "1", "--duration", "-1"],
+            &["report", "x", "--min-share", "-1"],
         ] {
             let e = parse(args).expect_err(&format!("{args:?} parses"));
             assert!(e.use_stderr(), "{args:?}: {e}");

@@ -44,11 +44,11 @@ pub fn run(args: ExportArgs) -> Result<i32, CliError> {
         None => {
             // A closed stdout (`| head`) ends quietly, as everywhere else.
             let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    err!("loopprof: cannot write to stdout: {e}");
-                }
-                _ => {}
+            if let Err(e) = stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
+                super::output::stdout_error(&e);
+            }
+            if bytes.is_empty() {
+                err!("note: no sample falls in this view, so there is nothing to write");
             }
         }
         Some(path) => {

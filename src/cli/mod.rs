@@ -70,6 +70,7 @@ pub fn main() -> i32 {
         Command::Export(args) => export::run(args),
     };
     match result {
+        Ok(_) if output::stdout_failed() => exit::IO,
         Ok(code) => code,
         Err(e) => {
             err!("error: {e}");

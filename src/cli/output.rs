@@ -21,6 +21,23 @@ macro_rules! err {
 }
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether writing to stdout failed other than by a closed pipe (a full disk behind a
+/// redirection, a closed descriptor): the command then exits 5, its output being incomplete.
+pub fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// Records a failed write to stdout; a closed pipe (`| head`) is a normal end.
+pub fn stdout_error(e: &std::io::Error) {
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "loopprof: cannot write to stdout: {e}");
+    }
+}
 
 /// Writes `args` and a newline to stdout; see [`out!`]. Other write errors are reported once
 /// on stderr.
@@ -35,9 +52,6 @@ pub fn print_line(args: std::fmt::Arguments<'_>) {
         .and_then(|()| stdout.write_all(b"\n"))
         .and_then(|()| stdout.flush());
     if let Err(e) = r {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            let _ = writeln!(std::io::stderr(), "loopprof: cannot write to stdout: {e}");
-        }
+        stdout_error(&e);
     }
 }

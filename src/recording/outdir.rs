@@ -68,6 +68,12 @@ pub enum OutputError {
         /// The error.
         source: std::io::Error,
     },
+    /// The output path names a device, pipe, socket or directory.
+    #[error("{path} exists and is not a regular file (a device, pipe, socket or directory); loopprof replaces only regular files. Choose another file name (or write to stdout and redirect it).")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// An I/O error.
     #[error("cannot write {path}: {source}. Check free disk space and that you may write there.")]
     Io {
@@ -196,6 +202,14 @@ pub fn create_new(path: &Path) -> Result<File, OutputError> {
 /// Returns the final path.
 pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, OutputError> {
     let path = dir.join(name);
+    // The file is replaced by a rename: never over a device (`-o /dev/null` would turn the
+    // host's /dev/null into a regular file), a pipe, a socket or a directory. A symbolic
+    // link is replaced, never followed.
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_file() && !meta.file_type().is_symlink() {
+            return Err(OutputError::NotAFile { path });
+        }
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -211,6 +225,38 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, Outpu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_or_pipe_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        assert!(matches!(
+            write_file(dir.path(), "fifo", b"x"),
+            Err(OutputError::NotAFile { .. })
+        ));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert!(matches!(
+            write_file(Path::new("/dev"), "null", b"x"),
+            Err(OutputError::NotAFile { .. })
+        ));
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(matches!(
+            write_file(dir.path(), "sub", b"x"),
+            Err(OutputError::NotAFile { .. })
+        ));
+        write_file(dir.path(), "plain", b"x").unwrap();
+        write_file(dir.path(), "plain", b"y").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("plain")).unwrap(), b"y");
+    }
 
     #[test]
     fn a_symlinked_or_taken_directory_is_refused() {

@@ -60,7 +60,7 @@ pub struct Metric {
 
 /// Every metric gates can use (the documented table of `docs/cli.md`).
 pub const METRICS: &[Metric] = &[
-    Metric { name: "loop_blocked_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time inside stalls and repeated short blocks" },
+    Metric { name: "loop_blocked_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time inside stalls (blocks of at least the threshold); repeated short blocks are not in it: gate them with findings or category" },
     Metric { name: "loop_busy_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time not idle in its selector" },
     Metric { name: "gil_wait_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time waiting for the GIL" },
     Metric { name: "cpu_starved_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time runnable but waiting for a CPU" },
