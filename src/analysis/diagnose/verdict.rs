@@ -377,20 +377,28 @@ fn blocked_summary(findings: &[Finding], m: &Measures, threshold_ms: f64) -> Str
         .or(top.call_site.as_ref().map(|c| c.function.as_str()))
         .unwrap_or("?");
     let plural = if sites == 1 { "" } else { "s" };
+    // `in endpoint at FILE:LINE` reads as if the line were the endpoint's: name the call
+    // site's own function when it is another one (a helper the endpoint called).
+    let at = match &top.call_site {
+        Some(c) if c.function != place && !c.function.starts_with(&format!("{place}.")) => {
+            format!("{} in {}", at(top), c.function)
+        }
+        _ => at(top),
+    };
     if m.worst_ms == 0.0 {
         // Only repeated short blocks: say so, never "blocked 0% ... worst stall 0 ms".
         format!(
             "No stall reached {threshold_ms:.0} ms, but short blocks at {sites} call site{plural} held the event loop; the largest share, {:.0}% of the loop's time in blocks of up to {:.0} ms, in `{place}`{}{served}{what}.",
             top.share_pct,
             top.max_stall_ms,
-            at(top),
+            at,
         )
     } else {
         format!(
             "The event loop was blocked {:.0}% of the time; {sites} call site{plural} did it; worst stall {:.0} ms in `{place}`{}{served}{what}.",
             m.blocked_pct,
             m.worst_ms,
-            at(top),
+            at,
         )
     }
 }
