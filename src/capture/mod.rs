@@ -70,7 +70,7 @@ pub enum CaptureError {
         detail: String,
     },
     /// The interpreter version is not supported by py-spy.
-    #[error("process {pid} runs a Python version py-spy {} cannot read ({detail}). loopprof supports CPython 3.8-3.13.", crate::PY_SPY_VERSION)]
+    #[error("process {pid} runs a Python version py-spy {} cannot read ({detail}). loopprof reads CPython 3.8-3.15 (not free-threaded builds).", crate::PY_SPY_VERSION)]
     UnsupportedPython {
         /// The pid.
         pid: u32,
