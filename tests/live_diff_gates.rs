@@ -235,7 +235,7 @@ fn bad_gate_expressions_are_rejected_before_sampling() {
         ("loop_blockd_pct > 5", "did you mean loop_blocked_pct"),
         ("regression", "only applies to `loopprof diff`"),
         ("category == executor-shutdown", "not a known category"),
-        ("max_stall_ms > 2s", "drop the unit"),
+        ("max_stall_ms > 2s", "write `2000ms`"),
         (
             "loop_blocked_pct > 5 max_stall_ms > 200",
             "join conditions with `and` / `or`",

@@ -40,8 +40,11 @@ pub fn write_report(
     let rec = recording::load(recording_path)?;
     // What `loopprof diff` is given as BEFORE: the output directory holding the recording,
     // or the recording file itself.
+    let uncompressed = recording::RECORDING_FILE.trim_end_matches(".gz");
     let before = match recording_path.file_name().and_then(|n| n.to_str()) {
-        Some(recording::RECORDING_FILE) => recording_path.parent().unwrap_or(recording_path),
+        Some(name) if name == recording::RECORDING_FILE || name == uncompressed => {
+            recording_path.parent().unwrap_or(recording_path)
+        }
         _ => recording_path,
     }
     .to_string_lossy()

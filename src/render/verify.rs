@@ -60,7 +60,13 @@ pub fn steps(rec: &Recording, before_dir: &str) -> VerifySteps {
         .map(|e| ((e.duration_us as f64 / 1e6).round() as u64).clamp(5, 600))
         .unwrap_or(30);
     let before = before_dir.trim_end_matches('/');
-    let after = format!("{before}-after");
+    // A recording file given as BEFORE: the AFTER directory is named after it, not after
+    // its extension (`run.jsonl.gz` → `run-after`).
+    let stem = [".jsonl.gz", ".jsonl"]
+        .iter()
+        .find_map(|ext| before.strip_suffix(ext))
+        .unwrap_or(before);
+    let after = format!("{stem}-after");
     let mut note = None;
     let selector = match target.how {
         TargetKind::Command => format!(
@@ -179,6 +185,13 @@ mod tests {
         assert!(s.record.contains("--name 'serve\\.py'"), "{}", s.record);
         let s = steps(&rec("pid", &["python", "-m", "svc"], None), "b");
         assert!(s.record.contains("--pid NEW_PID") && s.note.is_some());
+        // A recording file as BEFORE: AFTER is named after it, without its extension.
+        let s = steps(
+            &rec("pid", &["python", "serve.py"], None),
+            "runs/a.jsonl.gz",
+        );
+        assert!(s.record.ends_with("-o runs/a-after"), "{}", s.record);
+        assert_eq!(s.diff, "loopprof diff runs/a.jsonl.gz runs/a-after");
     }
 
     #[test]

@@ -183,6 +183,15 @@ impl Parser<'_> {
         let value = self.next();
         match (m.kind, value) {
             (Kind::Number, Some(Tok::Num(n, unit))) => {
+                // Seconds given for a metric in milliseconds: say the value in its unit
+                // (`2s` is `2000ms`, never "drop the unit", which would mean 2 ms).
+                if unit == "s" && m.unit == "ms" {
+                    return Err(format!(
+                        "`{}` is measured in ms: write `{}ms`",
+                        m.name,
+                        n * 1000.0
+                    ));
+                }
                 if !unit.is_empty() && unit != m.unit {
                     return Err(format!(
                         "`{}` is measured in {}; drop the unit `{unit}` or use `{}`",

@@ -109,7 +109,8 @@ fn bad_expressions_say_how_to_fix_them() {
     assert!(!msg("banana > 5").contains("did you mean"));
     assert!(msg("loop_blocked_pct > high").contains("is a number"));
     assert!(msg("loop_blocked_pct 5").contains("expected a comparison"));
-    assert!(msg("max_stall_ms > 2s").contains("drop the unit"));
+    assert!(msg("max_stall_ms > 2s").contains("write `2000ms`"));
+    assert!(msg("loop_blocked_pct > 5ms").contains("drop the unit"));
     assert!(msg("category == executor-shutdown").contains("not a known category"));
     assert!(msg("category > blocking-sleep").contains("== or !="));
     assert!(msg("verdict == fine").contains("healthy"));
