@@ -15,7 +15,6 @@ use crate::recording::frames::{self, Origin};
 use crate::recording::{self, Recording};
 use crate::render::text::sanitize;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// `loopprof doctor`: prints every check; returns 0, 3 or 4.
 pub fn run(args: DoctorArgs) -> Result<i32, CliError> {
@@ -63,14 +62,13 @@ pub fn run(args: DoctorArgs) -> Result<i32, CliError> {
 /// recording shows.
 fn recording_checks(pid: u32) -> Result<Vec<Check>, CliError> {
     let tmp = private_temp_dir("loopprof-doctor-")?;
-    let mut opts = RecordOptions::snapshots(
+    let opts = RecordOptions::snapshots(
         TargetSpec::Pid(pid),
         50,
         0.5,
         true,
         tmp.path().to_path_buf(),
     );
-    opts.duration = Some(Duration::from_millis(500));
     let outcome = capture::record(&opts, install_stop_handler(), |_| {})?;
     let rec = recording::load(&outcome.path)?;
     Ok(vec![loop_check(&rec), source_check(&rec)])

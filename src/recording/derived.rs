@@ -27,6 +27,12 @@ impl Derived {
     /// When more than [`SLOTS`] types are cached on one recording, or when `init` asks for
     /// the `T` it is computing (programming errors).
     pub fn get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> &T {
+        // Fast path, no lock: a slot already filled with a `T` (analyses ask per frame).
+        for slot in &self.slots {
+            if let Some(v) = slot.get().and_then(|v| v.downcast_ref::<T>()) {
+                return v;
+            }
+        }
         let id = TypeId::of::<T>();
         let slot = {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
