@@ -30,7 +30,7 @@ pub fn recording(data: &[u8]) {
     let _ = crate::render::text::overview(&o);
     let d = diagnose(&rec, &Catalog::builtin(), &Options::default());
     let _ = crate::render::text::diagnosis(&d);
-    let _ = crate::render::text::dump(&crate::analysis::dump::dump(&rec, &d));
+    let _ = crate::render::text::dump(&crate::analysis::dump::dump(&rec, &d, &Catalog::builtin()));
     let _ = serde_json::to_string(&crate::render::json::summary(&rec, &d, &[]));
     let _ = crate::render::markdown::render(&rec, &d, None, &[], None);
     let _ = crate::render::html::render(&rec, &d, &crate::render::html::HtmlOptions::default());

@@ -91,6 +91,69 @@ pub struct Entry {
     /// `native`, `gil-wait`, `waiting:<reason>`, or `*`).
     #[serde(default)]
     pub fallback_for: Vec<String>,
+    /// For entries naming a place where a suspended asyncio task waits (a pool, a lock, an
+    /// upstream...): what kind of place. Such entries match await chains only
+    /// ([`Catalog::match_await`]), never a blocked loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaits: Option<AwaitSpec>,
+}
+
+/// What kind of place an await entry names (`awaits.kind` in the catalog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AwaitKind {
+    /// A connection pool's queue (HTTP client, database, cache).
+    Pool,
+    /// AnyIO's worker-thread limiter.
+    Limiter,
+    /// A lock, semaphore, condition or full bounded queue.
+    Lock,
+    /// The server's `receive()`, for a request body.
+    Receive,
+    /// A streaming response's listener for the client's disconnect (normal).
+    Disconnect,
+    /// An upstream's answer (time spent, not a defect).
+    Upstream,
+    /// `asyncio.sleep`.
+    Sleep,
+    /// A worker thread running the request's blocking part.
+    WorkerThread,
+    /// Anything the catalog does not name.
+    Other,
+}
+
+impl AwaitKind {
+    /// The catalog and JSON spelling (`worker-thread`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AwaitKind::Pool => "pool",
+            AwaitKind::Limiter => "limiter",
+            AwaitKind::Lock => "lock",
+            AwaitKind::Receive => "receive",
+            AwaitKind::Disconnect => "disconnect",
+            AwaitKind::Upstream => "upstream",
+            AwaitKind::Sleep => "sleep",
+            AwaitKind::WorkerThread => "worker-thread",
+            AwaitKind::Other => "other",
+        }
+    }
+
+    /// Whether requests waiting here are queued for a limited resource (a pile-up here is
+    /// a finding), rather than spending time somewhere (an upstream, a sleep, a thread).
+    pub fn is_queue(self) -> bool {
+        matches!(self, AwaitKind::Pool | AwaitKind::Limiter | AwaitKind::Lock)
+    }
+}
+
+/// The `awaits` of an await entry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AwaitSpec {
+    /// The kind of place.
+    pub kind: AwaitKind,
+    /// A general primitive (an asyncio lock, a queue) that libraries use inside their own
+    /// resources: it names the place only when no specific entry matches the chain.
+    #[serde(default)]
+    pub generic: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,9 +286,38 @@ impl Catalog {
         self.entries().find(|e| e.id == id)
     }
 
-    /// The first entry whose frame patterns match a library frame (module, qualname).
+    /// The first entry whose frame patterns match a library frame (module, qualname); await
+    /// entries are left out.
     pub fn match_frame(&self, module: &str, function: &str) -> Option<&Entry> {
-        self.entries.iter().map(|c| &c.entry).find(|e| {
+        self.entries
+            .iter()
+            .map(|c| &c.entry)
+            .find(|e| e.awaits.is_none() && Self::frame_matches(e, module, function))
+    }
+
+    /// Names the place an await chain waits at: `(entry, index into frames)` of the
+    /// innermost frame a specific await entry matches, else of the innermost frame a generic
+    /// one matches. `frames` are (module, qualname), innermost first.
+    pub fn match_await<'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f str, &'f str)> + Clone,
+    ) -> Option<(&Entry, usize)> {
+        for generic in [false, true] {
+            for (i, (module, function)) in frames.clone().enumerate() {
+                let found = self.entries.iter().map(|c| &c.entry).find(|e| {
+                    e.awaits.is_some_and(|a| a.generic == generic)
+                        && Self::frame_matches(e, module, function)
+                });
+                if let Some(e) = found {
+                    return Some((e, i));
+                }
+            }
+        }
+        None
+    }
+
+    fn frame_matches(e: &Entry, module: &str, function: &str) -> bool {
+        {
             let m = &e.matcher;
             !m.exclude_modules
                 .iter()
@@ -236,7 +328,7 @@ impl Catalog {
                             .as_deref()
                             .is_none_or(|f| frames::function_matches(f, function))
                 })
-        })
+        }
     }
 
     /// The first library-phase entry (one with [`Entry::phase`]) matched by the frames of a

@@ -78,6 +78,9 @@ pub struct Dump {
     pub verdict: String,
     /// For lock/join/future waits: threads of the same process busy in application code.
     pub waited_for: Vec<WaitedFor>,
+    /// The asyncio task tree of each event loop, from the last task snapshot of each process
+    /// (empty when tasks were not read).
+    pub tasks: Vec<super::tasks::TaskTree>,
 }
 
 fn label(rec: &Recording, f: &crate::recording::FrameDef) -> String {
@@ -165,8 +168,9 @@ pub fn outcome(d: &Diagnosis, dump: &Dump) -> Outcome {
     }
 }
 
-/// Builds the dump from a short recording and its diagnosis.
-pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
+/// Builds the dump from a short recording and its diagnosis (`catalog` names the places the
+/// tasks wait at).
+pub fn dump(rec: &Recording, d: &Diagnosis, catalog: &super::catalog::Catalog) -> Dump {
     let tally = Tally::of(rec, d);
     let mut threads: Vec<ThreadDump> = tally
         .seen
@@ -213,6 +217,7 @@ pub fn dump(rec: &Recording, d: &Diagnosis) -> Dump {
         loop_blocked: !d.findings.is_empty(),
         verdict: d.verdict.summary.clone(),
         waited_for: waited_for(rec, d),
+        tasks: super::tasks::task_trees(rec, catalog),
     }
 }
 

@@ -19,3 +19,4 @@ pub mod pools;
 pub mod probes;
 pub mod quality;
 pub mod stats;
+pub mod tasks;

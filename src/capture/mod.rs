@@ -217,12 +217,16 @@ pub struct RecordOptions {
     /// Most of the time a target may be held stopped, percent (the duty cycle): a tick that
     /// stopped it longer puts the next one off.
     pub max_stop_pct: f64,
+    /// Time between two reads of the asyncio tasks; `None`: tasks are not read.
+    pub task_interval: Option<Duration>,
 }
 
 /// The default sampling rate, samples per second per process.
 pub const DEFAULT_RATE_HZ: f64 = 100.0;
 /// The default duty cycle: most of the time a target may be held stopped, percent.
 pub const DEFAULT_MAX_STOP_PCT: f64 = 10.0;
+/// The default time between two reads of the asyncio tasks, milliseconds.
+pub const DEFAULT_TASK_INTERVAL_MS: f64 = 250.0;
 /// The default timeout of a `--probe` request, seconds.
 pub const DEFAULT_PROBE_TIMEOUT_S: f64 = 5.0;
 
@@ -252,6 +256,8 @@ impl RecordOptions {
             probes: Vec::new(),
             probe_timeout: Duration::from_secs_f64(DEFAULT_PROBE_TIMEOUT_S),
             max_stop_pct: DEFAULT_MAX_STOP_PCT,
+            // Every snapshot reads the tasks too (a hung server's task tree).
+            task_interval: Some(Duration::from_secs_f64(1.0 / rate)),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::route::{self, route_label};
 use super::syscalls;
 use super::CaptureError;
 use crate::capture::stop::StoppedThread;
-use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread, TickMeta};
+use crate::recording::{GcSample, ProcessInfo, RawFrame, RawThread, TaskState, TickMeta};
 use py_spy::config::LockingStrategy;
 use py_spy::{Config, PythonSpy};
 use remoteprocess::ProcessMemory;
@@ -64,6 +64,13 @@ pub enum Msg {
         /// Each route and the name stacks give its endpoint function.
         routes: Vec<(String, String)>,
     },
+    /// One read of the process's asyncio tasks.
+    Tasks {
+        /// What the read says of itself (`tasks` empty: they are in `tasks` below).
+        snapshot: crate::recording::TaskSnapshot,
+        /// The tasks.
+        tasks: Vec<crate::recording::RawTask>,
+    },
     /// The process ran `execve`: its sampler attached to the new image (`info`, with its
     /// Python version), or, with `info: None`, could not (the new image is not Python) and
     /// stopped.
@@ -92,6 +99,15 @@ pub enum Msg {
         /// Microseconds since the recording started.
         t_us: u64,
     },
+}
+
+/// A py-spy frame as the recording writer takes it.
+fn raw_frame(f: &py_spy::Frame) -> RawFrame {
+    RawFrame {
+        name: f.name.clone(),
+        file: f.filename.clone(),
+        line: f.line,
+    }
 }
 
 /// Counters shared by every sampler, read by the progress display and the end record.
@@ -130,6 +146,8 @@ pub struct SamplerContext {
     /// Most of the time a target may be held stopped (0 to 1): a tick that held it `d`
     /// puts the next one off to at least `d / max_stop_share` after its start.
     pub max_stop_share: f64,
+    /// Time between two reads of the asyncio tasks (`None`: not read).
+    pub task_interval: Option<Duration>,
     /// Set to stop every sampler.
     pub stop: Arc<AtomicBool>,
     /// Shared counters.
@@ -555,6 +573,8 @@ pub struct ProcessSampler {
     image: u64,
     /// When the freezer may be looked at again (at most once a second).
     frozen_next_check: Instant,
+    /// When the asyncio tasks are read next.
+    tasks_next: Instant,
 }
 
 impl ProcessSampler {
@@ -585,6 +605,7 @@ impl ProcessSampler {
             budget_at: Instant::now(),
             image: procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0),
             frozen_next_check: Instant::now(),
+            tasks_next: Instant::now(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -648,7 +669,7 @@ impl ProcessSampler {
                 }
             }
             match outcome {
-                Tick::Done => {}
+                Tick::Done => self.read_tasks(),
                 Tick::Gone => {
                     let _ = self.ctx.tx.send(Msg::Exited {
                         pid: self.pid,
@@ -994,7 +1015,7 @@ impl ProcessSampler {
             }
             _ => None,
         };
-        let route = self.route_of(&t);
+        let route = self.route_of(&t.asgi_scopes, &t.frames);
         RawThread {
             route,
             request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
@@ -1012,12 +1033,8 @@ impl ProcessSampler {
             wait,
             frames: t
                 .frames
-                .into_iter()
-                .map(|f| RawFrame {
-                    name: f.name,
-                    file: f.filename,
-                    line: f.line,
-                })
+                .iter()
+                .map(raw_frame)
                 .chain(t.truncated.then(|| {
                     self.ctx.counters.truncated.fetch_add(1, Ordering::Relaxed);
                     RawFrame {
@@ -1030,12 +1047,69 @@ impl ProcessSampler {
         }
     }
 
-    /// The route a thread serves: the innermost frame's ASGI scope that reads as one (read
-    /// after the resume; the scope dict lives as long as its request), marked when it runs a
-    /// response's background task. A router met for the first time sends its route table.
-    fn route_of(&mut self, t: &py_spy::StackTrace) -> Option<String> {
+    /// Reads the asyncio tasks when their interval has passed, without stopping anything, and
+    /// sends them. A process without asyncio (or on a Python whose tasks are not read) is
+    /// asked again ten intervals later; a failed read is dropped (it is retried next time).
+    fn read_tasks(&mut self) {
+        let Some(every) = self.ctx.task_interval else {
+            return;
+        };
+        let started = Instant::now();
+        if started < self.tasks_next {
+            return;
+        }
+        self.tasks_next = started + every;
+        let t_us = self.now_us();
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.spy.async_tasks(py_spy::tasks::TaskLimits::default())
+        }));
+        let snap = match read {
+            Ok(Ok(Some(snap))) => snap,
+            Ok(Ok(None)) => {
+                self.tasks_next = started + every * 10;
+                return;
+            }
+            _ => return,
+        };
+        let read_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let tasks = snap
+            .tasks
+            .iter()
+            .map(|t| crate::recording::RawTask {
+                id: t.addr as u64,
+                name: t.name.clone(),
+                loop_id: t.loop_addr as u64,
+                state: match t.state {
+                    py_spy::tasks::TaskState::Created => TaskState::Created,
+                    py_spy::tasks::TaskState::Suspended => TaskState::Suspended,
+                    py_spy::tasks::TaskState::Running => TaskState::Running,
+                },
+                frames: t.frames.iter().map(raw_frame).collect(),
+                waits_for: t.waiting_for.clone(),
+                awaits: t.awaits.iter().map(|a| *a as u64).collect(),
+                route: self.route_of(&t.asgi_scopes, &t.frames),
+            })
+            .collect();
+        let _ = self.ctx.tx.send(Msg::Tasks {
+            snapshot: crate::recording::TaskSnapshot {
+                pid: self.pid,
+                t_us,
+                read_us,
+                tasks: Vec::new(),
+                unreadable: snap.unreadable.min(u32::MAX as usize) as u32,
+                truncated: snap.truncated,
+            },
+            tasks,
+        });
+    }
+
+    /// The route a stack serves (a thread's, or a task's await chain): the innermost frame's
+    /// ASGI scope that reads as one (read after the resume; the scope dict lives as long as
+    /// its request), marked when it runs a response's background task. A router met for the
+    /// first time sends its route table.
+    fn route_of(&mut self, scopes: &[usize], frames: &[py_spy::Frame]) -> Option<String> {
         let pid = self.pid;
-        let route = t.asgi_scopes.iter().find_map(|&addr| {
+        let route = scopes.iter().find_map(|&addr| {
             let scope = self.spy.asgi_scope(addr).ok().flatten()?;
             if scope.router != 0 && self.routers.len() < 64 && self.routers.insert(scope.router) {
                 let routes: Vec<(String, String)> = self
@@ -1051,7 +1125,7 @@ impl ProcessSampler {
         // Starlette runs a response's background tasks after the response, inside the
         // request's own ASGI call: say so (the work is not the request's handling).
         Some(
-            if t.frames
+            if frames
                 .iter()
                 .any(|f| route::is_background_task(&f.filename))
             {

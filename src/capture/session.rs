@@ -53,6 +53,7 @@ impl Samplers {
                 period: Duration::from_secs_f64(1.0 / opts.rate_hz),
                 locking: opts.locking,
                 max_stop_share: (opts.max_stop_pct / 100.0).clamp(1e-3, 1.0),
+                task_interval: opts.task_interval,
                 stop: Arc::new(AtomicBool::new(false)),
                 counters: Arc::new(Counters::default()),
                 tx,
@@ -262,6 +263,14 @@ impl Sink {
                 }
                 return Ok(());
             }
+            Msg::Tasks { snapshot, tasks } => {
+                let pid = snapshot.pid;
+                let new_frames = self.writer.write_tasks(snapshot, &tasks)?;
+                for f in new_frames {
+                    self.write_source(pid, &f.file, f.line)?;
+                }
+                return Ok(());
+            }
             Msg::Routes { pid, routes } => {
                 for (route, endpoint) in routes {
                     self.writer.write(&Record::Route(RouteDef {
@@ -455,6 +464,7 @@ pub(super) fn record_tree(
             Msg::Sample { .. }
                 | Msg::Error { .. }
                 | Msg::Routes { .. }
+                | Msg::Tasks { .. }
                 | Msg::Frozen { .. }
                 | Msg::Exec { .. }
         ) {
@@ -505,6 +515,7 @@ fn header(
             subprocesses: opts.subprocesses,
             locking: opts.locking.name().into(),
             max_stop_pct: Some(opts.max_stop_pct),
+            task_interval_ms: opts.task_interval.map(|d| d.as_millis().max(1) as u32),
         },
         processes: processes.to_vec(),
         clock_ticks_per_s: procfs::clock_ticks_per_second(),

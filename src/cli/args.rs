@@ -223,6 +223,14 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = capture::DEFAULT_MAX_STOP_PCT, value_name = "PCT",
           value_parser = float_in(0.0, 100.0, "percent"))]
     pub max_stop_pct: f64,
+    /// Milliseconds between two reads of the asyncio tasks (where requests wait). Tasks are
+    /// read without stopping the target.
+    #[arg(long, default_value_t = capture::DEFAULT_TASK_INTERVAL_MS, value_name = "MS",
+          value_parser = float_in(10.0, 60_000.0, "milliseconds"))]
+    pub task_interval: f64,
+    /// Do not read asyncio tasks.
+    #[arg(long)]
+    pub no_tasks: bool,
     /// Start this command and record it (`loopprof record -- uvicorn app:app`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -355,6 +363,8 @@ impl RecordArgs {
             probes: self.probe,
             probe_timeout: Duration::from_secs_f64(self.probe_timeout),
             max_stop_pct: self.max_stop_pct,
+            task_interval: (!self.no_tasks)
+                .then(|| Duration::from_secs_f64(self.task_interval / 1000.0)),
         }
     }
 }

@@ -24,8 +24,9 @@ pub fn run(args: DumpArgs) -> Result<i32, CliError> {
     );
     let outcome = capture::record(&opts, install_stop_handler(), |_| {})?;
     let rec = recording::load(&outcome.path)?;
-    let d = diagnose(&rec, &Catalog::builtin(), &dump::options(opts.rate_hz));
-    let snapshot = dump::dump(&rec, &d);
+    let catalog = Catalog::builtin();
+    let d = diagnose(&rec, &catalog, &dump::options(opts.rate_hz));
+    let snapshot = dump::dump(&rec, &d, &catalog);
     if args.json {
         out!("{}", render::json::dump_to_string(&snapshot));
     } else {

@@ -15,8 +15,9 @@ pub const FORMAT_NAME: &str = "loopprof-recording";
 /// Version 3 added the garbage collector's state to `tick` records (`gc`), version 4 the
 /// HTTP route each thread was serving (`route`), version 5 the `frozen`/`thawed` process
 /// events and what a tick could not read (`lost`, and the end record's `lost_threads`,
-/// `truncated`, `throttled`); versions 1 to 4 are still read.
-pub const FORMAT_VERSION: u32 = 5;
+/// `truncated`, `throttled`), version 6 the asyncio task snapshots (`tasks`); versions 1 to
+/// 5 are still read.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
 /// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
@@ -54,6 +55,8 @@ pub enum Record {
     Probe(ProbeResult),
     /// One route of an application's route table, with its endpoint function (version 4).
     Route(RouteDef),
+    /// The asyncio tasks of one process at one instant (version 6).
+    Tasks(TaskSnapshot),
     /// Always the last record of a complete recording.
     End(End),
 }
@@ -73,6 +76,7 @@ impl Record {
         "sample_error",
         "probe",
         "route",
+        "tasks",
         "end",
     ];
 }
@@ -206,6 +210,10 @@ pub struct CaptureOptionsRecord {
     /// version 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_stop_pct: Option<f64>,
+    /// Milliseconds between two reads of the asyncio tasks (`--task-interval`); `None` when
+    /// tasks were not read (`--no-tasks`, or a recording older than version 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_interval_ms: Option<u32>,
 }
 
 /// A sampled process.
@@ -495,6 +503,66 @@ pub struct RouteDef {
     pub route: String,
     /// The endpoint function as stacks name it (qualname on 3.11+, name before).
     pub endpoint: String,
+}
+
+/// The asyncio tasks of one process at one instant: every live task of every event loop, read
+/// from the target's memory without stopping it (`py_spy::tasks`, loopprof patch 13).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// Process id.
+    pub pid: u32,
+    /// Microseconds since the start of the recording.
+    pub t_us: u64,
+    /// Microseconds the read took.
+    pub read_us: u32,
+    /// The tasks.
+    pub tasks: Vec<TaskRecord>,
+    /// Registry entries that could not be read as tasks (freed or changing during the read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreadable: u32,
+    /// More tasks existed than were read (the limit is 10,000).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+/// One asyncio task of a [`TaskSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task object's address: unique among the tasks of one snapshot; a task keeps it
+    /// for its life (with `name`, it follows a task across snapshots).
+    pub id: u64,
+    /// String id of the task's name (`Task-N` unless the application named it).
+    pub name: u32,
+    /// The address of the task's event loop.
+    #[serde(rename = "loop")]
+    pub loop_id: u64,
+    /// Where its coroutine is.
+    pub state: TaskState,
+    /// Stack id of the await chain: the coroutines from the innermost awaited one to the
+    /// task's own (innermost first, as thread stacks).
+    pub stack: u32,
+    /// String id of the type of the future it waits for (`_asyncio.Future`,
+    /// `_asyncio.Task`, `_GatheringFuture`), when it waits for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<u32>,
+    /// Ids of the tasks it awaits (an awaited task, or the children of a `gather`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaits: Vec<u64>,
+    /// String id of the HTTP route the task serves (its chain's ASGI scope), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<u32>,
+}
+
+/// Where a task's coroutine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Scheduled, not started.
+    Created,
+    /// Suspended in an `await`.
+    Suspended,
+    /// Running on its loop's thread.
+    Running,
 }
 
 /// A failed tick.

@@ -17,7 +17,7 @@ pub mod writer;
 
 pub use format::*;
 pub use reader::{load, load_from, Recording, RecordingReader};
-pub use writer::{RawFrame, RawThread, RecordingWriter, TickMeta};
+pub use writer::{RawFrame, RawTask, RawThread, RecordingWriter, TickMeta};
 
 use std::path::PathBuf;
 

@@ -182,6 +182,8 @@ pub struct Recording {
     pub probes: Vec<ProbeResult>,
     /// Route tables of the recorded applications (version 4).
     pub routes: Vec<RouteDef>,
+    /// Asyncio task snapshots in file order (version 6).
+    pub task_snapshots: Vec<TaskSnapshot>,
     /// The end record; `None` when the file was cut short.
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
@@ -338,6 +340,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         errors: Vec::new(),
         probes: Vec::new(),
         routes: Vec::new(),
+        task_snapshots: Vec::new(),
         end: None,
         warnings: Vec::new(),
         derived: Default::default(),
@@ -470,6 +473,22 @@ impl Recording {
             Record::SampleError(e) => self.errors.push(e),
             Record::Probe(p) => self.probes.push(p),
             Record::Route(r) => self.routes.push(r),
+            Record::Tasks(t) => {
+                let strings = self.strings.len();
+                for task in &t.tasks {
+                    if task.stack as usize >= self.stacks.len()
+                        || task.name as usize >= strings
+                        || task.waits_for.is_some_and(|n| n as usize >= strings)
+                        || task.route.is_some_and(|n| n as usize >= strings)
+                    {
+                        return Err(format!(
+                            "task snapshot at t={}us uses an undefined stack or string",
+                            t.t_us
+                        ));
+                    }
+                }
+                self.task_snapshots.push(t);
+            }
             Record::End(e) => self.end = Some(e),
             Record::Tick(_) => unreachable!("ticks are turned into samples above"),
         }

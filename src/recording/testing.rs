@@ -103,6 +103,7 @@ pub fn header(pid: u32, rate_hz: f64) -> Header {
             subprocesses: true,
             locking: "python-threads".into(),
             max_stop_pct: None,
+            task_interval_ms: None,
         },
         processes: vec![ProcessInfo {
             pid,

@@ -57,6 +57,27 @@ pub struct RawThread {
     pub frames: Vec<RawFrame>,
 }
 
+/// One asyncio task of a task snapshot, before interning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTask {
+    /// The task object's address.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its event loop's address.
+    pub loop_id: u64,
+    /// Where its coroutine is.
+    pub state: TaskState,
+    /// The await chain, innermost first.
+    pub frames: Vec<RawFrame>,
+    /// The type of the future it waits for.
+    pub waits_for: Option<String>,
+    /// The tasks it awaits.
+    pub awaits: Vec<u64>,
+    /// The HTTP route it serves.
+    pub route: Option<String>,
+}
+
 /// What one tick says of itself besides its threads (see [`RecordingWriter::write_sample`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TickMeta {
@@ -278,6 +299,39 @@ impl RecordingWriter {
             line,
             text: text.to_owned(),
         }))
+    }
+
+    /// Interns the tasks of one task snapshot (`snapshot.tasks` is ignored: the records are
+    /// built from `tasks`) and writes it. Returns the frames seen for the first time.
+    pub fn write_tasks<'a>(
+        &mut self,
+        mut snapshot: TaskSnapshot,
+        tasks: &'a [RawTask],
+    ) -> Result<Vec<&'a RawFrame>, RecordingError> {
+        let mut new_frames = Vec::new();
+        snapshot.tasks = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let stack = self.intern_stack(&t.frames, &mut new_frames)?;
+            let name = self.intern_str(&t.name)?;
+            let waits_for = t
+                .waits_for
+                .as_deref()
+                .map(|w| self.intern_str(w))
+                .transpose()?;
+            let route = t.route.as_deref().map(|r| self.intern_str(r)).transpose()?;
+            snapshot.tasks.push(TaskRecord {
+                id: t.id,
+                name,
+                loop_id: t.loop_id,
+                state: t.state,
+                stack,
+                waits_for,
+                awaits: t.awaits.clone(),
+                route,
+            });
+        }
+        self.write(&Record::Tasks(snapshot))?;
+        Ok(new_frames)
     }
 
     /// Interns the threads of one tick and writes the sample, with what the tick says of

@@ -202,6 +202,9 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
         }
         let _ = writeln!(out);
     }
+    for tree in &d.tasks {
+        task_tree(&mut out, tree);
+    }
     let _ = writeln!(out, "{}", sanitize(&d.verdict));
     if !d.waited_for.is_empty() {
         let _ = writeln!(out, "The loop is probably waiting for:");
@@ -218,6 +221,83 @@ pub fn dump(d: &crate::analysis::dump::Dump) -> String {
         }
     }
     out
+}
+
+/// Most tasks printed per tree (the rest are counted).
+const MAX_TREE_TASKS: usize = 200;
+
+/// One loop's task tree, as `asyncio pstree` draws it: each task with its state, route and
+/// where it waits, its awaited tasks below it.
+fn task_tree(out: &mut String, tree: &crate::analysis::tasks::TaskTree) {
+    let _ = writeln!(
+        out,
+        "Process {} asyncio tasks (loop {:#x}, {} task{}{}):",
+        tree.pid,
+        tree.loop_id,
+        tree.tasks,
+        if tree.tasks == 1 { "" } else { "s" },
+        if tree.unreadable > 0 {
+            format!(", {} unreadable", tree.unreadable)
+        } else {
+            String::new()
+        }
+    );
+    let mut printed = 0;
+    for (i, root) in tree.roots.iter().enumerate() {
+        task_node(out, root, "", i + 1 == tree.roots.len(), &mut printed);
+    }
+    if printed < tree.tasks {
+        let _ = writeln!(out, "  … {} more", tree.tasks - printed);
+    }
+    let _ = writeln!(out);
+}
+
+fn task_node(
+    out: &mut String,
+    t: &crate::analysis::tasks::TaskNode,
+    prefix: &str,
+    last: bool,
+    printed: &mut usize,
+) {
+    if *printed >= MAX_TREE_TASKS {
+        return;
+    }
+    *printed += 1;
+    let branch = if last { "└── " } else { "├── " };
+    let at = t
+        .app_frame
+        .and_then(|i| t.stack.get(i))
+        .or(t.stack.first())
+        .map(|s| format!(" at {}", sanitize(s)))
+        .unwrap_or_default();
+    let route = t
+        .route
+        .as_deref()
+        .map(|r| format!(" serving {}", sanitize(r)))
+        .unwrap_or_default();
+    let waits = match (t.state, &t.place) {
+        (crate::recording::TaskState::Suspended, Some(p)) => {
+            format!(" — {} (`{}`)", sanitize(p), sanitize(&t.resource))
+        }
+        (crate::recording::TaskState::Suspended, None) => {
+            format!(" — waiting in `{}`", sanitize(&t.resource))
+        }
+        _ => String::new(),
+    };
+    let state = match t.state {
+        crate::recording::TaskState::Created => "created",
+        crate::recording::TaskState::Suspended => "suspended",
+        crate::recording::TaskState::Running => "running",
+    };
+    let _ = writeln!(
+        out,
+        "  {prefix}{branch}{:?} [{state}]{route}{at}{waits}",
+        sanitize(&t.name)
+    );
+    let inner = format!("{prefix}{}", if last { "    " } else { "│   " });
+    for (i, c) in t.children.iter().enumerate() {
+        task_node(out, c, &inner, i + 1 == t.children.len(), printed);
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -332,7 +332,7 @@ pub(super) fn attribute<'c>(
 }
 
 /// The fix of a catalog entry.
-pub(super) fn fix_of(e: &Entry) -> Fix {
+pub fn fix_of(e: &Entry) -> Fix {
     Fix {
         id: e.id.clone(),
         summary: e.fix.clone(),

@@ -24,7 +24,7 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
-pub use attribute::SELF_WAIT_NOTE;
+pub use attribute::{fix_of, SELF_WAIT_NOTE};
 pub use blocks::coverage_ms;
 pub use findings::{GC_CATEGORY, MIN_SHORT_BLOCK_MS};
 pub use model::{
@@ -94,6 +94,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         .fold(0.0, f64::max);
     let cpu = verdict::process_cpu_pct(rec, &loops_found);
     let busy_pct = pct(walk.busy_ms, walk.window_ms);
+    let requests = crate::analysis::tasks::request_waits(rec, catalog, busy_pct);
     let measures = verdict::Measures {
         blocked_pct: pct(stalled_ms, walk.window_ms),
         busy_pct,
@@ -101,9 +102,12 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         starved_pct: pct(walk.starved_ms, walk.window_ms),
         cpu_pct: cpu,
         worst_ms: worst,
-        traffic: verdict::served_anything(rec, &loops_found, busy_pct, cpu),
+        // Requests in flight in the task snapshots are traffic even when they all wait.
+        traffic: requests.max_in_flight > 0
+            || verdict::served_anything(rec, &loops_found, busy_pct, cpu),
     };
     let mut verdict = verdict::verdict(&findings, &measures, &loops_found, opts.threshold_ms);
+    verdict::requests_queued(&mut verdict, &requests);
     let quality = crate::analysis::quality::quality(rec);
     verdict::distrust(&mut verdict, &quality);
     Diagnosis {
@@ -112,6 +116,7 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
         findings,
         loops: loops_found,
         threads: shares.finish(rec),
+        requests,
         window_s: walk.window_ms / 1000.0,
         threshold_ms: opts.threshold_ms,
         min_share_pct: opts.min_share_pct,

@@ -51,6 +51,9 @@ pub enum VerdictKind {
     GcPause,
     /// The loop was full of short callbacks: a capacity state.
     LoopSaturated,
+    /// The loop idled while requests queued on an awaited resource (a pool, a lock, the
+    /// thread limiter): [`crate::analysis::tasks`].
+    RequestsQueued,
     /// No event loop was found.
     NoEventLoop,
     /// The recording cannot be trusted ([`crate::analysis::quality`]).
@@ -59,7 +62,7 @@ pub enum VerdictKind {
 
 impl VerdictKind {
     /// Every verdict, in the order the docs list them.
-    pub const ALL: [VerdictKind; 9] = [
+    pub const ALL: [VerdictKind; 10] = [
         VerdictKind::Healthy,
         VerdictKind::LoopBlocked,
         VerdictKind::CpuBoundLoop,
@@ -67,6 +70,7 @@ impl VerdictKind {
         VerdictKind::ThreadPoolExhausted,
         VerdictKind::GcPause,
         VerdictKind::LoopSaturated,
+        VerdictKind::RequestsQueued,
         VerdictKind::NoEventLoop,
         VerdictKind::Inconclusive,
     ];
@@ -81,6 +85,7 @@ impl VerdictKind {
             VerdictKind::ThreadPoolExhausted => "thread-pool-exhausted",
             VerdictKind::GcPause => "gc-pause",
             VerdictKind::LoopSaturated => "loop-saturated",
+            VerdictKind::RequestsQueued => "requests-queued",
             VerdictKind::NoEventLoop => "no-event-loop",
             VerdictKind::Inconclusive => "inconclusive",
         }
@@ -298,6 +303,8 @@ pub struct Diagnosis {
     pub threshold_ms: f64,
     /// The repeated-short-block share used, percent.
     pub min_share_pct: f64,
+    /// Where requests waited (the asyncio task snapshots, format version 6).
+    pub requests: crate::analysis::tasks::RequestWaits,
     /// (pid, tid, t_us) of every loop-thread sample inside a reported stall.
     #[serde(skip)]
     pub stall_samples: HashSet<(u32, u32, u64)>,

@@ -3,11 +3,13 @@
 
 use super::findings::GC_CATEGORY;
 use super::model::{Finding, FindingKind, Verdict, VerdictKind};
+use crate::analysis::catalog::AwaitKind;
 use crate::analysis::loops::{ActivityKind, LoopThread};
 use crate::analysis::pools;
 use crate::analysis::probes;
 use crate::analysis::quality::Quality;
 use crate::analysis::stats::round1;
+use crate::analysis::tasks::RequestWaits;
 use crate::recording::frames;
 use crate::recording::{Recording, Sample};
 use std::collections::{HashMap, HashSet};
@@ -206,6 +208,54 @@ pub(super) fn verdict(
         worst_stall_ms: round1(m.worst_ms),
         no_traffic: !m.traffic,
     }
+}
+
+/// A healthy loop with requests piled up on an awaited resource is `requests-queued`: the
+/// top pile-up says where (a loop finding, when there is one, stays the verdict).
+pub(super) fn requests_queued(verdict: &mut Verdict, requests: &RequestWaits) {
+    if verdict.kind != VerdictKind::Healthy {
+        return;
+    }
+    let Some(top) = requests.findings.first() else {
+        return;
+    };
+    let p = &top.place;
+    let site = p
+        .site
+        .as_ref()
+        .map(|c| {
+            format!(
+                " at {}:{} in {}",
+                frames::short_file(&c.file),
+                c.line,
+                c.function
+            )
+        })
+        .unwrap_or_default();
+    let route = p
+        .route
+        .as_deref()
+        .map(|r| format!(" of `{r}`"))
+        .unwrap_or_default();
+    verdict.kind = VerdictKind::RequestsQueued;
+    verdict.summary = if top.place.kind == AwaitKind::Receive {
+        format!(
+            "A request{route} waited {:.1} s for a request body that did not come (`{}`){site}, while the event loop was busy {:.0}% of the time.",
+            p.max_wait_ms / 1000.0,
+            p.resource,
+            verdict.loop_busy_pct,
+        )
+    } else {
+        format!(
+            "Requests queued while the event loop idled (busy {:.0}% of the time): on average {:.1} requests{route} (at most {}) waited in `{}`{site}, of {:.1} in flight; one waited at least {:.1} s.",
+            verdict.loop_busy_pct,
+            p.mean_tasks,
+            p.max_tasks,
+            p.resource,
+            top.mean_in_flight,
+            p.max_wait_ms / 1000.0,
+        )
+    };
 }
 
 /// Replaces the verdict of a recording that cannot be trusted: nothing measured on a

@@ -49,16 +49,30 @@ const CACHE_LIMIT: usize = 4096;
 /// Scopes are small; a larger dict is not one.
 const MAX_SCOPE_ENTRIES: usize = 64;
 
-struct Reader<'a, I: InterpreterState, P: ProcessMemory> {
-    process: &'a P,
-    version: &'a Version,
-    cache: &'a mut AsgiCache,
+/// Reads plain objects (types, strings, dicts, instance attributes, lists) of one process;
+/// shared with `crate::tasks`.
+pub(crate) struct Reader<'a, I: InterpreterState, P: ProcessMemory> {
+    pub(crate) process: &'a P,
+    pub(crate) version: &'a Version,
+    pub(crate) cache: &'a mut AsgiCache,
     _i: std::marker::PhantomData<I>,
+}
+
+impl<'a, I: InterpreterState, P: ProcessMemory> Reader<'a, I, P> {
+    /// A reader of `process` (a CPython `version`) keeping what it learns in `cache`.
+    pub(crate) fn new(process: &'a P, version: &'a Version, cache: &'a mut AsgiCache) -> Self {
+        Reader {
+            process,
+            version,
+            cache,
+            _i: std::marker::PhantomData,
+        }
+    }
 }
 
 impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
     /// The type name of the object at `addr` (one read once its type is known).
-    fn type_name(&mut self, addr: usize) -> Result<String, Error> {
+    pub(crate) fn type_name(&mut self, addr: usize) -> Result<String, Error> {
         let obj: I::Object = self.process.copy_struct(addr)?;
         let tp = obj.ob_type() as usize;
         if let Some(name) = self.cache.types.get(&tp) {
@@ -72,7 +86,7 @@ impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
         Ok(name)
     }
 
-    fn string(&mut self, addr: usize) -> Option<String> {
+    pub(crate) fn string(&mut self, addr: usize) -> Option<String> {
         match self.type_name(addr).ok()?.as_str() {
             "str" => copy_string(addr as *const I::StringObject, self.process).ok(),
             _ => None,
@@ -112,7 +126,7 @@ impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
     }
 
     /// An object's instance attributes (its `__dict__`, managed or not): (name, value).
-    fn attrs(&mut self, addr: usize) -> Result<Vec<(String, usize)>, Error> {
+    pub(crate) fn attrs(&mut self, addr: usize) -> Result<Vec<(String, usize)>, Error> {
         let obj: I::Object = self.process.copy_struct(addr)?;
         let tp = self.process.copy_pointer(obj.ob_type())?;
         let flags = tp.flags();
@@ -174,7 +188,7 @@ impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
     }
 
     /// The items of a `list` (at most `MAX_ROUTES`).
-    fn list(&mut self, addr: usize) -> Result<Vec<usize>, Error> {
+    pub(crate) fn list(&mut self, addr: usize) -> Result<Vec<usize>, Error> {
         if self.type_name(addr)? != "list" {
             return Ok(Vec::new());
         }
@@ -332,7 +346,12 @@ impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
 
 impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
     /// `sys.modules[module].<attr>`, from the interpreter's modules dict at `modules`.
-    fn module_attr(&mut self, modules: usize, module: &str, attr: &str) -> Option<usize> {
+    pub(crate) fn module_attr(
+        &mut self,
+        modules: usize,
+        module: &str,
+        attr: &str,
+    ) -> Option<usize> {
         let mut found = None;
         for item in DictIterator::from(self.process, self.version, modules)
             .ok()?

@@ -48,6 +48,7 @@ pub mod python_spy;
 mod python_threading;
 pub mod sampler;
 pub mod stack_trace;
+pub mod tasks;
 pub mod timer;
 mod utils;
 mod version;

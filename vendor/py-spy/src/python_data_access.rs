@@ -200,8 +200,15 @@ impl<'a, P: ProcessMemory> DictIterator<'a, P> {
         // loopprof patch: on 3.13+ an object with inline values has no values pointer before
         // it (the word at -4 is its weakref list): its values follow the object header, and
         // they are the attributes unless a dict was materialized (`dict_addr` set).
-        if version.major == 3 && version.minor >= 13 && flags & PY_TPFLAGS_INLINE_VALUES != 0 {
-            values_addr = if dict_addr == 0 { addr } else { 0 };
+        // Without inline values there is no values pointer at all on 3.13+ (the word at -4 is
+        // the weakref list, or not the object's): only the dict at -3 (patch 13: a Python
+        // subclass of a C type with a `__dict__`, such as asyncio's `_GatheringFuture`).
+        if version.major == 3 && version.minor >= 13 {
+            values_addr = if flags & PY_TPFLAGS_INLINE_VALUES != 0 && dict_addr == 0 {
+                addr
+            } else {
+                0
+            };
         }
 
         // for python 3.12, the values/dict are combined into a single tagged pointer
@@ -283,7 +290,14 @@ impl<'a, P: ProcessMemory> DictIterator<'a, P> {
                     index: 0,
                     kind: keys.dk_kind,
                     entries: keys.dk_nentries as usize,
-                    values: dict.ma_values as usize,
+                    // loopprof patch 13: on 3.13+ `PyDictValues` starts with a header
+                    // (capacity, size, embedded, valid) before the values array: a split
+                    // dict's values were read one slot off.
+                    values: match (dict.ma_values as usize, version.minor >= 13) {
+                        (0, _) => 0,
+                        (v, true) => v + std::mem::offset_of!(v3_13_0::_dictvalues, values),
+                        (v, false) => v,
+                    },
                 })
             }
             _ => {

@@ -113,6 +113,10 @@ pub trait TypeObject: Copy {
     fn name(&self) -> *const ::std::os::raw::c_char;
     fn dictoffset(&self) -> isize;
     fn flags(&self) -> usize;
+    /// loopprof patch: `tp_base`, the address of the base type (0 for `object`).
+    fn base(&self) -> usize;
+    /// loopprof patch: `tp_basicsize`, the size of an instance's fixed part in bytes.
+    fn basicsize(&self) -> isize;
 }
 
 /// This macro provides a common impl for PyThreadState/PyFrameObject/PyCodeObject traits
@@ -193,6 +197,12 @@ macro_rules! PythonCommonImpl {
             }
             fn flags(&self) -> usize {
                 self.tp_flags as usize
+            }
+            fn base(&self) -> usize {
+                self.tp_base as usize
+            }
+            fn basicsize(&self) -> isize {
+                self.tp_basicsize as isize
             }
         }
     };
@@ -513,6 +523,12 @@ impl TypeObject for v3_15_0::PyTypeObject {
     fn flags(&self) -> usize {
         self.tp_flags as usize
     }
+    fn base(&self) -> usize {
+        self.tp_base as usize
+    }
+    fn basicsize(&self) -> isize {
+        self.tp_basicsize as isize
+    }
 }
 
 CompactCodeObjectImpl!(v3_15_0, PyBytesObject, PyUnicodeObject);
@@ -604,6 +620,12 @@ impl TypeObject for v3_14_0::PyTypeObject {
     fn flags(&self) -> usize {
         self.tp_flags as usize
     }
+    fn base(&self) -> usize {
+        self.tp_base as usize
+    }
+    fn basicsize(&self) -> isize {
+        self.tp_basicsize as isize
+    }
 }
 
 CompactCodeObjectImpl!(v3_14_0, PyBytesObject, PyUnicodeObject);
@@ -691,6 +713,12 @@ impl TypeObject for v3_13_0::PyTypeObject {
     }
     fn flags(&self) -> usize {
         self.tp_flags as usize
+    }
+    fn base(&self) -> usize {
+        self.tp_base as usize
+    }
+    fn basicsize(&self) -> isize {
+        self.tp_basicsize as isize
     }
 }
 
@@ -786,6 +814,12 @@ impl TypeObject for v3_12_0::PyTypeObject {
     fn flags(&self) -> usize {
         self.tp_flags as usize
     }
+    fn base(&self) -> usize {
+        self.tp_base as usize
+    }
+    fn basicsize(&self) -> isize {
+        self.tp_basicsize as isize
+    }
 }
 
 CompactCodeObjectImpl!(v3_12_0, PyBytesObject, PyUnicodeObject);
@@ -873,6 +907,12 @@ impl TypeObject for v3_11_0::PyTypeObject {
     }
     fn flags(&self) -> usize {
         self.tp_flags as usize
+    }
+    fn base(&self) -> usize {
+        self.tp_base as usize
+    }
+    fn basicsize(&self) -> isize {
+        self.tp_basicsize as isize
     }
 }
 

@@ -80,6 +80,8 @@ pub struct PythonSpy {
     pub code_cache: CodeCache,
     /// loopprof patch: long-lived objects met while reading ASGI scopes.
     pub asgi_cache: crate::asgi::AsgiCache,
+    /// loopprof patch: what [`Self::async_tasks`] learnt about the process.
+    pub task_cache: crate::tasks::TaskCache,
     /// loopprof patch: the threads the last [`Self::get_stack_traces_then`] could not read
     /// (Python thread id, error), left out of its result instead of failing it: a thread
     /// exiting or starting during the read costs its own sample only. A thread id of 0 stands
@@ -142,6 +144,7 @@ impl PythonSpy {
             python_thread_names: HashMap::new(),
             code_cache: CodeCache::for_process(pid),
             asgi_cache: Default::default(),
+            task_cache: Default::default(),
             unreadable_threads: Vec::new(),
             only_threads: None,
             thread_name_lookup_time: Instant::now(),
@@ -276,6 +279,41 @@ impl PythonSpy {
             return Vec::new();
         }
         asgi_by_version!(self, Vec::new(), read_app_routes(modules, module, attr))
+    }
+
+    /// loopprof patch: the process's asyncio tasks and their await chains (see
+    /// [`crate::tasks::read_tasks`]; CPython 3.8-3.13), read without stopping anything.
+    /// `Ok(None)` on other versions or when `asyncio` is not imported.
+    pub fn async_tasks(
+        &mut self,
+        limits: crate::tasks::TaskLimits,
+    ) -> Result<Option<crate::tasks::TaskSnapshot>, Error> {
+        let modules = self.addresses.imports_modules_address;
+        if modules == 0 {
+            return Ok(None);
+        }
+        macro_rules! call {
+            ($py:ident) => {
+                crate::tasks::read_tasks::<$py::_is, Process>(
+                    &self.process,
+                    &self.version,
+                    modules,
+                    limits,
+                    &mut self.asgi_cache,
+                    &mut self.code_cache,
+                    &mut self.task_cache,
+                )
+            };
+        }
+        match (self.version.major, self.version.minor) {
+            (3, 8) => call!(v3_8_0),
+            (3, 9) => call!(v3_9_5),
+            (3, 10) => call!(v3_10_0),
+            (3, 11) => call!(v3_11_0),
+            (3, 12) => call!(v3_12_0),
+            (3, 13) => call!(v3_13_0),
+            _ => Ok(None),
+        }
     }
 
     /// loopprof patch: the interpreter's garbage-collector state, read from

@@ -695,6 +695,69 @@ impl CodeCache {
     }
 }
 
+/// loopprof patch: one frame's function, file and line (the last instruction's), through the
+/// code-object cache; `None` for a shim frame or when the code object cannot be read. Used for
+/// frames outside any thread's stack (the frames of suspended coroutines, `crate::tasks`).
+pub(crate) fn describe_frame<F: FrameObject, P: ProcessMemory>(
+    frame: &F,
+    process: &P,
+    cache: &mut CodeCache,
+) -> Option<Frame> {
+    if !frame.is_python_frame() || frame.code().is_null() {
+        return None;
+    }
+    let code: F::CodeObject = process.copy_pointer(frame.code()).ok()?;
+    let (name, filename, line) = match cache.lookup(
+        frame.code() as usize,
+        &code,
+        frame.lasti(),
+        LineNo::LastInstruction,
+    ) {
+        Some(found) => found,
+        None => {
+            let filename = copy_string(code.filename(), process).ok()?;
+            let name = match code.qualname() {
+                Some(q) => copy_string(q, process).or_else(|_| copy_string(code.name(), process)),
+                None => copy_string(code.name(), process),
+            }
+            .ok()?;
+            if filename.is_empty() || filename == "<shim>" {
+                return None;
+            }
+            let table = get_line_table(&code, process).ok()?;
+            let line = code.get_line_number(frame.lasti(), &table);
+            let scope_arg = scope_argument(&code, process);
+            cache.insert(
+                frame.code() as usize,
+                &code,
+                &name,
+                &filename,
+                table,
+                scope_arg,
+            );
+            (name, filename, line)
+        }
+    };
+    Some(Frame {
+        name,
+        filename,
+        line,
+        short_filename: None,
+        module: None,
+        locals: None,
+        is_entry: frame.is_entry(),
+        is_shim_entry: false,
+    })
+}
+
+impl CodeCache {
+    /// loopprof patch: the position of the `scope` argument of the cached code object at
+    /// `code` (see `scope_argument`), when it takes one.
+    pub(crate) fn scope_arg(&self, code: usize) -> Option<u8> {
+        self.entries.get(&code)?.scope_arg
+    }
+}
+
 fn get_locals<C: CodeObject, F: FrameObject, P: ProcessMemory>(
     code: &C,
     frameptr: *const F,
