@@ -222,7 +222,8 @@ pub fn request_waits(rec: &Recording, catalog: &Catalog, loop_busy_pct: f64) -> 
                 .iter()
                 .filter(|t| t.state == TaskState::Suspended)
             {
-                in_flight += usize::from(task.route.is_some());
+                // The lifespan task lives as long as the server: not a request.
+                in_flight += usize::from(task.route.is_some_and(|r| rec.str(r) != "lifespan"));
                 let (key, stack) = place_of(rec, catalog, task);
                 let acc = places.entry(key.clone()).or_default();
                 if acc.stack.is_empty() {
@@ -269,7 +270,7 @@ pub fn request_waits(rec: &Recording, catalog: &Catalog, loop_busy_pct: f64) -> 
             continue;
         };
         let queued = place.kind.is_queue()
-            && place.route.is_some()
+            && place.route.as_deref().is_some_and(|r| r != "lifespan")
             && *sustained
             && place.mean_tasks >= MIN_MEAN_QUEUED
             && place.max_tasks >= MIN_MAX_QUEUED

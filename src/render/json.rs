@@ -32,6 +32,11 @@ pub struct Summary<'a> {
     pub threads: &'a [ThreadShares],
     /// `--probe` results per URL (empty when not probed).
     pub probes: Vec<crate::analysis::probes::ProbeSummary>,
+    /// Where requests waited, from the asyncio task snapshots (absent when tasks were not
+    /// read: `--no-tasks`, a recording older than format 6, a Python whose tasks are not
+    /// read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<&'a crate::analysis::tasks::RequestWaits>,
     /// Analysis settings.
     pub analysis: AnalysisInfo,
     /// `--fail-on` gates and their outcome (empty when none were given).
@@ -116,6 +121,7 @@ pub fn summary<'a>(rec: &Recording, d: &'a Diagnosis, gates: &'a [GateResult]) -
         findings: &d.findings,
         threads: &d.threads,
         probes: crate::analysis::probes::summarize(rec),
+        requests: (d.requests.snapshots > 0).then_some(&d.requests),
         analysis: AnalysisInfo {
             threshold_ms: d.threshold_ms,
             min_share_pct: d.min_share_pct,
