@@ -156,9 +156,11 @@ fn every_gate_metric_is_exercised() {
         let gate = gates::parse(&expr, scope, &ids).unwrap_or_else(|e| panic!("{expr}: {e}"));
         let r = &gates::evaluate(&[gate], facts)[0];
         let unmeasured = r.because.contains("not measured");
+        // The fixtures were recorded without --probe and before task snapshots (format 5):
+        // those metrics are not measured on them (live_tasks gates queued_requests).
         assert_eq!(
             unmeasured,
-            m.name.starts_with("probe_"),
+            m.name.starts_with("probe_") || m.name == "queued_requests",
             "{expr}: {}",
             r.because
         );

@@ -202,6 +202,24 @@ fn places(s: &Value) -> String {
 
 fn check_pool_queue(kind: Server, name: &str) {
     let s = record_load(kind, name, "/pooled", 16, false);
+    // The gate on the pile-up fails the report (exit 7); a higher bar passes.
+    let dir = root().join("target/test-output").join(name);
+    let gate = |expr: &str| {
+        let out = run_loopprof(
+            &[
+                "report",
+                dir.to_str().unwrap(),
+                "-o",
+                dir.join(format!("gate-{}", expr.len())).to_str().unwrap(),
+                "--fail-on",
+                expr,
+            ],
+            Duration::from_secs(60),
+        );
+        out.status.code()
+    };
+    assert_eq!(gate("queued_requests > 4"), Some(7));
+    assert_eq!(gate("queued_requests > 100"), Some(0));
     let f = findings(&s);
     assert_eq!(
         f.len(),

@@ -161,6 +161,90 @@ pub struct FindingDiff {
     pub why: String,
 }
 
+/// One pile-up of requests on an awaited resource (a "where requests wait" finding),
+/// compared. Matched by category, route and the application's file and function.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitDiff {
+    /// Fixed, new, worse, better or unchanged.
+    pub status: Status,
+    /// Catalog category.
+    pub category: String,
+    /// Title of the catalog entry.
+    pub title: String,
+    /// The route (AFTER's when in both).
+    pub route: Option<String>,
+    /// Where the requests waited (AFTER's when in both).
+    pub resource: String,
+    /// The application line awaiting it (AFTER's when in both).
+    pub site: Option<CallSite>,
+    /// Requests waiting there on average in BEFORE (`null` when new).
+    pub before_mean: Option<f64>,
+    /// ... and in AFTER (`null` when fixed).
+    pub after_mean: Option<f64>,
+}
+
+/// Requests waiting must change by at least this many (and by a half) to be worse or better.
+const WAIT_MEAN_DELTA: f64 = 2.0;
+
+/// Compares the pile-ups of two diagnoses.
+fn wait_diffs(b: &Diagnosis, a: &Diagnosis) -> Vec<WaitDiff> {
+    use crate::analysis::tasks::WaitFinding;
+    let key = |w: &WaitFinding| {
+        (
+            w.category.clone(),
+            w.place.route.clone(),
+            site_key(&w.place.site),
+        )
+    };
+    let mut out = Vec::new();
+    let mut taken = vec![false; b.requests.findings.len()];
+    for w in &a.requests.findings {
+        let found = b
+            .requests
+            .findings
+            .iter()
+            .enumerate()
+            .position(|(j, x)| !taken[j] && key(x) == key(w));
+        let before_mean = found.map(|j| {
+            taken[j] = true;
+            b.requests.findings[j].place.mean_tasks
+        });
+        let am = w.place.mean_tasks;
+        let status = match before_mean {
+            None => Status::New,
+            Some(bm) if clearly(bm, am, WAIT_MEAN_DELTA, 0.5) && am > bm => Status::Worse,
+            Some(bm) if clearly(bm, am, WAIT_MEAN_DELTA, 0.5) => Status::Better,
+            Some(_) => Status::Unchanged,
+        };
+        out.push(WaitDiff {
+            status,
+            category: w.category.clone(),
+            title: w.title.clone(),
+            route: w.place.route.clone(),
+            resource: w.place.resource.clone(),
+            site: w.place.site.clone(),
+            before_mean,
+            after_mean: Some(am),
+        });
+    }
+    for (j, w) in b.requests.findings.iter().enumerate() {
+        if !taken[j] {
+            out.push(WaitDiff {
+                status: Status::Fixed,
+                category: w.category.clone(),
+                title: w.title.clone(),
+                route: w.place.route.clone(),
+                resource: w.place.resource.clone(),
+                site: w.place.site.clone(),
+                before_mean: Some(w.place.mean_tasks),
+                after_mean: None,
+            });
+        }
+    }
+    out.sort_by_key(|w| w.status);
+    out
+}
+
 /// The noise margins of the comparison.
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
@@ -206,6 +290,10 @@ pub struct Diff {
     /// `--probe` latency per path, before and after (empty without probes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeChange>,
+    /// Pile-ups of requests on awaited resources, compared (empty when neither side had
+    /// one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<WaitDiff>,
 }
 
 fn side(path: &str, rec: &crate::recording::Recording, d: &Diagnosis) -> Side {
@@ -334,10 +422,31 @@ pub fn diff(
     });
     let b = side(bp, brec, bd);
     let a = side(ap, arec, ad);
-    let reasons = regression_reasons(&out, &b, &a, t);
+    let requests = wait_diffs(bd, ad);
+    let mut reasons = regression_reasons(&out, &b, &a, t);
+    for w in &requests {
+        let what = format!(
+            "{}{}",
+            w.category,
+            w.route
+                .as_deref()
+                .map(|r| format!(" on {r}"))
+                .unwrap_or_default()
+        );
+        match w.status {
+            Status::New => reasons.push(format!("requests newly queued: {what}")),
+            Status::Worse => reasons.push(format!(
+                "more requests queued: {what} ({:.1} → {:.1} waiting)",
+                w.before_mean.unwrap_or(0.0),
+                w.after_mean.unwrap_or(0.0)
+            )),
+            _ => {}
+        }
+    }
     let summary = summary(&out, &b, &a, &reasons, t);
     Diff {
         probes: probe_changes(&b, &a),
+        requests,
         before: b,
         after: a,
         findings: out,
@@ -546,13 +655,26 @@ pub fn facts(
             .iter()
             .filter(|x| matches!(x.status, Status::New | Status::Worse))
     };
+    let queued = || {
+        d.requests
+            .iter()
+            .filter(|x| matches!(x.status, Status::New | Status::Worse))
+    };
     f.names.insert(
         "new_category",
-        crate::analysis::gates::name_list(changed().map(|x| x.category.clone())),
+        crate::analysis::gates::name_list(
+            changed()
+                .map(|x| x.category.clone())
+                .chain(queued().map(|w| w.category.clone())),
+        ),
     );
     f.names.insert(
         "new_route",
-        crate::analysis::gates::name_list(changed().filter_map(|x| x.route.clone())),
+        crate::analysis::gates::name_list(
+            changed()
+                .filter_map(|x| x.route.clone())
+                .chain(queued().filter_map(|w| w.route.clone())),
+        ),
     );
     f.flags.insert(
         "regression",

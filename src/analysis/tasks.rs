@@ -470,3 +470,242 @@ fn node(
         children,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::testing::{end, frame, header, task, RecordingBuilder};
+    use crate::recording::RawFrame;
+
+    const SP: &str = "/srv/venv/lib/python3.11/site-packages";
+    const STD: &str = "/usr/lib/python3.11";
+
+    fn lib(name: &str, path: &str, line: i32) -> RawFrame {
+        frame(name, &format!("{SP}/{path}"), line)
+    }
+
+    fn pool_waiter() -> Vec<RawFrame> {
+        vec![
+            frame("Event.wait", &format!("{STD}/asyncio/locks.py"), 213),
+            lib(
+                "AsyncPoolRequest.wait_for_connection",
+                "httpcore/_async/connection_pool.py",
+                35,
+            ),
+            lib(
+                "AsyncConnectionPool.handle_async_request",
+                "httpcore/_async/connection_pool.py",
+                232,
+            ),
+            lib("AsyncClient.get", "httpx/_client.py", 1768),
+            frame("handler", "/srv/app/app.py", 12),
+            lib("run_endpoint_function", "fastapi/routing.py", 381),
+        ]
+    }
+
+    fn in_upstream() -> Vec<RawFrame> {
+        vec![
+            lib(
+                "AsyncHTTP11Connection._receive_event",
+                "httpcore/_async/http11.py",
+                217,
+            ),
+            lib(
+                "AsyncConnectionPool.handle_async_request",
+                "httpcore/_async/connection_pool.py",
+                256,
+            ),
+            lib("AsyncClient.get", "httpx/_client.py", 1768),
+            frame("handler", "/srv/app/app.py", 12),
+        ]
+    }
+
+    /// `snapshots` task snapshots 250 ms apart of one process: `waiting` tasks with the
+    /// chain `waiter` (route `route`), and two in the upstream.
+    fn recording(
+        snapshots: u64,
+        waiting: u64,
+        waiter: Vec<RawFrame>,
+        route: Option<&str>,
+    ) -> Recording {
+        let mut b = RecordingBuilder::new(header(7, 100.0));
+        for s in 0..snapshots {
+            let mut tasks: Vec<_> = (0..waiting)
+                .map(|i| task(100 + i, &format!("Task-{i}"), route, waiter.clone()))
+                .collect();
+            tasks.push(task(1, "Task-a", route, in_upstream()));
+            tasks.push(task(2, "Task-b", route, in_upstream()));
+            b.tasks(7, s * 250_000, &tasks);
+        }
+        b.finish(end(snapshots * 250_000, 0))
+    }
+
+    #[test]
+    fn requests_piled_on_a_pool_of_an_idle_loop_are_a_finding() {
+        let rec = recording(5, 6, pool_waiter(), Some("GET /x"));
+        let r = request_waits(&rec, &Catalog::builtin(), 2.0);
+        assert_eq!(r.snapshots, 5);
+        assert_eq!(r.interval_ms, 250.0);
+        assert_eq!(r.mean_in_flight, 8.0);
+        assert_eq!(r.findings.len(), 1);
+        let f = &r.findings[0];
+        assert_eq!(f.category, "http-pool-wait");
+        assert_eq!(f.place.kind, AwaitKind::Pool);
+        assert_eq!(f.place.route.as_deref(), Some("GET /x"));
+        assert_eq!(
+            f.place.resource,
+            "AsyncPoolRequest.wait_for_connection in httpcore._async.connection_pool"
+        );
+        let site = f.place.site.as_ref().unwrap();
+        assert_eq!((site.function.as_str(), site.line), ("handler", 12));
+        assert_eq!((f.place.mean_tasks, f.place.max_tasks), (6.0, 6));
+        // Seen from the first snapshot to the fifth: at least 1 s.
+        assert_eq!(f.place.max_wait_ms, 1000.0);
+        // The two holding the connections wait for the upstream: listed, not a finding.
+        let up = r
+            .places
+            .iter()
+            .find(|p| p.kind == AwaitKind::Upstream)
+            .unwrap();
+        assert_eq!(up.mean_tasks, 2.0);
+    }
+
+    #[test]
+    fn controls_spare_capacity_a_busy_loop_background_tasks_and_short_recordings() {
+        let c = Catalog::builtin();
+        // One waiter at a time: a pool with capacity to spare.
+        assert!(
+            request_waits(&recording(5, 1, pool_waiter(), Some("GET /x")), &c, 2.0)
+                .findings
+                .is_empty()
+        );
+        // A busy loop may be what keeps the tasks waiting.
+        assert!(
+            request_waits(&recording(5, 6, pool_waiter(), Some("GET /x")), &c, 70.0)
+                .findings
+                .is_empty()
+        );
+        // Tasks serving no request (a worker pool of background jobs).
+        assert!(
+            request_waits(&recording(5, 6, pool_waiter(), None), &c, 2.0)
+                .findings
+                .is_empty()
+        );
+        // Two snapshots are too few to call it sustained.
+        assert!(
+            request_waits(&recording(2, 6, pool_waiter(), Some("GET /x")), &c, 2.0)
+                .findings
+                .is_empty()
+        );
+        // Everyone waiting for the upstream: where time goes.
+        let r = request_waits(&recording(5, 6, in_upstream(), Some("GET /x")), &c, 2.0);
+        assert!(r.findings.is_empty());
+        assert_eq!(r.places[0].kind, AwaitKind::Upstream);
+        assert_eq!(r.places[0].mean_tasks, 8.0);
+    }
+
+    #[test]
+    fn a_specific_resource_wins_over_the_lock_it_waits_on() {
+        let chain = vec![
+            frame("Queue.get", &format!("{STD}/asyncio/queues.py"), 158),
+            frame("Lock.acquire", &format!("{STD}/asyncio/locks.py"), 114),
+            lib("Pool._acquire_impl", "asyncpg/pool.py", 865),
+            lib("Pool._acquire", "asyncpg/pool.py", 880),
+            frame("handler", "/srv/app/app.py", 30),
+        ];
+        let rec = recording(4, 5, chain, Some("GET /db"));
+        let r = request_waits(&rec, &Catalog::builtin(), 0.0);
+        assert_eq!(r.findings[0].category, "db-pool-wait");
+        // Without the asyncpg frames the lock itself is the place.
+        let bare = vec![
+            frame("Semaphore.acquire", &format!("{STD}/asyncio/locks.py"), 387),
+            frame("handler", "/srv/app/app.py", 31),
+        ];
+        let r = request_waits(
+            &recording(4, 5, bare, Some("GET /db")),
+            &Catalog::builtin(),
+            0.0,
+        );
+        assert_eq!(r.findings[0].category, "lock-wait");
+    }
+
+    #[test]
+    fn a_body_read_that_waits_for_seconds_is_a_finding_a_disconnect_listener_is_not() {
+        let receive = lib(
+            "RequestResponseCycle.receive",
+            "uvicorn/protocols/http/httptools_impl.py",
+            580,
+        );
+        let reading = vec![
+            frame("Event.wait", &format!("{STD}/asyncio/locks.py"), 213),
+            receive.clone(),
+            lib("Request.stream", "starlette/requests.py", 240),
+            lib("Request.body", "starlette/requests.py", 258),
+            frame("upload", "/srv/app/app.py", 50),
+        ];
+        // 13 snapshots 250 ms apart: one request seen waiting for 3 s.
+        let r = request_waits(
+            &recording(13, 1, reading, Some("POST /upload")),
+            &Catalog::builtin(),
+            1.0,
+        );
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].category, "receive-wait");
+        assert_eq!(r.findings[0].place.max_wait_ms, 3000.0);
+        let listening = vec![
+            receive,
+            lib(
+                "StreamingResponse.listen_for_disconnect",
+                "starlette/responses.py",
+                250,
+            ),
+        ];
+        let r = request_waits(
+            &recording(13, 1, listening, Some("GET /stream")),
+            &Catalog::builtin(),
+            1.0,
+        );
+        assert!(r.findings.is_empty());
+        assert!(r.places.iter().any(|p| p.kind == AwaitKind::Disconnect));
+    }
+
+    #[test]
+    fn task_trees_nest_awaited_tasks_once_even_through_a_cycle() {
+        let leaf = || vec![frame("sleep", &format!("{STD}/asyncio/tasks.py"), 649)];
+        let mut parent = task(1, "parent", None, vec![frame("main", "/srv/app/m.py", 3)]);
+        parent.awaits = vec![2, 3];
+        let mut a = task(2, "a", None, leaf());
+        a.awaits = vec![4];
+        let b = task(3, "b", None, leaf());
+        // 4 and 5 await each other (a torn read): each is placed once.
+        let mut c = task(4, "c", None, leaf());
+        c.awaits = vec![5];
+        let mut d = task(5, "d", None, leaf());
+        d.awaits = vec![4];
+        let mut rb = RecordingBuilder::new(header(7, 100.0));
+        rb.tasks(7, 0, &[parent, a, b, c, d]);
+        let rec = rb.finish(end(1000, 0));
+        let trees = task_trees(&rec, &Catalog::builtin());
+        assert_eq!(trees.len(), 1);
+        let t = &trees[0];
+        assert_eq!(t.tasks, 5);
+        assert_eq!(t.roots.len(), 1);
+        let root = &t.roots[0];
+        assert_eq!(root.name, "parent");
+        let names: Vec<_> = root.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(root.children[0].children[0].name, "c");
+        assert_eq!(root.children[0].children[0].children[0].name, "d");
+        assert!(root.children[0].children[0].children[0].children.is_empty());
+        assert_eq!(root.children[1].kind, AwaitKind::Sleep);
+    }
+
+    #[test]
+    fn a_recording_without_tasks_has_no_request_waits() {
+        let rec = crate::recording::testing::tiny_recording();
+        let r = request_waits(&rec, &Catalog::builtin(), 0.0);
+        assert_eq!(r.snapshots, 0);
+        assert!(r.places.is_empty() && r.findings.is_empty());
+        assert!(task_trees(&rec, &Catalog::builtin()).is_empty());
+    }
+}

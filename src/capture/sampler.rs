@@ -101,6 +101,9 @@ pub enum Msg {
     },
 }
 
+/// A task read taking `d` puts the next one at least `d * TASK_READ_SHARE` after it.
+const TASK_READ_SHARE: u32 = 20;
+
 /// A py-spy frame as the recording writer takes it.
 fn raw_frame(f: &py_spy::Frame) -> RawFrame {
     RawFrame {
@@ -1049,7 +1052,8 @@ impl ProcessSampler {
 
     /// Reads the asyncio tasks when their interval has passed, without stopping anything, and
     /// sends them. A process without asyncio (or on a Python whose tasks are not read) is
-    /// asked again ten intervals later; a failed read is dropped (it is retried next time).
+    /// asked again ten intervals later; a failed read is dropped (it is retried next time); a
+    /// slow read (thousands of tasks) spaces the next one ([`TASK_READ_SHARE`]).
     fn read_tasks(&mut self) {
         let Some(every) = self.ctx.task_interval else {
             return;
@@ -1071,7 +1075,11 @@ impl ProcessSampler {
             }
             _ => return,
         };
-        let read_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let took = started.elapsed();
+        let read_us = took.as_micros().min(u32::MAX as u128) as u32;
+        // Reads run between ticks: one that takes long (thousands of tasks) spaces the next
+        // so task reads take at most 1/TASK_READ_SHARE of the sampler's time.
+        self.tasks_next = started + every.max(took * TASK_READ_SHARE);
         let tasks = snap
             .tasks
             .iter()

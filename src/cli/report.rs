@@ -129,7 +129,8 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// Every flame-graph file (name, SVG): each view merged over processes, and per process when
-/// the loop runs in several (workers). Views without samples (no stall: no loop-blocked
+/// the loop runs in several (workers), then the await chains of the asyncio tasks
+/// (`flame-awaits.svg`) when tasks were read. Views without samples (no stall: no loop-blocked
 /// graph) are left out. Which graphs: [`render::flamegraph::targets`].
 fn flamegraphs(rec: &Recording, d: &Diagnosis) -> Result<Vec<(String, String)>, CliError> {
     use render::flamegraph::{svg, targets, View};
@@ -140,6 +141,10 @@ fn flamegraphs(rec: &Recording, d: &Diagnosis) -> Result<Vec<(String, String)>, 
                 out.push((format!("{stem}.svg"), svg));
             }
         }
+    }
+    // Where requests wait: the await chains of the asyncio tasks (format 6 recordings).
+    if let Some(svg) = render::flamegraph::await_svg(rec)? {
+        out.push(("flame-awaits.svg".to_owned(), svg));
     }
     Ok(out)
 }

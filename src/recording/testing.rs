@@ -5,7 +5,7 @@
 
 use super::format::*;
 use super::{
-    load_from, RawFrame, RawThread, Recording, RecordingReader, RecordingWriter, TickMeta,
+    load_from, RawFrame, RawTask, RawThread, Recording, RecordingReader, RecordingWriter, TickMeta,
 };
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,21 @@ pub fn frame(name: &str, file: &str, line: i32) -> RawFrame {
         name: name.into(),
         file: file.into(),
         line,
+    }
+}
+
+/// A suspended asyncio task `id` named `name`, serving `route` (if any), with its await
+/// chain `frames` (innermost first).
+pub fn task(id: u64, name: &str, route: Option<&str>, frames: Vec<RawFrame>) -> RawTask {
+    RawTask {
+        id,
+        name: name.into(),
+        loop_id: 1,
+        state: TaskState::Suspended,
+        frames,
+        waits_for: Some("_asyncio.Future".into()),
+        awaits: Vec::new(),
+        route: route.map(str::to_owned),
     }
 }
 
@@ -138,6 +153,24 @@ impl RecordingBuilder {
                     ..TickMeta::default()
                 },
                 threads,
+            )
+            .unwrap();
+        self
+    }
+
+    /// Adds one asyncio task snapshot of process `pid` at `t_us`.
+    pub fn tasks(&mut self, pid: u32, t_us: u64, tasks: &[RawTask]) -> &mut Self {
+        self.writer
+            .write_tasks(
+                TaskSnapshot {
+                    pid,
+                    t_us,
+                    read_us: 200,
+                    tasks: Vec::new(),
+                    unreadable: 0,
+                    truncated: false,
+                },
+                tasks,
             )
             .unwrap();
         self

@@ -21,7 +21,7 @@ use crate::recording::frames::{self, Origin};
 use crate::recording::Recording;
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self as fg, Options};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Which samples a flame graph shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,6 +378,61 @@ pub fn svg(
     opts.deterministic = true;
     opts.palette_map = Some(&mut map);
     // Frames narrower than a pixel are invisible but cost bytes: drop them.
+    opts.min_width = 1.0;
+    draw(&mut opts, &lines).map(Some)
+}
+
+/// The await chains of every suspended asyncio task of every task snapshot as folded lines,
+/// rooted at the route the task served (`[not a request]` for the others): each task of each
+/// snapshot counts 1. Empty when no task snapshot holds a suspended task.
+pub fn await_folded(rec: &Recording) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut labels: HashMap<u32, String> = HashMap::new();
+    for snap in &rec.task_snapshots {
+        for t in &snap.tasks {
+            if t.state != crate::recording::TaskState::Suspended {
+                continue;
+            }
+            let line = labels.entry(t.stack).or_insert_with(|| {
+                rec.stacks[t.stack as usize]
+                    .iter()
+                    .rev()
+                    .map(|f| label(rec, rec.frame(*f)))
+                    .collect::<Vec<_>>()
+                    .join(";")
+            });
+            let root = match t.route {
+                Some(r) => sanitize(rec.str(r)),
+                None => "[not a request]".to_owned(),
+            };
+            *counts.entry(format!("{root};{line}")).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect()
+}
+
+/// The flame graph of [`await_folded`]: where suspended tasks waited, by route; `None` when
+/// there is nothing to draw.
+pub fn await_svg(rec: &Recording) -> Result<Option<String>, RenderError> {
+    let lines = await_folded(rec);
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let mut map = palette(rec, &lines);
+    let mut opts = Options::default();
+    opts.title = "Where requests wait: await chains of suspended asyncio tasks".to_owned();
+    opts.subtitle = Some(format!(
+        "{} task snapshots over {:.1} s · each suspended task of each snapshot counts 1 · rooted at its route",
+        rec.task_snapshots.len(),
+        rec.duration_us() as f64 / 1e6,
+    ));
+    opts.count_name = "task snapshots".to_owned();
+    opts.name_type = "Frame:".to_owned();
+    opts.deterministic = true;
+    opts.palette_map = Some(&mut map);
     opts.min_width = 1.0;
     draw(&mut opts, &lines).map(Some)
 }

@@ -23,6 +23,10 @@ use serde::Serialize;
 const LAYOUT: &str = include_str!("../../report-templates/layout.hbs");
 const PARTIALS: &[(&str, &str)] = &[
     (
+        "requests",
+        include_str!("../../report-templates/partials/requests.hbs"),
+    ),
+    (
         "head",
         include_str!("../../report-templates/partials/head.hbs"),
     ),
@@ -207,6 +211,7 @@ struct Page<'a> {
     /// The activity words and what they mean ([`super::glossary::ACTIVITIES`]).
     activities: &'static [(&'static str, &'static str)],
     cards: Vec<CardVm<'a>>,
+    requests: RequestsVm<'a>,
     flames: Vec<FlameVm>,
     threads: Vec<ThreadVm>,
     /// The threads table starts open when it is short.
@@ -263,21 +268,11 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
             width: format!("{:.1}", v.clamp(0.0, 100.0)),
         })
         .collect();
-    // Source lines around the call site, from the recording.
-    let mut source = Vec::new();
-    if let Some(c) = &f.call_site {
-        if let Some(file_id) = rec.strings.iter().position(|s| *s == c.file) {
-            for no in c.line - 4..=c.line + 4 {
-                if let Some(text) = rec.sources.get(&(file_id as u32, no)) {
-                    source.push(SourceLineVm {
-                        no,
-                        text: text.clone(),
-                        hit: no == c.line,
-                    });
-                }
-            }
-        }
-    }
+    let source = f
+        .call_site
+        .as_ref()
+        .map(|c| source_around(rec, c))
+        .unwrap_or_default();
     let culprit = f.culprit_thread.as_ref().map(|c| {
         format!(
             "thread \"{}\"{} held the GIL in {:.0}% of the loop's GIL waits",
@@ -297,6 +292,135 @@ fn card<'a>(rec: &Recording, rank: usize, f: &'a Finding) -> CardVm<'a> {
         culprit,
         stack_len: f.stack.len(),
     }
+}
+
+/// The source lines around a call site (four either side), from the recording.
+fn source_around(rec: &Recording, c: &crate::analysis::diagnose::CallSite) -> Vec<SourceLineVm> {
+    let mut source = Vec::new();
+    if let Some(file_id) = rec.strings.iter().position(|s| *s == c.file) {
+        for no in c.line - 4..=c.line + 4 {
+            if let Some(text) = rec.sources.get(&(file_id as u32, no)) {
+                source.push(SourceLineVm {
+                    no,
+                    text: text.clone(),
+                    hit: no == c.line,
+                });
+            }
+        }
+    }
+    source
+}
+
+/// The "Where requests wait" section.
+#[derive(Serialize)]
+struct RequestsVm<'a> {
+    /// Tasks were read in this recording.
+    read: bool,
+    note: String,
+    cards: Vec<WaitCardVm<'a>>,
+    places: Vec<PlaceVm>,
+    flame: Option<FlameVm>,
+}
+
+#[derive(Serialize)]
+struct WaitCardVm<'a> {
+    rank: usize,
+    f: &'a crate::analysis::tasks::WaitFinding,
+    site: String,
+    source: Vec<SourceLineVm>,
+    impact: String,
+    stack_len: usize,
+}
+
+#[derive(Serialize)]
+struct PlaceVm {
+    route: String,
+    resource: String,
+    kind: &'static str,
+    mean: String,
+    max: usize,
+    longest: String,
+    at: String,
+}
+
+fn requests_vm<'a>(rec: &Recording, d: &'a Diagnosis) -> Result<RequestsVm<'a>, RenderError> {
+    let r = &d.requests;
+    if r.snapshots == 0 {
+        return Ok(RequestsVm {
+            read: false,
+            note: "Asyncio tasks were not read in this recording (recorded with --no-tasks, by a loopprof before format 6, or from a Python whose tasks loopprof does not read).".into(),
+            cards: Vec::new(),
+            places: Vec::new(),
+            flame: None,
+        });
+    }
+    let cards = r
+        .findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| WaitCardVm {
+            rank: i + 1,
+            f,
+            site: f
+                .place
+                .site
+                .as_ref()
+                .map(wording::site)
+                .unwrap_or_else(|| "(no application frame in the await chain)".into()),
+            source: f
+                .place
+                .site
+                .as_ref()
+                .map(|c| source_around(rec, c))
+                .unwrap_or_default(),
+            impact: wording::wait_impact(f),
+            stack_len: f.place.stack.len(),
+        })
+        .collect();
+    let places = r
+        .places
+        .iter()
+        .map(|p| PlaceVm {
+            route: p.route.clone().unwrap_or_else(|| "(not a request)".into()),
+            resource: p.resource.clone(),
+            kind: p.kind.as_str(),
+            mean: format!("{:.1}", p.mean_tasks),
+            max: p.max_tasks,
+            longest: format!("{:.1} s", p.max_wait_ms / 1000.0),
+            at: p
+                .site
+                .as_ref()
+                .map(wording::site)
+                .unwrap_or_else(|| "–".into()),
+        })
+        .collect();
+    let flame = flamegraph::await_svg(rec)?.map(|svg| FlameVm {
+        id: "flame-awaits".into(),
+        title: "Where requests wait (await chains)".into(),
+        height: format!(
+            "{:.0}",
+            (flamegraph::svg_height(&svg).unwrap_or(560.0) + 8.0).min(1400.0)
+        ),
+        uri: data_uri(&svg),
+    });
+    Ok(RequestsVm {
+        read: true,
+        note: format!(
+            "{} task snapshots, one every {:.0} ms; on average {:.1} requests in flight (at most {}){}.",
+            r.snapshots,
+            r.interval_ms,
+            r.mean_in_flight,
+            r.max_in_flight,
+            if r.unreadable > 0 {
+                format!("; {} task-registry entries could not be read", r.unreadable)
+            } else {
+                String::new()
+            }
+        ),
+        cards,
+        places,
+        flame,
+    })
 }
 
 /// The flame graphs embedded in the report ([`flamegraph::targets`]).
@@ -398,6 +522,7 @@ pub fn render(rec: &Recording, d: &Diagnosis, opts: &HtmlOptions) -> Result<Stri
         colors: LEGEND_COLORS,
         activities: super::glossary::ACTIVITIES,
         cards,
+        requests: requests_vm(rec, d)?,
         flames: flames(rec, d)?,
         threads_open: d.threads.len() <= THREADS_OPEN_MAX,
         threads_count: d.threads.len(),
@@ -504,6 +629,8 @@ struct DiffPage<'a> {
     gates: &'a [GateResult],
     rows: Vec<RowVm>,
     findings: Vec<DiffFindingVm<'a>>,
+    /// Pile-ups of requests compared, one line each.
+    requests: Vec<String>,
     flames: Vec<FlameVm>,
     details: Vec<Kv>,
 }
@@ -653,6 +780,7 @@ pub fn render_diff(
             .into_iter()
             .chain(diff.probes.iter().flat_map(probe_rows))
             .collect(),
+        requests: diff.requests.iter().map(wording::wait_diff_line).collect(),
         findings: diff
             .findings
             .iter()

@@ -77,11 +77,41 @@ pub fn render(
             d.findings.len() - TOP
         );
     }
-    if !d.findings.is_empty() {
+    write_requests(&mut out, d);
+    if !d.findings.is_empty() || !d.requests.findings.is_empty() {
         write_verify(&mut out, rec, before);
     }
     write_measured(&mut out, rec, d, command);
     out
+}
+
+/// "Where requests wait": each pile-up with its route, site, impact and fix.
+fn write_requests(out: &mut String, d: &Diagnosis) {
+    for (i, f) in d.requests.findings.iter().take(TOP).enumerate() {
+        let p = &f.place;
+        let _ = writeln!(
+            out,
+            "### Requests waiting {}. {} (`{}`)\n",
+            i + 1,
+            f.title,
+            f.category
+        );
+        let site = p
+            .site
+            .as_ref()
+            .map(|c| code(&wording::site(c)))
+            .unwrap_or_else(|| "(no application frame in the await chain)".into());
+        let _ = writeln!(out, "- **Where:** {site}");
+        if let Some(c) = p.site.as_ref().and_then(|c| c.source.as_deref()) {
+            let _ = writeln!(out, "- **Line:** {}", code(c.trim()));
+        }
+        if let Some(r) = &p.route {
+            let _ = writeln!(out, "- **Route:** {}", code(r));
+        }
+        let _ = writeln!(out, "- **Waits in:** {}", code(&p.resource));
+        let _ = writeln!(out, "- **Impact:** {}", wording::wait_impact(f));
+        let _ = writeln!(out, "- **Fix:** {}\n", f.fix.summary);
+    }
 }
 
 /// One finding: where, its facts ([`wording::facts`]), impact and fix.
@@ -303,6 +333,13 @@ pub fn diff(d: &Diff, gates: &[GateResult]) -> String {
         );
     }
     out.push('\n');
+    if !d.requests.is_empty() {
+        let _ = writeln!(out, "**Where requests wait:**\n");
+        for w in &d.requests {
+            let _ = writeln!(out, "- {}", code(&wording::wait_diff_line(w)));
+        }
+        out.push('\n');
+    }
     if d.findings.is_empty() {
         let _ = writeln!(out, "No finding in either recording.\n");
     } else {

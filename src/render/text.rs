@@ -155,6 +155,28 @@ pub fn diagnosis(d: &Diagnosis) -> String {
         }
         let _ = writeln!(out, "   fix: {}", f.fix.summary);
     }
+    for (i, f) in d.requests.findings.iter().enumerate().take(8) {
+        let p = &f.place;
+        let _ = writeln!(
+            out,
+            "\nrequests {}. [{}] {}",
+            i + 1,
+            f.category,
+            sanitize(&f.title)
+        );
+        if let Some(c) = &p.site {
+            let _ = writeln!(out, "   at {}", sanitize(&wording::site(c)));
+            if let Some(src) = &c.source {
+                let _ = writeln!(out, "      {}", sanitize(src.trim()));
+            }
+        }
+        if let Some(r) = &p.route {
+            let _ = writeln!(out, "   route {}", sanitize(r));
+        }
+        let _ = writeln!(out, "   waits in {}", sanitize(&p.resource));
+        let _ = writeln!(out, "   {}", wording::wait_impact(f));
+        let _ = writeln!(out, "   fix: {}", f.fix.summary);
+    }
     if d.findings.len() > 8 {
         let _ = writeln!(
             out,
@@ -390,6 +412,9 @@ pub fn diff(d: &crate::analysis::diff::Diff) -> String {
             let _ = writeln!(out, "           waits on {}", sanitize(w));
         }
         let _ = writeln!(out, "           {}", sanitize(&f.why));
+    }
+    for w in &d.requests {
+        let _ = writeln!(out, "\nrequests  {}", sanitize(&wording::wait_diff_line(w)));
     }
     for r in &d.regression_reasons {
         let _ = writeln!(out, "\nregression: {}", sanitize(r));

@@ -190,3 +190,40 @@ pub fn diff_figures(
         ),
     ]
 }
+
+/// The impact line of a "where requests wait" finding: how many requests waited, of how many
+/// in flight, and for how long.
+pub fn wait_impact(f: &crate::analysis::tasks::WaitFinding) -> String {
+    let p = &f.place;
+    format!(
+        "{:.1} requests waiting on average (at most {}) of {:.1} in flight · seen in {} task snapshots · longest wait seen {:.1} s, median {:.1} s",
+        p.mean_tasks,
+        p.max_tasks,
+        f.mean_in_flight,
+        p.snapshots,
+        p.max_wait_ms / 1000.0,
+        p.p50_wait_ms / 1000.0
+    )
+}
+
+/// One compared pile-up of requests in one line: `NEW http-pool-wait GET /pooled: waits in
+/// ... at app.py:71 in pooled — 0 → 16.9 requests waiting`.
+pub fn wait_diff_line(w: &crate::analysis::diff::WaitDiff) -> String {
+    let mean = |m: Option<f64>| m.map_or("none".to_owned(), |m| format!("{m:.1}"));
+    format!(
+        "{} {}{}: waits in {}{} — {} → {} requests waiting",
+        w.status.name().to_uppercase(),
+        w.category,
+        w.route
+            .as_deref()
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default(),
+        w.resource,
+        w.site
+            .as_ref()
+            .map(|c| format!(" at {}", site(c)))
+            .unwrap_or_default(),
+        mean(w.before_mean),
+        mean(w.after_mean)
+    )
+}

@@ -155,13 +155,29 @@ pub fn facts_of(
         f.numbers
             .insert("probe_timeouts", max(|p| p.timeouts as f64));
     }
+    if d.requests.snapshots > 0 {
+        let top = d.requests.findings.first();
+        f.numbers
+            .insert("queued_requests", top.map_or(0.0, |w| w.place.mean_tasks));
+    }
+    let waits = &d.requests.findings;
     f.names.insert(
         "category",
-        name_list(d.findings.iter().map(|x| x.category.clone())),
+        name_list(
+            d.findings
+                .iter()
+                .map(|x| x.category.clone())
+                .chain(waits.iter().map(|w| w.category.clone())),
+        ),
     );
     f.names.insert(
         "route",
-        name_list(d.findings.iter().filter_map(|x| x.route.clone())),
+        name_list(
+            d.findings
+                .iter()
+                .filter_map(|x| x.route.clone())
+                .chain(waits.iter().filter_map(|w| w.place.route.clone())),
+        ),
     );
     f.names.insert("verdict", vec![v.kind.as_str().to_owned()]);
     f

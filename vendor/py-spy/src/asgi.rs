@@ -74,11 +74,15 @@ impl<I: InterpreterState, P: ProcessMemory> Reader<'_, I, P> {
     /// The type name of the object at `addr` (one read once its type is known).
     pub(crate) fn type_name(&mut self, addr: usize) -> Result<String, Error> {
         let obj: I::Object = self.process.copy_struct(addr)?;
-        let tp = obj.ob_type() as usize;
+        self.type_name_of_type(obj.ob_type() as usize)
+    }
+
+    /// The name of the type object at `tp` (cached by address).
+    pub(crate) fn type_name_of_type(&mut self, tp: usize) -> Result<String, Error> {
         if let Some(name) = self.cache.types.get(&tp) {
             return Ok(name.clone());
         }
-        let tp_obj = self.process.copy_pointer(obj.ob_type())?;
+        let tp_obj: <I::Object as Object>::TypeObject = self.process.copy_struct(tp)?;
         let raw = self.process.copy(tp_obj.name() as usize, 32)?;
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         let name = String::from_utf8_lossy(&raw[..end]).into_owned();

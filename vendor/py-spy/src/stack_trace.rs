@@ -698,15 +698,25 @@ impl CodeCache {
 /// loopprof patch: one frame's function, file and line (the last instruction's), through the
 /// code-object cache; `None` for a shim frame or when the code object cannot be read. Used for
 /// frames outside any thread's stack (the frames of suspended coroutines, `crate::tasks`).
+/// `codes` holds the code objects already read during the same read of the process: a frame
+/// holds a reference to its code object, so one read while its frames live is enough.
 pub(crate) fn describe_frame<F: FrameObject, P: ProcessMemory>(
     frame: &F,
     process: &P,
     cache: &mut CodeCache,
+    codes: &mut HashMap<usize, F::CodeObject>,
 ) -> Option<Frame> {
     if !frame.is_python_frame() || frame.code().is_null() {
         return None;
     }
-    let code: F::CodeObject = process.copy_pointer(frame.code()).ok()?;
+    let code: F::CodeObject = match codes.get(&(frame.code() as usize)) {
+        Some(code) => *code,
+        None => {
+            let code = process.copy_pointer(frame.code()).ok()?;
+            codes.insert(frame.code() as usize, code);
+            code
+        }
+    };
     let (name, filename, line) = match cache.lookup(
         frame.code() as usize,
         &code,

@@ -215,6 +215,8 @@ enum Link {
 struct TaskReader<'a, I: InterpreterState, P: ProcessMemory> {
     r: Reader<'a, I, P>,
     code: &'a mut CodeCache,
+    /// Code objects read during this read (see `describe_frame`).
+    codes: HashMap<usize, <FrameOf<I> as FrameObject>::CodeObject>,
     tasks: &'a mut TaskCache,
     layout: Layout,
     limits: TaskLimits,
@@ -223,6 +225,15 @@ struct TaskReader<'a, I: InterpreterState, P: ProcessMemory> {
 fn word<P: ProcessMemory>(process: &P, addr: usize) -> Result<usize, Error> {
     Ok(process.copy_struct::<usize>(addr)?)
 }
+
+/// The pointer-sized word at `off` in `bytes`, when it is there.
+fn word_in(bytes: &[u8], off: usize) -> Option<usize> {
+    Some(usize::from_ne_bytes(bytes.get(off..off + PTR)?.try_into().ok()?))
+}
+
+/// Value-stack slots read with a 3.11+ coroutine's frame (the awaited object is the top of
+/// the stack, after the locals: most coroutines have fewer than this many).
+const EXTRA_SLOTS: usize = 24;
 
 impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
     fn head() -> usize {
@@ -400,111 +411,132 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
         out
     }
 
-    /// Reads one link of a chain: the generator-like object at `obj` (type `kind`).
+    /// Reads one link of a chain: the object at `obj`, continuing through generator-like
+    /// objects. One read of the object's first bytes gives its type and, on 3.11+, its state
+    /// and whole embedded frame with the first value-stack slots; before 3.11 the frame is a
+    /// second read.
     fn link(
         &mut self,
         obj: usize,
-        kind: &str,
         chain: &mut Vec<(usize, FrameOf<I>)>,
         state: &mut Option<TaskState>,
     ) -> Result<Link, Error> {
         let head = Self::head();
-        match kind {
+        let p = self.r.process;
+        let fsize = std::mem::size_of::<FrameOf<I>>();
+        let span = match self.layout.gen {
+            GenFrame::Embedded { iframe, .. } => iframe + fsize + EXTRA_SLOTS * PTR,
+            _ => head + 2 * PTR,
+        };
+        // A small object (a FutureIter) may end just before an unmapped page: then read its
+        // header alone.
+        let block = match p.copy(obj, span) {
+            Ok(b) => b,
+            Err(_) => p.copy(obj, head)?,
+        };
+        let tp = word_in(&block, head - PTR).ok_or_else(|| anyhow::format_err!("short read"))?;
+        match self.r.type_name_of_type(tp)?.as_str() {
             "coroutine" | "generator" | "async_generator" => {}
             // `async_generator_asend`/`_athrow` and `coroutine_wrapper` hold the generator
             // right after the header.
             "async_generator_asend" | "async_generator_athrow" | "coroutine_wrapper" => {
-                return Ok(Link::Follow(word(self.r.process, obj + head)?));
+                return Ok(Link::Follow(word(p, obj + head)?));
             }
             _ => return Ok(Link::End),
         }
-        let p = self.r.process;
-        let (frame_addr, this_state) = match self.layout.gen {
-            GenFrame::Pointer39 { .. } | GenFrame::Pointer310 { .. } => {
-                let f = word(p, obj + head)?;
-                if f == 0 {
-                    return Ok(Link::End); // finished
-                }
-                let st = match self.layout.gen {
-                    GenFrame::Pointer39 { .. } => {
-                        let running: u8 = p.copy_struct(obj + head + PTR)?;
-                        let frame: FrameOf<I> = p.copy_struct(f)?;
-                        if running != 0 {
-                            TaskState::Running
-                        } else if frame.lasti() < 0 {
-                            TaskState::Created
-                        } else {
-                            TaskState::Suspended
-                        }
-                    }
-                    GenFrame::Pointer310 { state, .. } => match p.copy_struct::<i8>(f + state)? {
-                        -2 => TaskState::Created,
-                        -1 => TaskState::Suspended,
-                        0 => TaskState::Running,
-                        _ => return Ok(Link::End),
-                    },
-                    GenFrame::Embedded { .. } => unreachable!(),
-                };
-                (f, st)
-            }
+        if block.len() < span {
+            bail!("short read of a generator");
+        }
+        let (frame_addr, frame, this_state, awaited) = match self.layout.gen {
             GenFrame::Embedded {
                 iframe,
                 state,
                 created,
-                ..
+                stacktop,
+                localsplus,
             } => {
-                let st = match p.copy_struct::<i8>(obj + state)? {
+                let st = match block[state] as i8 {
                     s if s == created => TaskState::Created,
                     s if s < 0 => TaskState::Suspended,
                     0 => TaskState::Running,
                     _ => return Ok(Link::End),
                 };
-                (obj + iframe, st)
+                // SAFETY: `block` holds `fsize` bytes at `iframe`; the bindings' structs are
+                // plain C data valid for any bit pattern (as `copy_struct` assumes).
+                let frame: FrameOf<I> = unsafe {
+                    std::ptr::read_unaligned(block[iframe..iframe + fsize].as_ptr().cast())
+                };
+                let top = i32::from_ne_bytes(
+                    block[iframe + stacktop..iframe + stacktop + 4]
+                        .try_into()
+                        .unwrap_or([0; 4]),
+                );
+                let awaited = if st != TaskState::Suspended || top <= 0 || top > 1 << 16 {
+                    0
+                } else {
+                    let off = iframe + localsplus + (top as usize - 1) * PTR;
+                    match word_in(&block, off) {
+                        Some(w) => w,
+                        None => word(p, obj + off)?,
+                    }
+                };
+                (obj + iframe, frame, st, awaited)
+            }
+            GenFrame::Pointer39 { stacktop } => {
+                let f = word_in(&block, head).unwrap_or(0);
+                if f == 0 {
+                    return Ok(Link::End); // finished
+                }
+                let frame: FrameOf<I> = p.copy_struct(f)?;
+                let st = if block[head + PTR] != 0 {
+                    TaskState::Running
+                } else if frame.lasti() < 0 {
+                    TaskState::Created
+                } else {
+                    TaskState::Suspended
+                };
+                let top = word(p, f + stacktop)?;
+                let awaited = if st == TaskState::Suspended && top != 0 {
+                    word(p, top - PTR)?
+                } else {
+                    0
+                };
+                (f, frame, st, awaited)
+            }
+            GenFrame::Pointer310 {
+                state,
+                valuestack,
+                stackdepth,
+            } => {
+                let f = word_in(&block, head).unwrap_or(0);
+                if f == 0 {
+                    return Ok(Link::End);
+                }
+                let frame: FrameOf<I> = p.copy_struct(f)?;
+                let st = match p.copy_struct::<i8>(f + state)? {
+                    -2 => TaskState::Created,
+                    -1 => TaskState::Suspended,
+                    0 => TaskState::Running,
+                    _ => return Ok(Link::End),
+                };
+                let awaited = if st == TaskState::Suspended {
+                    let depth: i32 = p.copy_struct(f + stackdepth)?;
+                    let base = word(p, f + valuestack)?;
+                    if depth <= 0 || depth > 4096 || base == 0 {
+                        0
+                    } else {
+                        word(p, base + (depth as usize - 1) * PTR)?
+                    }
+                } else {
+                    0
+                };
+                (f, frame, st, awaited)
             }
         };
-        let frame: FrameOf<I> = p.copy_struct(frame_addr)?;
         chain.push((frame_addr, frame));
         if state.is_none() {
             *state = Some(this_state);
         }
-        if this_state != TaskState::Suspended {
-            return Ok(Link::Frame(None));
-        }
-        let awaited = match self.layout.gen {
-            GenFrame::Pointer39 { stacktop } => {
-                let top = word(p, frame_addr + stacktop)?;
-                if top == 0 {
-                    0
-                } else {
-                    word(p, top - PTR)?
-                }
-            }
-            GenFrame::Pointer310 {
-                valuestack,
-                stackdepth,
-                ..
-            } => {
-                let depth: i32 = p.copy_struct(frame_addr + stackdepth)?;
-                let base = word(p, frame_addr + valuestack)?;
-                if depth <= 0 || depth > 4096 || base == 0 {
-                    0
-                } else {
-                    word(p, base + (depth as usize - 1) * PTR)?
-                }
-            }
-            GenFrame::Embedded {
-                stacktop,
-                localsplus,
-                ..
-            } => {
-                let top: i32 = p.copy_struct(frame_addr + stacktop)?;
-                if top <= 0 || top > 1 << 16 {
-                    0
-                } else {
-                    word(p, frame_addr + localsplus + (top as usize - 1) * PTR)?
-                }
-            }
-        };
         Ok(Link::Frame((awaited != 0).then_some(awaited)))
     }
 
@@ -529,8 +561,7 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                 truncated = true;
                 break;
             }
-            let kind = self.r.type_name(obj)?;
-            match self.link(obj, &kind, &mut chain, &mut state)? {
+            match self.link(obj, &mut chain, &mut state)? {
                 Link::Frame(next) => obj = next.unwrap_or(0),
                 Link::Follow(next) => obj = next,
                 Link::End => break,
@@ -574,7 +605,7 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
         let mut frames = Vec::with_capacity(chain.len());
         let mut slots = Vec::new();
         for (frame_addr, frame) in &chain {
-            if let Some(f) = describe_frame(frame, p, self.code) {
+            if let Some(f) = describe_frame(frame, p, self.code, &mut self.codes) {
                 if let Some(arg) = self.code.scope_arg(frame.code() as usize) {
                     let slot =
                         frame_addr + std::mem::size_of::<FrameOf<I>>() - PTR + arg as usize * PTR;
@@ -631,6 +662,7 @@ pub fn read_tasks<I: InterpreterState, P: ProcessMemory>(
     let mut t = TaskReader::<I, P> {
         r: Reader::new(process, version, asgi),
         code,
+        codes: HashMap::new(),
         tasks,
         layout,
         limits,
