@@ -54,6 +54,40 @@ fn hung_server_is_diagnosed(kind: Server) {
         .as_str()
         .unwrap()
         .starts_with("ThreadPoolExecutor-"));
+    // The task tree of the hung loop (read without the loop's help): the streaming
+    // response's task (AnyIO names it after its function) is the one running, and the
+    // request's own task, waiting for it, says which route it serves.
+    assert!(t.contains("asyncio tasks (loop"), "no task tree:\n{t}");
+    fn all(n: &serde_json::Value) -> Vec<&serde_json::Value> {
+        let mut out = vec![n];
+        for c in n["children"].as_array().into_iter().flatten() {
+            out.extend(all(c));
+        }
+        out
+    }
+    let tasks: Vec<&serde_json::Value> = v["tasks"][0]["roots"]
+        .as_array()
+        .expect("a task tree")
+        .iter()
+        .flat_map(all)
+        .collect();
+    let running: Vec<_> = tasks.iter().filter(|t| t["state"] == "running").collect();
+    assert_eq!(running.len(), 1, "one running task: {:#}", v["tasks"]);
+    assert!(
+        running[0]["name"]
+            .as_str()
+            .unwrap()
+            .contains("StreamingResponse"),
+        "{:#}",
+        running[0]
+    );
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["route"] == "GET /executor-shutdown" && t["state"] == "suspended"),
+        "{:#}",
+        v["tasks"]
+    );
 }
 
 #[test]
