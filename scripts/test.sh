@@ -24,6 +24,7 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # live sync-redis case
 [[ -x /usr/bin/chromium ]] || need+=(chromium)  # tests/browser/check_report.mjs
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)  # decodes the pprof export
 if ((${#need[@]})); then
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     log "installing Debian packages: ${need[*]}"

@@ -249,3 +249,87 @@ fn export_writes_speedscope_and_folded_stacks() {
     );
     assert!(v["profiles"].as_array().unwrap().len() >= 2);
 }
+
+/// `export --format pprof` decodes with `protoc` against pprof's message definitions, and the
+/// blocked fixture's stall samples carry the finding's category and the loop state `stall`.
+#[test]
+fn export_pprof_decodes_against_profile_proto() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profile.pb.gz");
+    let o = loopprof(&[
+        "export",
+        s(&fixture("blocked.jsonl")),
+        "-f",
+        "pprof",
+        "-o",
+        s(&file),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut raw = Vec::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap())
+        .read_to_end(&mut raw)
+        .expect("pprof output is gzip");
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pprof");
+    let mut child = std::process::Command::new("protoc")
+        .arg(format!("--proto_path={}", protos.display()))
+        .args(["--decode=perftools.profiles.Profile", "profile.proto"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("protoc is missing: install Debian's protobuf-compiler (scripts/test.sh does)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needed in [
+        "sample_type {",
+        "string_table: \"wall\"",
+        "string_table: \"nanoseconds\"",
+        "string_table: \"loop_state\"",
+        "string_table: \"stall\"",
+        "string_table: \"blocking-sleep\"",
+        "has_functions: true",
+        "location_id:",
+        "label {",
+    ] {
+        assert!(
+            text.contains(needed),
+            "{needed:?} missing from the decoded profile"
+        );
+    }
+}
+
+/// `export --format chrome-trace` is a Trace Event Format object whose event-loop track names
+/// the stall after its finding.
+#[test]
+fn export_chrome_trace_has_tracks_stalls_and_metadata() {
+    let o = loopprof(&[
+        "export",
+        s(&fixture("blocked.jsonl")),
+        "--format",
+        "chrome-trace",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let events = v["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["ph"] == "M"
+        && e["name"] == "thread_name"
+        && e["args"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("(event loop)")));
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "X" && e["name"] == "stall: blocking-sleep"));
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "i" && e["name"] == "finding: blocking-sleep"));
+    assert!(events.iter().any(|e| e["ph"] == "C" && e["name"] == "cpu"));
+}

@@ -273,6 +273,11 @@ pub enum ExportFormat {
     Speedscope,
     /// Folded stacks, `root;...;leaf count` (flamegraph.pl, inferno).
     Collapsed,
+    /// pprof's gzipped profile.proto with labels (go tool pprof, Grafana Pyroscope).
+    Pprof,
+    /// The Trace Event Format: per-thread state slices, probes, findings, CPU (Perfetto UI,
+    /// chrome://tracing).
+    ChromeTrace,
 }
 
 /// The flame-graph views.

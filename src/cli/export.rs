@@ -1,5 +1,6 @@
 //! `loopprof export RECORDING --format FORMAT [-o FILE]`: the recording in a format other
-//! tools open (speedscope; folded stacks for flamegraph.pl/inferno), written to a file or to
+//! tools open (speedscope; folded stacks for flamegraph.pl/inferno; pprof for go tool pprof
+//! and Grafana Pyroscope; the Trace Event Format for Perfetto), written to a file or to
 //! stdout.
 
 use super::args::{ExportArgs, ExportFormat};
@@ -11,7 +12,7 @@ use crate::capture::DirPolicy;
 use crate::recording::{self, outdir};
 use crate::render;
 use crate::render::flamegraph::View;
-use crate::render::output::{Collapsed, Output, ReportInput, Speedscope};
+use crate::render::output::{ChromeTrace, Collapsed, Output, Pprof, ReportInput, Speedscope};
 use std::io::Write;
 
 /// `loopprof export`: returns exit 0.
@@ -38,7 +39,17 @@ pub fn run(args: ExportArgs) -> Result<i32, CliError> {
     let output: &dyn Output<ReportInput<'_>> = match args.format {
         ExportFormat::Speedscope => &Speedscope,
         ExportFormat::Collapsed => &collapsed,
+        ExportFormat::Pprof => &Pprof,
+        ExportFormat::ChromeTrace => &ChromeTrace,
     };
+    if args.format == ExportFormat::Pprof
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(CliError::Usage(
+            "pprof is gzip-compressed binary: write it to a file with -o profile.pb.gz, or redirect stdout".into(),
+        ));
+    }
     let bytes = output.render(&input)?;
     match args.output.as_deref() {
         None => {

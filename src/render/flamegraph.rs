@@ -116,7 +116,7 @@ fn counts(
                 View::Wall => true,
                 View::Cpu => matches!(activity, Activity::OnCpu | Activity::Native),
                 View::OffCpu => matches!(activity, Activity::Waiting(_) | Activity::GilWait),
-                View::LoopBlocked => d.stall_samples.contains(&(s.pid, t.tid, s.t_us)),
+                View::LoopBlocked => d.stall_samples.contains_key(&(s.pid, t.tid, s.t_us)),
             };
             if !keep {
                 continue;

@@ -5,6 +5,7 @@
 //! renders the self-contained `report.html` (with the [`timeline`]); [`markdown`] writes
 //! `report.md` for tickets.
 
+pub mod chrome_trace;
 pub mod flamegraph;
 pub mod glossary;
 pub mod html;
@@ -12,6 +13,7 @@ pub mod json;
 pub mod markdown;
 pub mod output;
 pub mod palette;
+pub mod pprof;
 pub mod speedscope;
 pub mod text;
 pub mod timeline;

@@ -189,6 +189,37 @@ impl<'a> Output<DiffInput<'a>> for Json {
 /// speedscope's JSON ([`super::speedscope`]).
 pub struct Speedscope;
 
+/// pprof's gzip-compressed `profile.proto` ([`super::pprof`]).
+pub struct Pprof;
+
+/// The Trace Event Format of Perfetto and `chrome://tracing` ([`super::chrome_trace`]).
+pub struct ChromeTrace;
+
+impl<'a> Output<ReportInput<'a>> for Pprof {
+    fn file_name(&self) -> &'static str {
+        "profile.pb.gz"
+    }
+    fn label(&self) -> &'static str {
+        "pprof"
+    }
+    fn write(&self, i: &ReportInput<'a>, w: &mut dyn Write) -> Result<(), RenderError> {
+        w.write_all(&super::pprof::to_bytes(i.rec, i.d))
+            .map_err(RenderError::Write)
+    }
+}
+
+impl<'a> Output<ReportInput<'a>> for ChromeTrace {
+    fn file_name(&self) -> &'static str {
+        "trace.json"
+    }
+    fn label(&self) -> &'static str {
+        "chrome-trace"
+    }
+    fn write(&self, i: &ReportInput<'a>, w: &mut dyn Write) -> Result<(), RenderError> {
+        put(w, &super::chrome_trace::to_string(i.rec, i.d))
+    }
+}
+
 /// Brendan Gregg's folded stacks (`root;...;leaf count`) of one flame-graph view, for
 /// flamegraph.pl and inferno.
 pub struct Collapsed(pub super::flamegraph::View);

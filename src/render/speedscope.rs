@@ -110,7 +110,7 @@ pub fn to_string(rec: &Recording, d: &Diagnosis) -> String {
                 .iter()
                 .zip(&stacks)
                 .zip(&weights)
-                .filter(|(((t, _), _), _)| d.stall_samples.contains(&(*pid, *tid, *t)))
+                .filter(|(((t, _), _), _)| d.stall_samples.contains_key(&(*pid, *tid, *t)))
                 .map(|((_, st), w)| (st.clone(), *w))
                 .unzip();
             if !stall_stacks.is_empty() {

@@ -73,7 +73,7 @@ fn bins(rec: &Recording, d: &Diagnosis, duration_us: f64) -> Vec<Bin> {
             };
             let b = &mut bins[idx(s.t_us)];
             b.parts[slot] += w;
-            if d.stall_samples.contains(&(s.pid, lt.tid, s.t_us)) {
+            if d.stall_samples.contains_key(&(s.pid, lt.tid, s.t_us)) {
                 b.stall = true;
             }
         }

@@ -15,7 +15,7 @@ use crate::analysis::loops::{Activity, WaitReason};
 use crate::analysis::stats::{percentile, round1, sort_f64};
 use crate::recording::frames::{self, Origin};
 use crate::recording::{FrameDef, Recording};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Groups blocks by call site key (across processes: workers run the same code) and returns
 /// the reported findings, most blocked time first, with the keys they were made of.
@@ -25,8 +25,7 @@ pub(super) fn build_findings(
     opts: &Options,
     blocks: &[Block],
     window_by_pid: &HashMap<u32, f64>,
-) -> (Vec<Finding>, HashSet<SiteKey>) {
-    let mut reported_keys = HashSet::new();
+) -> (Vec<Finding>, Vec<SiteKey>) {
     let mut groups: BTreeMap<&SiteKey, Vec<&Block>> = BTreeMap::new();
     for b in blocks {
         groups.entry(&b.key).or_default().push(b);
@@ -41,15 +40,14 @@ pub(super) fn build_findings(
         let Some(f) = finding_of(rec, catalog, key, &group, &times, &mix) else {
             continue;
         };
-        reported_keys.insert(key.clone());
-        out.push(f);
+        out.push((f, key.clone()));
     }
-    out.sort_by(|a, b| {
+    out.sort_by(|(a, _), (b, _)| {
         (b.blocked_ms + b.short_blocked_ms)
             .partial_cmp(&(a.blocked_ms + a.short_blocked_ms))
             .unwrap()
     });
-    (out, reported_keys)
+    out.into_iter().unzip()
 }
 
 /// A group's times.

@@ -39,7 +39,7 @@ use crate::analysis::pools;
 use crate::analysis::stats::pct;
 use crate::recording::Recording;
 use blocks::SiteKey;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// Diagnosis options.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,20 +68,19 @@ pub fn diagnose(rec: &Recording, catalog: &Catalog, opts: &Options) -> Diagnosis
     let walk = blocks::walk(rec, catalog, &loops_found, &mut shares);
     shares.add_other_threads(rec, &loops_found);
 
-    let (mut findings, reported) =
+    let (mut findings, keys) =
         findings::build_findings(rec, catalog, opts, &walk.blocks, &walk.window_by_pid);
+    let reported: HashMap<&SiteKey, usize> = keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
     // After the loop's own findings: a saturated worker pool does not block the loop.
     findings.extend(pool::pool_finding(rec, catalog, opts));
-    // The loop samples inside reported stalls (for the "event loop blocked" flame graph).
-    let stall_samples: HashSet<(u32, u32, u64)> = walk
+    // The loop samples inside reported stalls (for the "event loop blocked" flame graph), with
+    // the finding each belongs to.
+    let stall_samples: HashMap<(u32, u32, u64), usize> = walk
         .blocks
         .iter()
-        .filter(|b| {
-            b.is_stall(opts.threshold_ms)
-                && !matches!(b.key, SiteKey::Gil { .. })
-                && reported.contains(&b.key)
-        })
-        .flat_map(|b| b.times.iter().map(move |t| (b.pid, b.tid, *t)))
+        .filter(|b| b.is_stall(opts.threshold_ms) && !matches!(b.key, SiteKey::Gil { .. }))
+        .filter_map(|b| Some((b, *reported.get(&b.key)?)))
+        .flat_map(|(b, i)| b.times.iter().map(move |t| ((b.pid, b.tid, *t), i)))
         .collect();
     // Blocked share and worst stall count only what was reported as a finding.
     let blocking = findings

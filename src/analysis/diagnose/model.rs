@@ -6,7 +6,7 @@ use crate::analysis::catalog::MatchKind;
 use crate::analysis::loops::{ActivityKind, LoopThread, WaitReason};
 use crate::analysis::quality::Quality;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// What a finding is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -305,7 +305,8 @@ pub struct Diagnosis {
     pub min_share_pct: f64,
     /// Where requests waited (the asyncio task snapshots, format version 6).
     pub requests: crate::analysis::tasks::RequestWaits,
-    /// (pid, tid, t_us) of every loop-thread sample inside a reported stall.
+    /// (pid, tid, t_us) of every loop-thread sample inside a reported stall, with the index in
+    /// `findings` of the finding it belongs to.
     #[serde(skip)]
-    pub stall_samples: HashSet<(u32, u32, u64)>,
+    pub stall_samples: HashMap<(u32, u32, u64), usize>,
 }
