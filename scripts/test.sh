@@ -9,8 +9,9 @@
 #    interpreter exists under pyenv or on PATH; the live matrix tests fail, not skip, if one
 #    they use is missing), and installs the browser check's pinned playwright-core
 #    (tests/browser, `npm ci`; it drives Debian's Chromium, no browser download);
-# 3. checks formatting and lints, then runs every unit and live test with cargo-nextest
-#    (cargo test when nextest is not installed);
+# 3. checks formatting and lints, builds the pip wheel (scripts/wheel.sh: maturin and zig
+#    from a pinned venv), then runs every unit and live test with cargo-nextest (cargo test
+#    when nextest is not installed);
 # 4. fuzzes each untrusted input for a short while (scripts/fuzz.sh, AFL++ through cargo-afl,
 #    installed on first use; docs/fuzzing.md). Set LOOPPROF_FUZZ_SECS=0 to skip it.
 set -euo pipefail
@@ -51,6 +52,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets -- -D warnings
+log "scripts/wheel.sh (the pip wheel tests/live_wheel.rs installs)"
+scripts/wheel.sh >/dev/null
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"
     cargo nextest run --no-fail-fast "$@"
