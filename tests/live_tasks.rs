@@ -15,36 +15,6 @@ use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// CPython interpreters to read tasks from: every pyenv 3.8+ build present and Debian's own.
-fn interpreters() -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/root/.pyenv/versions") {
-        let mut found: Vec<_> = dir
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                let mut parts = name.split('.');
-                parts.next() == Some("3")
-                    && parts
-                        .next()
-                        .and_then(|m| m.parse::<u32>().ok())
-                        .is_some_and(|m| m >= 8)
-            })
-            .map(|p| p.join("bin/python3"))
-            .filter(|p| p.exists())
-            .collect();
-        found.sort();
-        out.extend(found);
-    }
-    if std::path::Path::new("/usr/bin/python3").exists() {
-        out.push("/usr/bin/python3".into());
-    }
-    // The test venv's interpreter is always there (scripts/test.sh creates it).
-    out.push(venv("3.11").join("bin/python"));
-    out
-}
-
 fn dump_json(pid: u32) -> Value {
     let out = run_loopprof(
         &["dump", "-p", &pid.to_string(), "--json"],
@@ -122,7 +92,7 @@ fn start_plain(python: &std::path::Path, args: &[&str]) -> Proc {
 
 #[test]
 fn task_trees_are_read_on_every_python_present() {
-    let pythons = interpreters();
+    let pythons = python_interpreters();
     for python in &pythons {
         let p = start_plain(python, &[]);
         check_plain_tree(&dump_json(p.pid()), &python.display().to_string());

@@ -12,9 +12,8 @@ use std::process::{Command, Stdio};
 fn wheel() -> std::path::PathBuf {
     let dir = root().join("target/wheels");
     let version = env!("CARGO_PKG_VERSION");
-    let name = format!(
-        "loopprof-{version}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
-    );
+    let name =
+        format!("loopprof-{version}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
     let path = dir.join(&name);
     assert!(
         path.exists(),
@@ -34,7 +33,11 @@ fn member(wheel: &std::path::Path, name: &str) -> String {
         .arg(name)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -53,7 +56,10 @@ fn the_wheel_installs_with_pip_and_records_a_live_process() {
         "Classifier: Operating System :: POSIX :: Linux\n",
         "Classifier: Framework :: FastAPI\n",
     ] {
-        assert!(meta.contains(needed), "{needed:?} missing from METADATA:\n{meta}");
+        assert!(
+            meta.contains(needed),
+            "{needed:?} missing from METADATA:\n{meta}"
+        );
     }
     let tags = member(&whl, &format!("{dist}/WHEEL"));
     assert!(
@@ -75,13 +81,23 @@ fn the_wheel_installs_with_pip_and_records_a_live_process() {
         .arg(&whl)
         .output()
         .unwrap();
-    assert!(out.status.success(), "pip install: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pip install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bin = env.join("bin/loopprof");
     let out = Command::new(&bin).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("loopprof {version}"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("loopprof {version}")
+    );
     // The binary asks for nothing newer than glibc 2.17 (what manylinux2014 promises).
     let mut elf = Vec::new();
-    std::fs::File::open(&bin).unwrap().read_to_end(&mut elf).unwrap();
+    std::fs::File::open(&bin)
+        .unwrap()
+        .read_to_end(&mut elf)
+        .unwrap();
     let text = String::from_utf8_lossy(&elf);
     for newer in ["GLIBC_2.18", "GLIBC_2.28", "GLIBC_2.34"] {
         assert!(!text.contains(newer), "the binary needs {newer}");
@@ -102,11 +118,22 @@ fn the_wheel_installs_with_pip_and_records_a_live_process() {
     assert_eq!(line.trim(), "ready");
     let outdir = dir.path().join("rec");
     let out = Command::new(&bin)
-        .args(["record", "-p", &p.pid().to_string(), "--duration", "1", "-o"])
+        .args([
+            "record",
+            "-p",
+            &p.pid().to_string(),
+            "--duration",
+            "1",
+            "-o",
+        ])
         .arg(&outdir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rec = loopprof::recording::load(&outdir).unwrap();
     assert!(rec.samples.len() >= 20, "{} samples", rec.samples.len());
     assert!(!rec.task_snapshots.is_empty(), "tasks were read");

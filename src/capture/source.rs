@@ -17,8 +17,10 @@
 //! * opened `O_PATH` first, then only a regular file is reopened for reading (never a FIFO,
 //!   device or socket), with a size cap.
 //!
-//! Anything unreadable (and pseudo files such as `<frozen ...>`, `<string>`, relative paths)
-//! is remembered as missing. Limits: LSM policies (AppArmor, SELinux) are checked against
+//! A relative file name (the main script of `python app.py`) is resolved the same way inside
+//! the target's current directory (`/proc/PID/cwd`, as of the read) taken as the root, so it
+//! never reaches above that directory. Anything unreadable (and pseudo files such as
+//! `<frozen ...>`, `<string>`) is remembered as missing. Limits: LSM policies (AppArmor, SELinux) are checked against
 //! loopprof's own context; kernels before 5.6 (no `openat2`) give no source lines.
 
 use std::collections::{HashMap, HashSet};
@@ -130,11 +132,14 @@ impl Credentials {
 
 /// Reads the lines of `file` as process `pid` would (see the module docs).
 fn read_lines(pid: u32, file: &str) -> Option<Vec<String>> {
-    if !file.starts_with('/') {
+    if file.is_empty() || file.starts_with('<') {
         return None;
     }
     let creds = Credentials::of(pid)?;
-    let root = open_path(libc::AT_FDCWD, &format!("/proc/{pid}/root"), true)?;
+    // A relative name (`python app.py` names its script `app.py`) is resolved inside the
+    // target's current directory as if it were `/`: never above it.
+    let base = if file.starts_with('/') { "root" } else { "cwd" };
+    let root = open_path(libc::AT_FDCWD, &format!("/proc/{pid}/{base}"), true)?;
     let bytes = read_in_root_as(&root, file, &creds)?;
     Some(
         String::from_utf8_lossy(&bytes)
@@ -322,6 +327,30 @@ mod tests {
     }
 
     #[test]
+    fn relative_names_are_read_inside_the_targets_cwd_and_never_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("srv");
+        std::fs::create_dir(&cwd).unwrap();
+        std::fs::write(cwd.join("main.py"), "x = 1\nprint(x)\n").unwrap();
+        std::fs::write(dir.path().join("secret.py"), "password = 1\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.py"), cwd.join("link.py")).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&cwd)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut c = SourceCache::default();
+        assert_eq!(c.line(pid, "main.py", 2).as_deref(), Some("print(x)"));
+        assert_eq!(c.line(pid, "./main.py", 1).as_deref(), Some("x = 1"));
+        // `..` and an absolute symlink stay inside the cwd taken as the root.
+        assert_eq!(c.line(pid, "../secret.py", 1), None);
+        assert_eq!(c.line(pid, "link.py", 1), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn reads_lines_through_proc_root_and_remembers_missing_files() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("app.py");
@@ -332,6 +361,7 @@ mod tests {
         assert_eq!(c.line(me, file, 2).as_deref(), Some("    time.sleep(1)"));
         assert_eq!(c.line(me, file, 3), None);
         assert_eq!(c.line(me, "<frozen runpy>", 1), None);
+        // Relative to this test process's cwd (the crate root), where no app.py is.
         assert_eq!(c.line(me, "app.py", 1), None);
         assert_eq!(c.line(me, "/nonexistent/x.py", 1), None);
     }

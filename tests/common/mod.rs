@@ -496,3 +496,34 @@ pub fn run_as_nobody(args: &[&str]) -> Output {
 }
 
 static NOBODY_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// CPython interpreters of this machine: every pyenv 3.8+ build present, Debian's own
+/// `/usr/bin/python3`, and the test venv's 3.11 (always there).
+pub fn python_interpreters() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/root/.pyenv/versions") {
+        let mut found: Vec<_> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                let mut parts = name.split('.');
+                parts.next() == Some("3")
+                    && parts
+                        .next()
+                        .and_then(|m| m.parse::<u32>().ok())
+                        .is_some_and(|m| m >= 8)
+            })
+            .map(|p| p.join("bin/python3"))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        out.push("/usr/bin/python3".into());
+    }
+    // The test venv's interpreter is always there (scripts/test.sh creates it).
+    out.push(venv("3.11").join("bin/python"));
+    out
+}

@@ -1,0 +1,96 @@
+//! The diagnosis on every CPython this machine has: pyenv's 3.8 to 3.13 and Debian's own
+//! `/usr/bin/python3` (a distro build), with a stdlib-only asyncio server
+//! (`tests/python/plain_server.py`) loaded by the stdlib load generator: a `time.sleep` on the
+//! loop must give `loop-blocked` / `blocking-sleep` at its line, and `asyncio.sleep` (the
+//! control) no finding. The FastAPI suites run on the pinned 3.11-3.13 venvs; this one checks
+//! that what loopprof reads on top of py-spy (thread ids, loop detection, syscalls, GC state,
+//! source lines) works on each interpreter build.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn load(python: &Path, port: u16, path: &str) -> Proc {
+    Proc::spawn(
+        "load",
+        Command::new(python)
+            .arg(root().join("tests/python/load.py"))
+            .args(["--url", &format!("http://127.0.0.1:{port}{path}")])
+            .args(["--concurrency", "1", "--duration", "8", "--think-ms", "100"])
+            .args(["--timeout", "10", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+fn record(pid: u32, name: &str) -> Value {
+    let dir = out_dir(name);
+    let out = record_output(pid, 2.5, &dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_blocking_sleep_is_found_on_every_python_present() {
+    let src = std::fs::read_to_string(root().join("tests/python/plain_server.py")).unwrap();
+    let line = src
+        .lines()
+        .position(|l| l.contains("time.sleep(ms"))
+        .expect("the blocking line") as i64
+        + 1;
+    let mut checked = Vec::new();
+    for (i, python) in python_interpreters().iter().enumerate() {
+        let port = free_port();
+        let mut c = Command::new(python);
+        c.arg(root().join("tests/python/plain_server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut server = Proc::spawn("plain_server", &mut c);
+        let mut ready = String::new();
+        std::io::BufReader::new(server.child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "listening", "{}", python.display());
+        let who = python.display().to_string();
+
+        let _load = load(python, port, "/block?ms=150");
+        std::thread::sleep(Duration::from_millis(500));
+        let s = record(server.pid(), &format!("pythons-block-{i}"));
+        assert_eq!(
+            s["verdict"]["kind"], "loop-blocked",
+            "{who}: {:#}",
+            s["verdict"]
+        );
+        let f = &s["findings"][0];
+        assert_eq!(f["category"], "blocking-sleep", "{who}: {f:#}");
+        assert_eq!(f["call_site"]["function"], "rate_limited", "{who}");
+        assert_eq!(f["call_site"]["line"], line, "{who}");
+        assert!(
+            f["call_site"]["source"]
+                .as_str()
+                .is_some_and(|s| s.contains("time.sleep")),
+            "{who}: the source line is read: {f:#}"
+        );
+        drop(_load);
+
+        let _load = load(python, port, "/wait?ms=150");
+        std::thread::sleep(Duration::from_millis(500));
+        let s = record(server.pid(), &format!("pythons-wait-{i}"));
+        assert!(
+            s["findings"].as_array().unwrap().is_empty(),
+            "{who}: the control has no finding: {:#}",
+            s["findings"]
+        );
+        checked.push(format!(
+            "{who} ({})",
+            s["recording"]["processes"][0]["python_version"]
+        ));
+    }
+    eprintln!("checked on: {}", checked.join(", "));
+}
