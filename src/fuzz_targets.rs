@@ -11,7 +11,8 @@ use crate::render::flamegraph::View;
 use std::io::Cursor;
 use std::path::PathBuf;
 
-/// A recording file (gzip or plain) as `report`/`inspect`/`diff` read it: loaded, then, if it
+/// A recording file (gzip or plain), or a py-spy capture, as `report`/`inspect`/`diff` read it:
+/// loaded (or imported), then, if it
 /// loads, summarised, diagnosed, dumped and rendered in every text format, the HTML report and
 /// the flame graphs (a recording that loads is one a user gets a report of).
 pub fn recording(data: &[u8]) {
@@ -23,8 +24,13 @@ pub fn recording(data: &[u8]) {
     } else {
         Box::new(Cursor::new(data.to_vec()))
     };
-    let Ok(rec) = load_from(RecordingReader::from_reader(PathBuf::from("fuzz"), input)) else {
-        return;
+    let rec = match load_from(RecordingReader::from_reader(PathBuf::from("fuzz"), input)) {
+        Ok(rec) => rec,
+        // Not a recording: `report` also takes py-spy captures.
+        Err(_) => match crate::recording::import::from_bytes(&PathBuf::from("fuzz"), data) {
+            Ok(Some(rec)) => rec,
+            _ => return,
+        },
     };
     let o = crate::analysis::overview::overview(&rec);
     let _ = crate::render::text::overview(&o);

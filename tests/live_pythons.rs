@@ -94,3 +94,75 @@ fn a_blocking_sleep_is_found_on_every_python_present() {
     }
     eprintln!("checked on: {}", checked.join(", "));
 }
+
+/// Captures of the PyPI `py-spy record` (0.4.3, `--idle --full-filenames`) in its speedscope
+/// and raw formats
+/// are reported: the blocking line is named, the flame graphs drawn, and the report says the
+/// capture lacks states and timing instead of giving a verdict.
+#[test]
+fn py_spy_captures_are_imported_by_report() {
+    let python = venv("3.11").join("bin/python");
+    let port = free_port();
+    let mut c = Command::new(&python);
+    c.arg(root().join("tests/python/plain_server.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Proc::spawn("plain_server", &mut c);
+    let mut ready = String::new();
+    std::io::BufReader::new(server.child.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let _load = load(&python, port, "/block?ms=150");
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = out_dir("pythons-py-spy");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (format, file) in [("speedscope", "capture.json"), ("raw", "capture.txt")] {
+        let capture = dir.join(file);
+        let st = Command::new(venv("3.11").join("bin/py-spy"))
+            .args(["record", "--idle", "--full-filenames", "--format", format])
+            .args(["--duration", "3", "--pid"])
+            .arg(server.pid().to_string())
+            .arg("-o")
+            .arg(&capture)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "py-spy record --format {format}");
+        let out_dir = dir.join(format!("report-{format}"));
+        let out = run_loopprof(
+            &[
+                "report",
+                capture.to_str().unwrap(),
+                "-o",
+                out_dir.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let s: Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            s["verdict"]["kind"], "inconclusive",
+            "{format}: {:#}",
+            s["verdict"]
+        );
+        assert!(
+            s["verdict"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("imported from a py-spy"),
+            "{format}"
+        );
+        assert!(s["quality"]["imported"].is_string(), "{format}");
+        assert_eq!(
+            s["findings"][0]["call_site"]["function"], "rate_limited",
+            "{format}: {:#}",
+            s["findings"]
+        );
+        assert!(out_dir.join("flame-wall.svg").exists(), "{format}");
+        assert!(out_dir.join("report.html").exists(), "{format}");
+    }
+}

@@ -52,6 +52,10 @@ pub struct Quality {
     /// What froze it (the cgroup), when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_by: Option<String>,
+    /// The recording is a py-spy capture imported by `report` (`py-spy speedscope`, `py-spy
+    /// raw (folded)`): untrusted, since its states and timing are made up. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported: Option<&'static str>,
     /// Each problem in one sentence: first those that make the recording untrustworthy.
     pub problems: Vec<String>,
 }
@@ -92,9 +96,21 @@ pub fn quality(rec: &Recording) -> Quality {
         throttled_ticks: end.throttled,
         frozen_s: (frozen_us as f64 / 1e5).round() / 10.0,
         frozen_by,
+        imported: rec.imported.map(|k| k.name()),
         problems: Vec::new(),
     };
     let (fatal, warn) = problems(&q, frozen_us, pct(frozen_us as f64, duration_us as f64));
+    let mut fatal = fatal;
+    if let Some(kind) = rec.imported {
+        fatal.insert(
+            0,
+            format!(
+                "imported from a {} capture: no thread states, system calls or timestamps (sample i of a thread is put at i/{} s, and idle time is missing unless py-spy ran with --idle), so stall lengths are not measured; findings name call sites by their share of samples",
+                kind.name(),
+                rec.header.rate_hz
+            ),
+        );
+    }
     q.trusted = fatal.is_empty();
     q.problems = fatal.into_iter().chain(warn).collect();
     q

@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod derived;
 pub mod format;
 pub mod frames;
+pub mod import;
 pub mod outdir;
 pub mod reader;
 pub mod testing;

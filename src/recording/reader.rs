@@ -184,6 +184,9 @@ pub struct Recording {
     pub routes: Vec<RouteDef>,
     /// Asyncio task snapshots in file order (version 6).
     pub task_snapshots: Vec<TaskSnapshot>,
+    /// Set when this is not a loopprof recording but a py-spy capture imported as one
+    /// ([`super::import`]): its thread states and timing are made up.
+    pub imported: Option<super::import::ImportKind>,
     /// The end record; `None` when the file was cut short.
     pub end: Option<End>,
     /// Problems met while reading (truncation, skipped records), for the user.
@@ -232,7 +235,38 @@ impl Recording {
 
 /// Loads a whole recording (file or output directory), checking every reference.
 pub fn load(path: &Path) -> Result<Recording, RecordingError> {
-    load_from(RecordingReader::open(path)?)
+    let path = resolve_path(path);
+    if let Some(rec) = import_if_capture(&path)? {
+        return Ok(rec);
+    }
+    load_from(RecordingReader::open(&path)?)
+}
+
+/// A py-spy capture at `path` imported as a recording ([`super::import`]); `None` for
+/// anything else (a recording, or what the reader will refuse with its own error).
+fn import_if_capture(path: &Path) -> Result<Option<Recording>, RecordingError> {
+    /// Largest capture read (bytes).
+    const MAX_CAPTURE: u64 = 1 << 30;
+    let open_err = |source| RecordingError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Ok(mut file) = File::open(path) else {
+        return Ok(None); // the reader says why
+    };
+    let mut head = Vec::with_capacity(4096);
+    (&mut file)
+        .take(4096)
+        .read_to_end(&mut head)
+        .map_err(open_err)?;
+    if super::import::sniff(&head).is_none() {
+        return Ok(None);
+    }
+    let mut bytes = head;
+    file.take(MAX_CAPTURE)
+        .read_to_end(&mut bytes)
+        .map_err(open_err)?;
+    super::import::from_bytes(path, &bytes)
 }
 
 /// Turns version-2 `tick` records (differences) back into absolute samples.
@@ -341,6 +375,7 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         probes: Vec::new(),
         routes: Vec::new(),
         task_snapshots: Vec::new(),
+        imported: None,
         end: None,
         warnings: Vec::new(),
         derived: Default::default(),

@@ -269,7 +269,13 @@ pub(super) fn distrust(verdict: &mut Verdict, quality: &Quality) {
     verdict.summary = format!(
         "This recording cannot be trusted: {}. Its figures are shown but no verdict is drawn from them; record again{}.",
         why,
-        if quality.frozen_s > 0.0 { " once the target runs" } else { " (see `loopprof inspect` for the failed ticks)" }
+        if quality.imported.is_some() {
+            " with loopprof for thread states, system calls and timing"
+        } else if quality.frozen_s > 0.0 {
+            " once the target runs"
+        } else {
+            " (see `loopprof inspect` for the failed ticks)"
+        }
     );
     verdict.kind = VerdictKind::Inconclusive;
 }
