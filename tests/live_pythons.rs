@@ -166,3 +166,61 @@ fn py_spy_captures_are_imported_by_report() {
         assert!(out_dir.join("report.html").exists(), "{format}");
     }
 }
+
+/// CPython older than 3.8 (pyenv's 2.7, 3.6 and 3.7 here): py-spy attaches, but loopprof
+/// refuses with exit 3 and says which versions it reads, instead of a report of an
+/// interpreter its analyses do not cover.
+#[test]
+fn pythons_older_than_3_8_are_refused_with_a_clear_error() {
+    let old: Vec<std::path::PathBuf> = std::fs::read_dir("/root/.pyenv/versions")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                    n.starts_with("2.") || n.starts_with("3.6.") || n.starts_with("3.7.")
+                })
+                .map(|p| p.join("bin/python"))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !old.is_empty(),
+        "no pyenv Python older than 3.8 on this machine"
+    );
+    for python in &old {
+        let target = Proc::spawn(
+            "old-python",
+            Command::new(python)
+                .args(["-c", "import time; time.sleep(60)"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        let dir = out_dir(&format!(
+            "pythons-old-{}",
+            python
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ));
+        let out = record_output(target.pid(), 0.5, &dir, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}: {}",
+            python.display(),
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is older than 3.8") && err.contains("loopprof reads CPython 3.8-3.15"),
+            "{err}"
+        );
+    }
+}

@@ -220,16 +220,38 @@ fn fix_of(e: &super::CaptureError) -> String {
     }
 }
 
+/// Whether process `pid` runs a free-threaded (no-GIL) build of CPython `v`: its executable
+/// (`python3.13t`) or its libpython (`libpython3.13t.so`) says so.
+fn free_threaded(pid: u32, v: &py_spy::Version, maps: &str, exe: &str) -> bool {
+    let _ = pid;
+    exe.ends_with('t')
+        || maps
+            .lines()
+            .any(|l| l.contains(&format!("libpython{}.{}t", v.major, v.minor)))
+}
+
+/// Why loopprof does not sample process `pid`, which runs CPython `v` (py-spy attached to
+/// it): a version outside 3.8-3.15 (py-spy also reads 2.7 and 3.3-3.7, which loopprof's
+/// analyses do not cover) or a free-threaded build. `None` when it is supported.
+pub fn unsupported_python(pid: u32, v: &py_spy::Version) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let exe = procfs::exe(pid);
+    if free_threaded(pid, v, &maps, &exe) {
+        Some(format!("CPython {v} is a free-threaded (no-GIL) build"))
+    } else if v.major != 3 || !PYTHON_MINORS.contains(&v.minor) {
+        Some(format!("CPython {v} is older than 3.8"))
+    } else {
+        None
+    }
+}
+
 /// The target's Python: version in the supported range, free-threaded or not, libpython
 /// shared or linked in.
 fn python_check(pid: u32, v: &py_spy::Version) -> Check {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     let exe = procfs::exe(pid);
     let shared = maps.lines().any(|l| l.contains("/libpython"));
-    let free_threaded = exe.ends_with('t')
-        || maps
-            .lines()
-            .any(|l| l.contains(&format!("libpython{}.{}t", v.major, v.minor)));
+    let free_threaded = free_threaded(pid, v, &maps, &exe);
     let build = if shared {
         "libpython shared"
     } else {

@@ -69,8 +69,9 @@ pub enum CaptureError {
         /// py-spy's error.
         detail: String,
     },
-    /// The interpreter version is not supported by py-spy.
-    #[error("process {pid} runs a Python version py-spy {} cannot read ({detail}). loopprof reads CPython 3.8-3.15 (not free-threaded builds).", crate::PY_SPY_VERSION)]
+    /// The interpreter is not one loopprof reads (a version py-spy cannot read, one older
+    /// than 3.8, or a free-threaded build).
+    #[error("process {pid} runs a Python loopprof does not read ({detail}). loopprof reads CPython 3.8-3.15, not free-threaded builds; for an older Python use py-spy {} itself (`py-spy dump --pid {pid}`).", crate::PY_SPY_VERSION)]
     UnsupportedPython {
         /// The pid.
         pid: u32,

@@ -721,4 +721,99 @@ mod tests {
         assert!(thread_ids(me).unwrap().contains(&me));
         assert!(is_alive(me));
     }
+
+    /// Memory of a made-up process: regions at fixed addresses.
+    struct FakeMemory(Vec<(usize, Vec<u8>)>);
+
+    impl remoteprocess::ProcessMemory for FakeMemory {
+        fn read(&self, addr: usize, buf: &mut [u8]) -> Result<(), remoteprocess::Error> {
+            for (start, bytes) in &self.0 {
+                if addr >= *start && addr + buf.len() <= start + bytes.len() {
+                    buf.copy_from_slice(&bytes[addr - start..addr - start + buf.len()]);
+                    return Ok(());
+                }
+            }
+            Err(remoteprocess::Error::Other(format!("unmapped {addr:#x}")))
+        }
+    }
+
+    /// Vendored py-spy patch 14: on 3.13+ the garbage collector's state is found through the
+    /// interpreter's own `_Py_DebugOffsets`, so a patch release that moves `PyInterpreterState`
+    /// fields (3.14.5 moved `imports.modules`) is still read right. A synthetic 3.14 image puts
+    /// the GC state 64 bytes after where the bindings say, and a wrong value where they say.
+    #[test]
+    fn gc_state_is_found_through_the_debug_offsets() {
+        use py_spy::python_bindings::v3_14_0 as py;
+        use py_spy::python_process_info::PythonProcessLayout;
+        use std::mem::{offset_of, size_of};
+        let runtime = 0x1000usize;
+        let interp = 0x10_0000usize;
+        let bound_gc = offset_of!(py::_is, gc);
+        let moved_gc = bound_gc + 64;
+        // SAFETY: the bindings are plain C data; all-zero is a valid value.
+        let mut o: py::_Py_DebugOffsets = unsafe { std::mem::zeroed() };
+        // The runtime's interpreter pointer, just past the offsets table.
+        let head = size_of::<py::_Py_DebugOffsets>().next_multiple_of(8);
+        o.runtime_state.interpreters_head = head as u64;
+        o.interpreter_state.gc = moved_gc as u64;
+        o.interpreter_state.imports_modules = 0x40;
+        o.interpreter_state.ceval_gil = 0x48;
+        let collecting = offset_of!(py::_gc_runtime_state, collecting);
+        o.gc.collecting = collecting as u64;
+        // SAFETY: reading the bytes of a plain struct.
+        let offsets = unsafe {
+            std::slice::from_raw_parts(
+                (&o as *const py::_Py_DebugOffsets).cast::<u8>(),
+                size_of::<py::_Py_DebugOffsets>(),
+            )
+        }
+        .to_vec();
+        let mut rt = offsets;
+        rt.resize(head + 8, 0);
+        rt[head..head + 8].copy_from_slice(&interp.to_ne_bytes());
+        let mut is = vec![0u8; moved_gc + size_of::<py::_gc_runtime_state>() + 64];
+        let stats = offset_of!(py::_gc_runtime_state, generation_stats);
+        let stat = size_of::<py::gc_generation_stats>();
+        let counter = offset_of!(py::gc_generation_stats, collections);
+        for (state, (gen0, gen2, flag)) in
+            [(moved_gc, (7u64, 3u64, 1i32)), (bound_gc, (999, 999, 0))]
+        {
+            is[state + stats + counter..][..8].copy_from_slice(&gen0.to_ne_bytes());
+            is[state + stats + 2 * stat + counter..][..8].copy_from_slice(&gen2.to_ne_bytes());
+            is[state + collecting..][..4].copy_from_slice(&flag.to_ne_bytes());
+        }
+        let mem = FakeMemory(vec![(runtime, rt), (interp, is)]);
+        let version = py_spy::Version {
+            major: 3,
+            minor: 14,
+            patch: 5,
+            release_flags: String::new(),
+            build_metadata: None,
+        };
+        let layout = PythonProcessLayout::from_debug_offsets(
+            runtime,
+            &mem,
+            &version,
+            &py_spy::Config::default(),
+        )
+        .unwrap();
+        assert_eq!(layout.interpreter_address, interp);
+        assert_eq!(layout.imports_modules_address, interp + 0x40);
+        assert_eq!(layout.gc_address, Some(interp + moved_gc));
+        let gc = py_spy::python_spy::read_gc_state(&mem, &version, &layout)
+            .unwrap()
+            .unwrap();
+        assert_eq!(gc.collections, [7, 0, 3]);
+        assert!(gc.collecting);
+        // Without the debug offsets (an older layout) the bindings' offset is used.
+        let bound = PythonProcessLayout {
+            gc_address: None,
+            gc_collecting_offset: None,
+            ..layout
+        };
+        let gc = py_spy::python_spy::read_gc_state(&mem, &version, &bound)
+            .unwrap()
+            .unwrap();
+        assert_eq!(gc.collections, [999, 0, 999]);
+    }
 }

@@ -279,7 +279,14 @@ pub fn attach(pid: u32, nonblocking: bool, patience: Duration) -> Result<PythonS
         let attempt = std::panic::catch_unwind(|| PythonSpy::new(pid as py_spy::Pid, &config))
             .unwrap_or_else(|p| Err(anyhow::anyhow!("py-spy panicked: {}", panic_text(&p))));
         let err = match attempt {
-            Ok(spy) => return Ok(spy),
+            Ok(spy) => {
+                // py-spy also reads 2.7 and 3.3-3.7 (and attaches to free-threaded builds
+                // it cannot read): loopprof's analyses cover 3.8-3.15 with the GIL.
+                return match super::doctor::unsupported_python(pid, &spy.version) {
+                    None => Ok(spy),
+                    Some(why) => Err(CaptureError::UnsupportedPython { pid, detail: why }),
+                };
+            }
             Err(e) => classify_attach_error(pid, &e),
         };
         let retry = matches!(err, CaptureError::NotPython { .. }) && Instant::now() < deadline;

@@ -482,6 +482,8 @@ mod test {
             interpreter_address: 0x000055a8293dbe20,
             threadstate_address: 0x000055a82745fe18,
             imports_modules_address: 0x55a8293dc178,
+            gc_address: None,
+            gc_collecting_offset: None,
         };
         let python_core = PythonCoreDump {
             core,

@@ -40,7 +40,8 @@ mod cython;
 pub mod dump;
 #[cfg(feature = "unwind")]
 mod native_stack_trace;
-mod python_bindings;
+#[doc(hidden)]
+pub mod python_bindings;
 mod python_data_access;
 mod python_interpreters;
 pub mod python_process_info;

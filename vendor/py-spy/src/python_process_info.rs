@@ -43,6 +43,12 @@ pub struct PythonProcessLayout {
     pub interpreter_address: usize,
     pub threadstate_address: usize,
     pub imports_modules_address: usize,
+    /// loopprof patch 14: the address of the interpreter's garbage-collector state
+    /// (`PyInterpreterState.gc`) and the offset of its `collecting` flag, from the
+    /// interpreter's own `_Py_DebugOffsets` (3.13+), which stay right when a patch release
+    /// moves fields (3.14.5 moved `imports.modules`); `None` where the bindings' layout is used.
+    pub gc_address: Option<usize>,
+    pub gc_collecting_offset: Option<usize>,
 }
 
 impl PythonProcessInfo {
@@ -749,11 +755,14 @@ impl PythonProcessLayout {
                 get_imports_modules_address,
                 interpreter_address
             )?,
+            gc_address: None,
+            gc_collecting_offset: None,
         })
     }
 
     /// Loads up addresses from the location of a Py_DebugOffsets structure - used for python 3.13+
-    fn from_debug_offsets<P>(
+    /// (loopprof patch 14: public, so loopprof's unit tests can run it on a synthetic image).
+    pub fn from_debug_offsets<P>(
         pyruntime_addr: usize,
         process: &P,
         version: &Version,
@@ -786,6 +795,8 @@ impl PythonProcessLayout {
                     interpreter_address,
                     threadstate_address,
                     imports_modules_address,
+                    gc_address: Some(interpreter_address + offsets.interpreter_state.gc as usize),
+                    gc_collecting_offset: Some(offsets.gc.collecting as usize),
                 })
             }};
         }

@@ -35,6 +35,67 @@ pub struct GcState {
     pub collections: [u64; 3],
 }
 
+/// loopprof patch 5 (with patch 14): the interpreter's garbage-collector state, read from
+/// `PyInterpreterState.gc` (`struct _gc_runtime_state`, Include/internal/pycore_gc.h:
+/// `collecting` is set while a collection runs, `generation_stats[i].collections` counts the
+/// collections of generation i). CPython 3.9-3.15 (3.8 keeps the state in `_PyRuntime`):
+/// `Ok(None)` for other versions. Where the process's `_Py_DebugOffsets` gave them (3.13+),
+/// the address of the state and the offset of `collecting` are the interpreter's own, not the
+/// bindings'; the statistics are read at the bindings' offset inside the state. At most one
+/// read (two when the flag does not follow the statistics closely).
+pub fn read_gc_state<P: ProcessMemory>(
+    process: &P,
+    version: &Version,
+    layout: &PythonProcessLayout,
+) -> Result<Option<GcState>, Error> {
+    macro_rules! read_gc {
+        ($py:ident) => {{
+            let base = layout
+                .gc_address
+                .unwrap_or(layout.interpreter_address + std::mem::offset_of!($py::_is, gc));
+            let stats = std::mem::offset_of!($py::_gc_runtime_state, generation_stats);
+            let flag = layout
+                .gc_collecting_offset
+                .unwrap_or(std::mem::offset_of!($py::_gc_runtime_state, collecting));
+            let stat_size = std::mem::size_of::<$py::gc_generation_stats>();
+            let counter = std::mem::offset_of!($py::gc_generation_stats, collections);
+            let stats_len = 3 * stat_size;
+            let (bytes, flag_bytes) = if flag >= stats && flag + 4 - stats <= 4096 {
+                let bytes = process.copy(base + stats, flag + 4 - stats)?;
+                let f = bytes[flag - stats..flag - stats + 4].to_vec();
+                (bytes, f)
+            } else {
+                (process.copy(base + stats, stats_len)?, process.copy(base + flag, 4)?)
+            };
+            let word = |at: usize| -> u64 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[at..at + 8]);
+                u64::from_ne_bytes(b)
+            };
+            let mut fb = [0u8; 4];
+            fb.copy_from_slice(&flag_bytes[..4]);
+            Ok(Some(GcState {
+                collecting: i32::from_ne_bytes(fb) != 0,
+                collections: [
+                    word(counter),
+                    word(stat_size + counter),
+                    word(2 * stat_size + counter),
+                ],
+            }))
+        }};
+    }
+    match (version.major, version.minor) {
+        (3, 9) => read_gc!(v3_9_5),
+        (3, 10) => read_gc!(v3_10_0),
+        (3, 11) => read_gc!(v3_11_0),
+        (3, 12) => read_gc!(v3_12_0),
+        (3, 13) => read_gc!(v3_13_0),
+        (3, 14) => read_gc!(v3_14_0),
+        (3, 15) => read_gc!(v3_15_0),
+        _ => Ok(None),
+    }
+}
+
 /// loopprof patch: calls `crate::asgi::$f::<I, Process>(&process, &version, args..., &mut
 /// asgi_cache)` with the interpreter bindings of the target's version (3.8-3.15), else
 /// returns `$default`.
@@ -316,48 +377,9 @@ impl PythonSpy {
         }
     }
 
-    /// loopprof patch: the interpreter's garbage-collector state, read from
-    /// `PyInterpreterState.gc` (`struct _gc_runtime_state`, Include/internal/pycore_gc.h:
-    /// `collecting` is set while a collection runs, `generation_stats[i].collections` counts
-    /// the collections of generation i). CPython 3.9-3.15 (3.8 keeps the state in
-    /// `_PyRuntime`): `Ok(None)` for other versions. One read of the stats and the flag.
+    /// loopprof patch: the interpreter's garbage-collector state ([`read_gc_state`]).
     pub fn gc_state(&self) -> Result<Option<GcState>, Error> {
-        macro_rules! read_gc {
-            ($py:ident) => {{
-                let base = self.addresses.interpreter_address + std::mem::offset_of!($py::_is, gc);
-                let stats = std::mem::offset_of!($py::_gc_runtime_state, generation_stats);
-                let flag = std::mem::offset_of!($py::_gc_runtime_state, collecting);
-                let stat_size = std::mem::size_of::<$py::gc_generation_stats>();
-                let counter = std::mem::offset_of!($py::gc_generation_stats, collections);
-                let len = flag + 4 - stats;
-                let bytes = self.process.copy(base + stats, len)?;
-                let word = |at: usize| -> u64 {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&bytes[at..at + 8]);
-                    u64::from_ne_bytes(b)
-                };
-                let mut flag_bytes = [0u8; 4];
-                flag_bytes.copy_from_slice(&bytes[flag - stats..flag - stats + 4]);
-                Ok(Some(GcState {
-                    collecting: i32::from_ne_bytes(flag_bytes) != 0,
-                    collections: [
-                        word(counter),
-                        word(stat_size + counter),
-                        word(2 * stat_size + counter),
-                    ],
-                }))
-            }};
-        }
-        match (self.version.major, self.version.minor) {
-            (3, 9) => read_gc!(v3_9_5),
-            (3, 10) => read_gc!(v3_10_0),
-            (3, 11) => read_gc!(v3_11_0),
-            (3, 12) => read_gc!(v3_12_0),
-            (3, 13) => read_gc!(v3_13_0),
-            (3, 14) => read_gc!(v3_14_0),
-            (3, 15) => read_gc!(v3_15_0),
-            _ => Ok(None),
-        }
+        read_gc_state(&self.process, &self.version, &self.addresses)
     }
 
     // implementation of get_stack_traces, where we have a type for the InterpreterState
