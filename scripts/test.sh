@@ -5,9 +5,10 @@
 #
 # 1. installs what the tests need and a fresh machine may lack (Debian packages via apt-get,
 #    when missing and when running as root or with sudo);
-# 2. creates or reuses the pinned Python venvs for 3.11 (required) and 3.12/3.13 (when that
-#    interpreter exists under pyenv or on PATH; the live matrix tests fail, not skip, if one
-#    they use is missing), and installs the browser check's pinned playwright-core
+# 2. creates or reuses the pinned Python venvs for 3.11 (required) and 3.8-3.10, 3.12, 3.13
+#    (when that interpreter exists under pyenv or on PATH; 3.8-3.10 have their own pins,
+#    tests/python/requirements-py3.X.txt; the live matrix tests fail, not skip, if one they
+#    use is missing), and installs the browser check's pinned playwright-core
 #    (tests/browser, `npm ci`; it drives Debian's Chromium, no browser download);
 # 3. checks formatting and lints, builds the pip wheel (scripts/wheel.sh: maturin and zig
 #    from a pinned venv), then runs every unit and live test with cargo-nextest (cargo test
@@ -34,7 +35,7 @@ if ((${#need[@]})); then
 fi
 
 # --- Python venvs ----------------------------------------------------------------------
-for v in 3.11 3.12 3.13; do
+for v in 3.8 3.9 3.10 3.11 3.12 3.13; do
     if [[ $v == 3.11 ]] || ls -d /root/.pyenv/versions/$v.* >/dev/null 2>&1 || command -v "python$v" >/dev/null 2>&1; then
         log "venv for Python $v"
         scripts/venv.sh "$v" >/dev/null

@@ -6,8 +6,10 @@
 # PYTHON is an interpreter command/path (default: python3) or a bare version
 # such as 3.12 (mapped to /root/.pyenv/versions/3.12.*/bin/python3 if present,
 # else python3.12 on PATH). The venv lives in <repo>/target/venvs/py<major.minor>/
-# and is reused while its stamp file holds the sha256 of
-# tests/python/requirements.txt; otherwise it is rebuilt from scratch.
+# and is reused while its stamp file holds the sha256 of its requirements file
+# (tests/python/requirements-py<major.minor>.txt when there is one, for the
+# Pythons the main pins do not support, else tests/python/requirements.txt);
+# otherwise it is rebuilt from scratch.
 #
 # The venv path is printed as the LAST line of stdout; all other output goes
 # to stderr, so callers can do:  VENV=$(scripts/venv.sh 3.12 | tail -n1)
@@ -17,8 +19,6 @@ log() { printf 'venv.sh: %s\n' "$*" >&2; }
 die() { printf 'venv.sh: error: %s\n' "$*" >&2; exit 1; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REQ="$ROOT/tests/python/requirements.txt"
-[[ -f "$REQ" ]] || die "missing $REQ"
 
 PY_ARG="${1:-python3}"
 if [[ "$PY_ARG" =~ ^[0-9]+\.[0-9]+$ ]]; then
@@ -41,6 +41,9 @@ fi
 
 VER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
     || die "cannot run $PY"
+REQ="$ROOT/tests/python/requirements-py$VER.txt"
+[[ -f "$REQ" ]] || REQ="$ROOT/tests/python/requirements.txt"
+[[ -f "$REQ" ]] || die "missing $REQ"
 VENV="$ROOT/target/venvs/py$VER"
 STAMP="$VENV/.requirements.sha256"
 WANT="$("$PY" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$REQ")"

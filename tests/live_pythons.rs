@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -46,17 +45,7 @@ fn a_blocking_sleep_is_found_on_every_python_present() {
     let mut checked = Vec::new();
     for (i, python) in python_interpreters().iter().enumerate() {
         let port = free_port();
-        let mut c = Command::new(python);
-        c.arg(root().join("tests/python/plain_server.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut server = Proc::spawn("plain_server", &mut c);
-        let mut ready = String::new();
-        std::io::BufReader::new(server.child.stdout.as_mut().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert_eq!(ready.trim(), "listening", "{}", python.display());
+        let server = spawn_script(python, "plain_server.py", &[&port.to_string()], "listening");
         let who = python.display().to_string();
 
         let _load = load(python, port, "/block?ms=150");
@@ -103,16 +92,12 @@ fn a_blocking_sleep_is_found_on_every_python_present() {
 fn py_spy_captures_are_imported_by_report() {
     let python = venv("3.11").join("bin/python");
     let port = free_port();
-    let mut c = Command::new(&python);
-    c.arg(root().join("tests/python/plain_server.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut server = Proc::spawn("plain_server", &mut c);
-    let mut ready = String::new();
-    std::io::BufReader::new(server.child.stdout.as_mut().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let server = spawn_script(
+        &python,
+        "plain_server.py",
+        &[&port.to_string()],
+        "listening",
+    );
     let _load = load(&python, port, "/block?ms=150");
     std::thread::sleep(Duration::from_millis(500));
     let dir = out_dir("pythons-py-spy");

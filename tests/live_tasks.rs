@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn dump_json(pid: u32) -> Value {
@@ -75,19 +74,7 @@ fn check_plain_tree(dump: &Value, who: &str) {
 }
 
 fn start_plain(python: &std::path::Path, args: &[&str]) -> Proc {
-    let mut c = Command::new(python);
-    c.arg(root().join("tests/python/tasks_plain.py"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut p = Proc::spawn("tasks_plain", &mut c);
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(p.child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "{} did not start", python.display());
-    p
+    spawn_script(python, "tasks_plain.py", args, "ready")
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn wheel() -> std::path::PathBuf {
     let dir = root().join("target/wheels");
@@ -104,18 +104,12 @@ fn the_wheel_installs_with_pip_and_records_a_live_process() {
     }
 
     // The installed binary records a live asyncio process, its tasks included.
-    let mut target = Command::new(venv("3.11").join("bin/python"));
-    target
-        .arg(root().join("tests/python/tasks_plain.py"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut p = Proc::spawn("tasks_plain", &mut target);
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(p.child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let p = spawn_script(
+        &venv("3.11").join("bin/python"),
+        "tasks_plain.py",
+        &[],
+        "ready",
+    );
     let outdir = dir.path().join("rec");
     let out = Command::new(&bin)
         .args([

@@ -527,3 +527,26 @@ pub fn python_interpreters() -> Vec<std::path::PathBuf> {
     out.push(venv("3.11").join("bin/python"));
     out
 }
+
+/// Runs the script `tests/python/SCRIPT` with `python` and `args` (stdout piped, stderr
+/// discarded) and waits for its first line, which must be `ready_line`.
+pub fn spawn_script(python: &Path, script: &str, args: &[&str], ready_line: &str) -> Proc {
+    let mut c = Command::new(python);
+    c.arg(root().join("tests/python").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut p = Proc::spawn(script, &mut c);
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(p.child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        ready_line,
+        "{script} on {} did not start",
+        python.display()
+    );
+    p
+}

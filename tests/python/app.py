@@ -39,6 +39,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from time import sleep
+from typing import List
 
 import httpx
 import redis
@@ -521,16 +522,16 @@ CATALOG_ITEMS = [
 # Keep these long-lived objects out of every later collection: without this, each
 # generation-2 collection (in any thread, holding the GIL) walks them for ~100 ms.
 gc.freeze()
-_items_adapter = TypeAdapter(list[Item])
+_items_adapter = TypeAdapter(List[Item])
 
 
-@app.get("/big-response", response_model=list[Item])
+@app.get("/big-response", response_model=List[Item])
 async def big_response(n: int = 20_000):
     return CATALOG_ITEMS[: max(1, min(n, len(CATALOG_ITEMS)))]
 
 
 @app.post("/bulk-items")
-async def bulk_items(items: list[Item]):
+async def bulk_items(items: List[Item]):
     # the request body (thousands of items) is parsed and validated by FastAPI on the loop
     # before this handler runs: no application frame is on the stack while it happens
     return {"received": len(items)}
