@@ -65,7 +65,10 @@ pub fn read_gc_state<P: ProcessMemory>(
                 let f = bytes[flag - stats..flag - stats + 4].to_vec();
                 (bytes, f)
             } else {
-                (process.copy(base + stats, stats_len)?, process.copy(base + flag, 4)?)
+                (
+                    process.copy(base + stats, stats_len)?,
+                    process.copy(base + flag, 4)?,
+                )
             };
             let word = |at: usize| -> u64 {
                 let mut b = [0u8; 8];

@@ -228,7 +228,9 @@ fn word<P: ProcessMemory>(process: &P, addr: usize) -> Result<usize, Error> {
 
 /// The pointer-sized word at `off` in `bytes`, when it is there.
 fn word_in(bytes: &[u8], off: usize) -> Option<usize> {
-    Some(usize::from_ne_bytes(bytes.get(off..off + PTR)?.try_into().ok()?))
+    Some(usize::from_ne_bytes(
+        bytes.get(off..off + PTR)?.try_into().ok()?,
+    ))
 }
 
 /// Value-stack slots read with a 3.11+ coroutine's frame (the awaited object is the top of
