@@ -233,7 +233,8 @@ pub fn request_waits(rec: &Recording, catalog: &Catalog, loop_busy_pct: f64) -> 
                     .spans
                     .entry((*pid, task.id, task.name))
                     .or_insert((snap.t_us, snap.t_us));
-                span.1 = snap.t_us;
+                span.0 = span.0.min(snap.t_us);
+                span.1 = span.1.max(snap.t_us);
                 *here.entry(key).or_default() += 1;
             }
             for (key, n) in here {
@@ -310,7 +311,7 @@ fn finish_place(
     let mut waits: Vec<f64> = acc
         .spans
         .values()
-        .map(|(a, b)| (b - a) as f64 / 1000.0)
+        .map(|(a, b)| b.saturating_sub(*a) as f64 / 1000.0)
         .collect();
     sort_f64(&mut waits);
     let place = WaitPlace {
@@ -409,13 +410,13 @@ pub fn task_trees(rec: &Recording, catalog: &Catalog) -> Vec<TaskTree> {
             let mut roots: Vec<TaskNode> = tasks
                 .iter()
                 .filter(|t| !awaited.contains(&t.id))
-                .map(|t| node(rec, catalog, t, &by_id, &mut placed))
+                .map(|t| node(rec, catalog, t, &by_id, &mut placed, 0))
                 .collect();
             // Tasks only reachable through a cycle of awaits (never in asyncio, but a torn
             // read can make one) are listed as roots, once.
             for t in &tasks {
                 if !placed.contains(&t.id) {
-                    roots.push(node(rec, catalog, t, &by_id, &mut placed));
+                    roots.push(node(rec, catalog, t, &by_id, &mut placed, 0));
                 }
             }
             out.push(TaskTree {
@@ -432,12 +433,16 @@ pub fn task_trees(rec: &Recording, catalog: &Catalog) -> Vec<TaskTree> {
 }
 
 /// One task and, recursively, the tasks it awaits (each task placed once).
+/// Deepest nesting of a task tree: tasks awaited further down are listed as roots.
+const MAX_TREE_DEPTH: usize = 64;
+
 fn node(
     rec: &Recording,
     catalog: &Catalog,
     t: &TaskRecord,
     by_id: &HashMap<u64, &TaskRecord>,
     placed: &mut std::collections::HashSet<u64>,
+    depth: usize,
 ) -> TaskNode {
     placed.insert(t.id);
     let (key, stack) = place_of(rec, catalog, t);
@@ -448,8 +453,8 @@ fn node(
     let mut children = Vec::new();
     for c in &t.awaits {
         if let Some(child) = by_id.get(c) {
-            if !placed.contains(c) {
-                children.push(node(rec, catalog, child, by_id, placed));
+            if !placed.contains(c) && depth + 1 < MAX_TREE_DEPTH {
+                children.push(node(rec, catalog, child, by_id, placed, depth + 1));
             }
         }
     }

@@ -20,7 +20,7 @@ use super::{
     TickMeta,
 };
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,10 @@ impl ImportKind {
 pub const RAW_RATE_HZ: f64 = 100.0;
 /// Most samples an import makes (a raw line's count is a claim of the file).
 const MAX_SAMPLES: u64 = 5_000_000;
+/// Most frames over all samples (samples x depth): bounds the work a small file can ask for.
+const MAX_FRAMES: u64 = 50_000_000;
+/// Deepest stack kept (the sampler's own limit).
+const MAX_DEPTH: usize = 4096;
 
 #[derive(Deserialize)]
 struct SsFile {
@@ -77,6 +81,8 @@ struct SsProfile {
     kind: String,
     name: String,
     #[serde(default)]
+    unit: String,
+    #[serde(default)]
     samples: Vec<Vec<usize>>,
     #[serde(default)]
     weights: Vec<f64>,
@@ -84,12 +90,13 @@ struct SsProfile {
 
 /// What kind of py-spy capture `bytes` holds, if any (a loopprof recording is none).
 pub fn sniff(bytes: &[u8]) -> Option<ImportKind> {
-    let text = std::str::from_utf8(bytes.get(..bytes.len().min(4096))?)
-        .ok()
-        .or_else(|| {
-            // A cut in the middle of a UTF-8 sequence at the 4096th byte.
-            std::str::from_utf8(&bytes[..bytes.len().min(4096) - 3]).ok()
-        })?;
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // Cut in the middle of a UTF-8 sequence at the 4096th byte: the valid part.
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+        Err(_) => return None,
+    };
     let start = text.trim_start();
     if start.starts_with('{') {
         if start.contains("speedscope.app/file-format-schema")
@@ -126,8 +133,35 @@ fn folded_frame(s: &str) -> RawFrame {
     }
 }
 
-/// One thread's samples (frames innermost first), in order.
-type Threads = Vec<(String, Vec<Vec<RawFrame>>)>;
+/// The capture's distinct stacks (frames innermost first), and each thread's samples in
+/// order, as indexes into them.
+struct Threads {
+    stacks: Vec<Vec<RawFrame>>,
+    threads: Vec<(String, Vec<usize>)>,
+}
+
+/// Counts samples and frames against [`MAX_SAMPLES`] and [`MAX_FRAMES`].
+#[derive(Default)]
+struct Budget {
+    samples: u64,
+    frames: u64,
+}
+
+impl Budget {
+    fn take(&mut self, samples: u64, depth: usize) -> Result<(), String> {
+        self.samples = self.samples.saturating_add(samples);
+        self.frames = self
+            .frames
+            .saturating_add(samples.saturating_mul(depth as u64));
+        if self.samples > MAX_SAMPLES {
+            return Err(format!("more than {MAX_SAMPLES} samples"));
+        }
+        if self.frames > MAX_FRAMES {
+            return Err(format!("more than {MAX_FRAMES} frames over all samples"));
+        }
+        Ok(())
+    }
+}
 
 fn parse_speedscope(bytes: &[u8]) -> Result<(Threads, f64, String), String> {
     let f: SsFile =
@@ -143,8 +177,12 @@ fn parse_speedscope(bytes: &[u8]) -> Result<(Threads, f64, String), String> {
         })
         .collect();
     let mut rate = None;
-    let mut threads = Vec::new();
-    let mut total = 0u64;
+    let mut out = Threads {
+        stacks: Vec::new(),
+        threads: Vec::new(),
+    };
+    let mut index: HashMap<&[usize], usize> = HashMap::new();
+    let mut budget = Budget::default();
     for p in &f.profiles {
         if p.kind != "sampled" {
             return Err(format!(
@@ -152,36 +190,55 @@ fn parse_speedscope(bytes: &[u8]) -> Result<(Threads, f64, String), String> {
                 p.name, p.kind
             ));
         }
-        if let Some(w) = p.weights.first().filter(|w| **w > 0.0 && w.is_finite()) {
-            rate.get_or_insert(1.0 / w);
+        // A weight is the time one sample stands for, in the profile's unit.
+        let unit_s = match p.unit.as_str() {
+            "seconds" => Some(1.0),
+            "milliseconds" => Some(1e-3),
+            "microseconds" => Some(1e-6),
+            "nanoseconds" => Some(1e-9),
+            _ => None,
+        };
+        if let (Some(w), Some(unit_s)) = (
+            p.weights.first().filter(|w| **w > 0.0 && w.is_finite()),
+            unit_s,
+        ) {
+            rate.get_or_insert(1.0 / (w * unit_s));
         }
-        let mut samples = Vec::with_capacity(p.samples.len());
+        let mut samples = Vec::with_capacity(p.samples.len().min(MAX_SAMPLES as usize));
         for s in &p.samples {
-            total += 1;
-            if total > MAX_SAMPLES {
-                return Err(format!("more than {MAX_SAMPLES} samples"));
-            }
-            let mut stack = Vec::with_capacity(s.len());
-            for i in s.iter().rev() {
-                stack.push(
-                    frames
-                        .get(*i)
-                        .cloned()
-                        .ok_or_else(|| format!("a sample uses frame {i}, which is not defined"))?,
-                );
-            }
-            samples.push(stack);
+            let s = &s[s.len().saturating_sub(MAX_DEPTH)..];
+            budget.take(1, s.len())?;
+            let id = match index.get(s) {
+                Some(id) => *id,
+                None => {
+                    let mut stack = Vec::with_capacity(s.len());
+                    for i in s.iter().rev() {
+                        stack.push(frames.get(*i).cloned().ok_or_else(|| {
+                            format!("a sample uses frame {i}, which is not defined")
+                        })?);
+                    }
+                    out.stacks.push(stack);
+                    index.insert(s, out.stacks.len() - 1);
+                    out.stacks.len() - 1
+                }
+            };
+            samples.push(id);
         }
-        threads.push((p.name.clone(), samples));
+        out.threads.push((p.name.clone(), samples));
     }
     let rate = rate.unwrap_or(RAW_RATE_HZ).clamp(0.1, 100_000.0);
-    Ok((threads, rate, f.exporter.unwrap_or_default()))
+    Ok((out, rate, f.exporter.unwrap_or_default()))
 }
 
 fn parse_raw(bytes: &[u8]) -> Result<Threads, String> {
     let text = String::from_utf8_lossy(bytes);
-    let mut threads: BTreeMap<String, Vec<Vec<RawFrame>>> = BTreeMap::new();
-    let mut total = 0u64;
+    let mut out = Threads {
+        stacks: Vec::new(),
+        threads: Vec::new(),
+    };
+    // Threads in the order the capture first names them.
+    let mut thread_index: HashMap<String, usize> = HashMap::new();
+    let mut budget = Budget::default();
     for (no, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -192,12 +249,8 @@ fn parse_raw(bytes: &[u8]) -> Result<Threads, String> {
         let count: u64 = count
             .parse()
             .map_err(|_| format!("line {}: {count:?} is not a sample count", no + 1))?;
-        total = total.saturating_add(count);
-        if total > MAX_SAMPLES {
-            return Err(format!("more than {MAX_SAMPLES} samples"));
-        }
         let mut parts: Vec<&str> = stack.split(';').collect();
-        // `py-spy record --threads` puts the thread first: `thread (0x7F0A...)`, and
+        // `py-spy record --threads` puts the thread first: `thread (TID): NAME`, and
         // `--subprocesses` the process before it.
         let mut thread = String::from("?");
         while let Some(first) = parts.first() {
@@ -212,16 +265,27 @@ fn parse_raw(bytes: &[u8]) -> Result<Threads, String> {
                 break;
             }
         }
-        let frames: Vec<RawFrame> = parts.iter().rev().map(|s| folded_frame(s)).collect();
-        let list = threads.entry(thread).or_default();
-        for _ in 0..count {
-            list.push(frames.clone());
-        }
+        let parts = &parts[parts.len().saturating_sub(MAX_DEPTH)..];
+        budget.take(count, parts.len())?;
+        out.stacks
+            .push(parts.iter().rev().map(|s| folded_frame(s)).collect());
+        let stack = out.stacks.len() - 1;
+        let t = match thread_index.get(&thread) {
+            Some(t) => *t,
+            None => {
+                out.threads.push((thread.clone(), Vec::new()));
+                thread_index.insert(thread, out.threads.len() - 1);
+                out.threads.len() - 1
+            }
+        };
+        out.threads[t]
+            .1
+            .extend(std::iter::repeat_n(stack, count as usize));
     }
-    if threads.is_empty() {
+    if out.threads.is_empty() {
         return Err("no sample in the file".into());
     }
-    Ok(threads.into_iter().collect())
+    Ok(out)
 }
 
 #[derive(Clone, Default)]
@@ -290,6 +354,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Option<Recording>, Record
     let w = RecordingWriter::from_writer(Box::new(buf.clone()));
     let write = |mut w: RecordingWriter| -> Result<(), RecordingError> {
         w.write(&Record::Header(header))?;
+        let Threads { stacks, threads } = &threads;
         let longest = threads.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
         let period_us = 1e6 / rate;
         for i in 0..longest {
@@ -310,7 +375,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Option<Recording>, Record
                         wait: None,
                         route: None,
                         request: None,
-                        frames: samples.get(i)?.clone(),
+                        frames: stacks[*samples.get(i)?].clone(),
                     })
                 })
                 .collect();
@@ -380,6 +445,14 @@ mod tests {
         assert_eq!(sniff(json), Some(ImportKind::PySpySpeedscope));
         let rec = from_bytes(Path::new("p.json"), json).unwrap().unwrap();
         assert_eq!(rec.header.rate_hz, 100.0);
+        // The weight's unit counts: 10 ms weights in milliseconds are 100 Hz too.
+        let ms = String::from_utf8_lossy(json)
+            .replace("\"seconds\"", "\"milliseconds\"")
+            .replace("0.01", "10");
+        let rec_ms = from_bytes(Path::new("p.json"), ms.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec_ms.header.rate_hz, 100.0);
         assert_eq!(rec.samples.len(), 3);
         assert_eq!(rec.samples[2].t_us, 20_000);
         let leaf = rec.stack(rec.samples[1].threads[0].stack).next().unwrap();
@@ -392,6 +465,16 @@ mod tests {
         assert_eq!(sniff(b"{\"type\":\"header\",\"data\":{}}\n"), None);
         assert_eq!(sniff(b"\x1f\x8b\x08"), None);
         assert_eq!(sniff(b"hello world\n"), None);
+        // Short or cut non-UTF-8 input (a gzip file cut after two bytes, a stray byte).
+        assert_eq!(sniff(b"\x1f\x8b"), None);
+        assert_eq!(sniff(b"\xff"), None);
+        assert_eq!(sniff(b""), None);
+        // A small file whose counts ask for billions of frames is refused, not allocated.
+        let deep = format!("{} 30000\n", vec!["f"; 2000].join(";"));
+        let e = from_bytes(Path::new("d.txt"), deep.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("frames over all samples"), "{e}");
         let bad = br#"{"$schema":"https://www.speedscope.app/file-format-schema.json",
             "shared":{"frames":[]},"profiles":[{"type":"sampled","name":"t","samples":[[7]],"weights":[1]}]}"#;
         let e = from_bytes(Path::new("b.json"), bad)

@@ -96,8 +96,16 @@ pub fn to_string(rec: &Recording, d: &Diagnosis) -> String {
             let s = &rec.samples[*i];
             let t = &s.threads[*j];
             let state = state_of(rec, d, s, t);
-            let start = s.t_us as f64 - cover[k] * 500.0;
-            let end = s.t_us as f64 + cover[k] * 500.0;
+            // Halfway to the neighbouring samples (the ends: half the coverage).
+            let at = times[k] as f64;
+            let start = match k.checked_sub(1) {
+                Some(p) => (times[p] as f64 + at) / 2.0,
+                None => at - cover[k] * 500.0,
+            };
+            let end = match times.get(k + 1) {
+                Some(n) => (at + *n as f64) / 2.0,
+                None => at + cover[k] * 500.0,
+            };
             let leaf = rec
                 .stack(t.stack)
                 .next()
@@ -223,5 +231,47 @@ mod tests {
         assert!(events
             .iter()
             .any(|e| e["ph"] == "M" && e["name"] == "thread_name"));
+    }
+
+    #[test]
+    fn slices_meet_halfway_between_unevenly_spaced_samples() {
+        use crate::recording::testing::{end, frame, header, thread, RecordingBuilder};
+        let mut b = RecordingBuilder::new(header(7, 100.0));
+        let worker = |syscall: &str| {
+            thread(
+                8,
+                "worker",
+                'S',
+                syscall,
+                false,
+                vec![frame("work", "/srv/app.py", 1)],
+            )
+        };
+        // Samples at 0, 10 and 40 ms: waiting on a lock, sleeping, on a lock again.
+        b.sample(7, 0, 0, &[worker("futex")]);
+        b.sample(7, 10_000, 0, &[worker("clock_nanosleep")]);
+        b.sample(7, 40_000, 0, &[worker("futex")]);
+        let rec = b.finish(end(40_000, 3));
+        let d = diagnose(&rec, &Catalog::builtin(), &Options::default());
+        let v: Value = serde_json::from_str(&to_string(&rec, &d)).unwrap();
+        let spans: Vec<(String, f64, f64)> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                let ts = e["ts"].as_f64().unwrap();
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    ts,
+                    ts + e["dur"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(spans.len(), 3, "{spans:?}");
+        assert_eq!(spans[1].0, "waiting:sleep");
+        // Each boundary is halfway between the two samples on either side of it.
+        assert_eq!((spans[0].2, spans[1].1), (5_000.0, 5_000.0));
+        assert_eq!((spans[1].2, spans[2].1), (25_000.0, 25_000.0));
     }
 }

@@ -324,7 +324,9 @@ pub fn to_bytes(rec: &Recording, d: &Diagnosis) -> Vec<u8> {
         function: functions,
         string_table: strings.table,
         time_nanos,
-        duration_nanos: rec.duration_us() as i64 * 1000,
+        duration_nanos: i64::try_from(rec.duration_us())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
         period_type,
         period: (1e9 / rec.header.rate_hz.max(1e-3)).round() as i64,
         comment,

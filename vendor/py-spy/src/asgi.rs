@@ -44,6 +44,18 @@ pub struct AsgiCache {
     routes: HashMap<usize, Option<String>>,
 }
 
+impl AsgiCache {
+    /// Starts over when any of the caches reached [`CACHE_LIMIT`] entries.
+    pub(crate) fn trim(&mut self) {
+        if [self.keys.len(), self.types.len(), self.routes.len()]
+            .iter()
+            .any(|n| *n >= CACHE_LIMIT)
+        {
+            *self = AsgiCache::default();
+        }
+    }
+}
+
 /// Most entries of a cache before it starts over.
 const CACHE_LIMIT: usize = 4096;
 /// Scopes are small; a larger dict is not one.
@@ -493,11 +505,7 @@ pub fn read_scope<I: InterpreterState, P: ProcessMemory>(
     if addr == 0 {
         return Ok(None);
     }
-    for c in [cache.keys.len(), cache.types.len(), cache.routes.len()] {
-        if c >= CACHE_LIMIT {
-            *cache = AsgiCache::default();
-        }
-    }
+    cache.trim();
     let mut r = Reader::<I, P> {
         process,
         version,

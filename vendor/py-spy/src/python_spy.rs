@@ -60,7 +60,9 @@ pub fn read_gc_state<P: ProcessMemory>(
             let stat_size = std::mem::size_of::<$py::gc_generation_stats>();
             let counter = std::mem::offset_of!($py::gc_generation_stats, collections);
             let stats_len = 3 * stat_size;
-            let (bytes, flag_bytes) = if flag >= stats && flag + 4 - stats <= 4096 {
+            // One read when the flag follows the statistics closely (as in every layout so
+            // far); two otherwise (offsets from the process itself may say anything).
+            let (bytes, flag_bytes) = if flag >= stats + stats_len && flag + 4 - stats <= 4096 {
                 let bytes = process.copy(base + stats, flag + 4 - stats)?;
                 let f = bytes[flag - stats..flag - stats + 4].to_vec();
                 (bytes, f)
@@ -72,7 +74,7 @@ pub fn read_gc_state<P: ProcessMemory>(
             };
             let word = |at: usize| -> u64 {
                 let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[at..at + 8]);
+                b.copy_from_slice(bytes.get(at..at + 8).unwrap_or(&[0; 8]));
                 u64::from_ne_bytes(b)
             };
             let mut fb = [0u8; 4];

@@ -233,6 +233,10 @@ fn word_in(bytes: &[u8], off: usize) -> Option<usize> {
     ))
 }
 
+/// Most slots of a task registry's table read (a set of 2^18 slots holds up to 157,000
+/// tasks; the reader keeps 10,000).
+const MAX_SET_SLOTS: usize = 1 << 18;
+
 /// Value-stack slots read with a 3.11+ coroutine's frame (the awaited object is the top of
 /// the stack, after the locals: most coroutines have fewer than this many).
 const EXTRA_SLOTS: usize = 24;
@@ -298,28 +302,34 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
         self.task_fields(obj.ob_type() as usize)
     }
 
-    /// The members of a `set` (its `setentry` table: `PySetObject` is `fill`, `used`,
-    /// `mask`, `table` after the header, 3.8-3.15), at most `max`; `truncated` when more.
-    fn set_members(&mut self, addr: usize, max: usize) -> Result<(Vec<usize>, bool), Error> {
+    /// The non-empty slots of a `set` (its `setentry` table: `PySetObject` is `fill`, `used`,
+    /// `mask`, `table` after the header, 3.8-3.15): live members, and the dummy keys and dead
+    /// weakrefs the caller filters. The table is read in 64 KiB pieces; a table of more than
+    /// [`MAX_SET_SLOTS`] slots is refused (a set never shrinks, so one past burst of tasks
+    /// would otherwise be read whole at every snapshot).
+    fn set_members(&mut self, addr: usize) -> Result<Vec<usize>, Error> {
         let head = Self::head();
         let used = word(self.r.process, addr + head + PTR)?;
         let mask = word(self.r.process, addr + head + 2 * PTR)?;
         let table = word(self.r.process, addr + head + 3 * PTR)?;
-        if table == 0 || mask >= (1 << 24) || used > mask + 1 {
-            bail!("not a set");
+        let slots = mask.wrapping_add(1);
+        if table == 0 || !slots.is_power_of_two() || slots > MAX_SET_SLOTS || used > slots {
+            bail!("not a set of at most {MAX_SET_SLOTS} slots");
         }
-        let bytes = self.r.process.copy(table, (mask + 1) * 2 * PTR)?;
         let mut out = Vec::new();
-        for entry in bytes.chunks_exact(2 * PTR) {
-            let key = usize::from_ne_bytes(entry[..PTR].try_into().unwrap_or([0; PTR]));
-            if key != 0 {
-                if out.len() == max {
-                    return Ok((out, true));
+        const CHUNK: usize = 4096;
+        let mut first = 0;
+        while first < slots {
+            let n = CHUNK.min(slots - first);
+            let bytes = self.r.process.copy(table + first * 2 * PTR, n * 2 * PTR)?;
+            for entry in bytes.chunks_exact(2 * PTR) {
+                if let Some(key) = word_in(entry, 0).filter(|k| *k != 0) {
+                    out.push(key);
                 }
-                out.push(key);
             }
+            first += n;
         }
-        Ok((out, false))
+        Ok(out)
     }
 
     /// The registries (`WeakSet`s and `set`s of tasks) of `asyncio.tasks`, found once in
@@ -358,7 +368,6 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for reg in registries {
-            let left = self.limits.max_tasks.saturating_sub(out.len());
             let set = match self.r.type_name(*reg).as_deref() {
                 Ok("WeakSet") => self
                     .r
@@ -373,11 +382,10 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                 continue;
             };
             let weak = set != *reg;
-            let Ok((members, cut)) = self.set_members(set, left) else {
+            let Ok(members) = self.set_members(set) else {
                 snap.unreadable += 1;
                 continue;
             };
-            snap.truncated |= cut;
             for m in members {
                 // A deleted slot holds the set's dummy key (type `<dummy key> type`).
                 if self
@@ -402,6 +410,10 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                     m
                 };
                 if self.as_task(task).is_some() {
+                    if out.len() == self.limits.max_tasks {
+                        snap.truncated = true;
+                        return out;
+                    }
                     if seen.insert(task) {
                         out.push(task);
                     }
@@ -437,15 +449,28 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
             Err(_) => p.copy(obj, head)?,
         };
         let tp = word_in(&block, head - PTR).ok_or_else(|| anyhow::format_err!("short read"))?;
-        match self.r.type_name_of_type(tp)?.as_str() {
-            "coroutine" | "generator" | "async_generator" => {}
+        // Whether the top of the value stack is what this object awaits when suspended. A
+        // coroutine suspends only in an `await`; an async generator reached through an
+        // `asend` is suspended in an `await` too (a `yield` would have finished the send). A
+        // plain generator may be at a bare `yield`, where the top of the stack is not an
+        // awaited object (CPython's `_PyGen_yf` checks the next opcode): it is followed only
+        // where the state says `yield from` (3.13's `FRAME_SUSPENDED_YIELD_FROM`).
+        let kind = self.r.type_name_of_type(tp)?;
+        let mut follow = match kind.as_str() {
+            "coroutine" | "async_generator" => true,
+            "generator" => false,
             // `async_generator_asend`/`_athrow` and `coroutine_wrapper` hold the generator
             // right after the header.
             "async_generator_asend" | "async_generator_athrow" | "coroutine_wrapper" => {
                 return Ok(Link::Follow(word(p, obj + head)?));
             }
+            _ if chain.is_empty() => {
+                // The task's own coroutine is of a type this reader does not know (a
+                // Cython-compiled coroutine): the task cannot be read.
+                bail!("a task's coroutine of type {kind}");
+            }
             _ => return Ok(Link::End),
-        }
+        };
         if block.len() < span {
             bail!("short read of a generator");
         }
@@ -457,12 +482,17 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                 stacktop,
                 localsplus,
             } => {
-                let st = match block[state] as i8 {
+                let raw = block[state] as i8;
+                let st = match raw {
                     s if s == created => TaskState::Created,
                     s if s < 0 => TaskState::Suspended,
                     0 => TaskState::Running,
                     _ => return Ok(Link::End),
                 };
+                // 3.13 tells `yield from`/`await` (-1) from a plain `yield` (-2).
+                if created == -3 {
+                    follow = raw == -1;
+                }
                 // SAFETY: `block` holds `fsize` bytes at `iframe`; the bindings' structs are
                 // plain C data valid for any bit pattern (as `copy_struct` assumes).
                 let frame: FrameOf<I> = unsafe {
@@ -473,7 +503,8 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                         .try_into()
                         .unwrap_or([0; 4]),
                 );
-                let awaited = if st != TaskState::Suspended || top <= 0 || top > 1 << 16 {
+                let awaited = if !follow || st != TaskState::Suspended || top <= 0 || top > 1 << 16
+                {
                     0
                 } else {
                     let off = iframe + localsplus + (top as usize - 1) * PTR;
@@ -497,11 +528,14 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                 } else {
                     TaskState::Suspended
                 };
+                // `f_stacktop` points just past the top of the value stack, which lies inside
+                // the frame object, after its fixed part.
                 let top = word(p, f + stacktop)?;
-                let awaited = if st == TaskState::Suspended && top != 0 {
-                    word(p, top - PTR)?
-                } else {
-                    0
+                let awaited = match top.checked_sub(PTR) {
+                    Some(slot) if follow && st == TaskState::Suspended && slot >= f + stacktop => {
+                        word(p, slot)?
+                    }
+                    _ => 0,
                 };
                 (f, frame, st, awaited)
             }
@@ -521,13 +555,16 @@ impl<I: InterpreterState, P: ProcessMemory> TaskReader<'_, I, P> {
                     0 => TaskState::Running,
                     _ => return Ok(Link::End),
                 };
-                let awaited = if st == TaskState::Suspended {
+                let awaited = if follow && st == TaskState::Suspended {
                     let depth: i32 = p.copy_struct(f + stackdepth)?;
                     let base = word(p, f + valuestack)?;
-                    if depth <= 0 || depth > 4096 || base == 0 {
-                        0
-                    } else {
-                        word(p, base + (depth as usize - 1) * PTR)?
+                    match (depth as usize)
+                        .checked_sub(1)
+                        .filter(|_| (1..=4096).contains(&depth))
+                        .and_then(|d| base.checked_add(d * PTR))
+                    {
+                        Some(slot) if base != 0 => word(p, slot)?,
+                        _ => 0,
                     }
                 } else {
                     0
@@ -661,6 +698,7 @@ pub fn read_tasks<I: InterpreterState, P: ProcessMemory>(
         return Ok(None);
     };
     let modules = word(process, modules_ptr)?;
+    asgi.trim();
     let mut t = TaskReader::<I, P> {
         r: Reader::new(process, version, asgi),
         code,
