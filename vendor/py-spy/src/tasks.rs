@@ -12,8 +12,8 @@
 //!
 //! The layouts of `TaskObj` (Modules/_asynciomodule.c) and of the generator object
 //! (Include/cpython/genobject.h, Include/internal/pycore_frame.h) are not in py-spy's bindings;
-//! they are written per version in [`Layout::of`] and were checked against every release
-//! 3.8-3.13 with ctypes (loopprof's `tests/python/task_layout.py`). 3.14 and later keep tasks
+//! they are written per version in [`Layout::of`] (measured with ctypes on each release
+//! 3.8-3.13) and checked by loopprof's live test `tests/live_tasks.rs` on every one present. 3.14 and later keep tasks
 //! in per-thread lists described by the interpreter's asyncio debug offsets: not read here
 //! (`Ok(None)`).
 //!
