@@ -277,8 +277,14 @@ impl Tally {
     fn most(&self, rec: &Recording, m: &PerStack, key: (u32, u32, u32)) -> Option<String> {
         m.get(&key)
             .and_then(|r| {
-                r.iter()
-                    .max_by_key(|(id, c)| (**c, std::cmp::Reverse(**id)))
+                // An identified target before a socket not identified yet.
+                r.iter().max_by_key(|(id, c)| {
+                    (
+                        rec.str(**id) != crate::recording::UNIDENTIFIED_SOCKET,
+                        **c,
+                        std::cmp::Reverse(**id),
+                    )
+                })
             })
             .map(|(id, _)| rec.str(*id).to_owned())
     }

@@ -268,7 +268,7 @@ impl WaitTargets {
             // Missing from tables read just now: not TCP/UDP. Missing from older tables:
             // maybe a socket created since; say no more until they are read again.
             None if stale => ("unix socket".to_owned(), true),
-            None => ("socket".to_owned(), false),
+            None => (crate::recording::UNIDENTIFIED_SOCKET.to_owned(), false),
         }
     }
 

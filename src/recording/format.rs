@@ -8,6 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The wait target written for a socket not in the socket tables read so far (created since
+/// their last read, at most 250 ms ago): not identified yet, rather than a target of its own.
+/// Analyses prefer any identified target to it ([`crate::analysis`]'s wait targets).
+pub const UNIDENTIFIED_SOCKET: &str = "socket";
+
 /// The value of the header's `format` field.
 pub const FORMAT_NAME: &str = "loopprof-recording";
 

@@ -9,7 +9,7 @@ use crate::analysis::loops::{self, Activity};
 use crate::analysis::memo;
 use crate::analysis::stats::round1;
 use crate::recording::frames::{self, Origin};
-use crate::recording::{FrameDef, Recording};
+use crate::recording::{FrameDef, Recording, UNIDENTIFIED_SOCKET};
 use std::collections::{BTreeMap, HashSet};
 
 /// `function (file:line)` of a frame, with the file shortened.
@@ -129,13 +129,28 @@ pub(super) fn route_of(rec: &Recording, group: &[&Block]) -> Option<String> {
 
 /// The wait target that took the most time over a group's samples.
 pub(super) fn wait_target_of(rec: &Recording, group: &[&Block]) -> Option<String> {
-    heaviest(group.iter().flat_map(|b| {
-        b.waits
-            .iter()
-            .zip(&b.activities)
-            .filter_map(|(w, (_, t))| Some(((*w)?, *t)))
-    }))
-    .map(|id| rec.str(id).to_owned())
+    heaviest_wait(
+        rec,
+        group.iter().flat_map(|b| {
+            b.waits
+                .iter()
+                .zip(&b.activities)
+                .filter_map(|(w, (_, t))| Some(((*w)?, *t)))
+        }),
+    )
+}
+
+/// The wait target (string id) that took the most time, any identified one before
+/// [`UNIDENTIFIED_SOCKET`] (a socket created since the socket tables were last read is
+/// another connection to the same place far more often than a place of its own).
+pub(super) fn heaviest_wait(
+    rec: &Recording,
+    weights: impl IntoIterator<Item = (u32, f64)>,
+) -> Option<String> {
+    let (unknown, known): (Vec<_>, Vec<_>) = weights
+        .into_iter()
+        .partition(|(id, _)| rec.str(*id) == UNIDENTIFIED_SOCKET);
+    heaviest(if known.is_empty() { unknown } else { known }).map(|id| rec.str(id).to_owned())
 }
 
 /// The threads a loop waiting on a lock/join/future waited for: in the group's samples, the

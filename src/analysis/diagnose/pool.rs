@@ -1,7 +1,9 @@
 //! The finding for exhausted AnyIO worker-thread pools ([`crate::analysis::pools`]): `def`
 //! routes and `run_in_threadpool` calls queued while every worker was busy.
 
-use super::attribute::{attribute, endpoint, fix_of, frame_label, heaviest, route_by_endpoint};
+use super::attribute::{
+    attribute, endpoint, fix_of, frame_label, heaviest_wait, route_by_endpoint,
+};
 use super::model::{Finding, FindingKind};
 use super::Options;
 use crate::analysis::catalog::Catalog;
@@ -75,8 +77,7 @@ pub(super) fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -
         state_mix: mix,
         call_site: inner.call_site,
         blocking_call: inner.blocking_call,
-        wait_target: heaviest(sats.iter().flat_map(|s| s.waits.iter().copied()))
-            .map(|id| rec.str(id).to_owned()),
+        wait_target: heaviest_wait(rec, sats.iter().flat_map(|s| s.waits.iter().copied())),
         waited_for: Vec::new(),
         matched_by: inner.matched_by.kind(),
         // Worker threads carry no ASGI frame: the route comes from the route table.

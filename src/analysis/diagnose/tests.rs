@@ -612,3 +612,35 @@ fn wakeups_beyond_loopprofs_stops_tell_traffic() {
     let serving = window(100);
     assert!(!serving.verdict.no_traffic, "{:?}", serving.verdict);
 }
+
+/// A socket created since the socket tables were last read is written as
+/// [`UNIDENTIFIED_SOCKET`]: a pool's wait target is the identified one even when most of its
+/// samples were not identified yet.
+#[test]
+fn an_identified_wait_target_wins_over_sockets_not_identified_yet() {
+    let mut b = RecordingBuilder::new(header(1, 100.0));
+    for (i, w) in ["socket", "socket", "socket", "tcp socket to 10.0.0.5:443"]
+        .iter()
+        .enumerate()
+    {
+        let mut th = idle();
+        th.wait = Some((*w).to_owned());
+        b.sample(1, i as u64 * 10_000, 0, &[th]);
+    }
+    let rec = b.finish(end(40_000, 4));
+    let weights = rec
+        .samples
+        .iter()
+        .map(|s| (s.threads[0].wait.unwrap(), 1.0));
+    assert_eq!(
+        super::attribute::heaviest_wait(&rec, weights).as_deref(),
+        Some("tcp socket to 10.0.0.5:443")
+    );
+    let only_unknown = rec.samples[..3]
+        .iter()
+        .map(|s| (s.threads[0].wait.unwrap(), 1.0));
+    assert_eq!(
+        super::attribute::heaviest_wait(&rec, only_unknown).as_deref(),
+        Some(crate::recording::UNIDENTIFIED_SOCKET)
+    );
+}
