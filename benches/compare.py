@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import free_port, q, wait_health
+from benchlib import free_port, proc_cpu_s, q, steady_cpu, wait_health
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.dirname(os.path.dirname(sys.executable))
@@ -59,7 +59,6 @@ LOAD = os.path.join(ROOT, "tests/python/load.py")
 ENDPOINT = "/cpu?ms=5"
 CONCURRENCY = 4
 APP_CORE, TOOL_CORE = 1, 0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PYSPY_FLAGS = ["--idle", "--threads"]  # record every sample of every thread, like loopprof
 
 PROCS = []  # every Popen started (each in its own session), killed in main's finally
@@ -98,16 +97,6 @@ def kill_group(p):
         pass
 
 
-def proc_cpu_s(pid):
-    """utime+stime of one process from /proc/PID/stat, seconds (None once it is gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def watch_until_exit(p, polls, timeout):
     """Poll p's CPU every 50 ms into polls [(wall, cpu_s)] until it exits; reap it with
     wait4 and return its own rusage (exact total CPU, independent of other children)."""
@@ -124,14 +113,6 @@ def watch_until_exit(p, polls, timeout):
         if c is not None:
             polls.append((time.time(), c))
         time.sleep(0.05)
-
-
-def steady_cpu(polls, t0, t1):
-    """CPU seconds used between the first poll >= t0 and the last poll <= t1, and that span."""
-    inside = [(t, c) for t, c in polls if t0 <= t <= t1]
-    if len(inside) < 2:
-        return None, None
-    return inside[-1][1] - inside[0][1], inside[-1][0] - inside[0][0]
 
 
 def start_load(port, secs):

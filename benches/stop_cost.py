@@ -12,9 +12,14 @@ records with `loopprof record` in each locking mode, in rotating order, and repo
   the figure is just the read time). `all-threads` is py-spy's default locking (every OS
   thread ptrace-stopped for the read), done by the same py-spy reader, so the comparison
   isolates the locking strategy.
-* sampler CPU per sample: user+system CPU of the loopprof process / samples written.
-* for the PyPI `py-spy record` CLI (default blocking mode, same py-spy version) the sampler
-  CPU per sample, with samples = rate x duration (py-spy does not report its count).
+* sampler CPU per sample, steady: user+system CPU of the loopprof process (polled from
+  /proc/PID/stat every 50 ms) between 0.5 s after the recording starts and 0.3 s before it
+  ends, divided by the samples in that span (achieved rate x span); in brackets the whole
+  process's CPU / samples, which adds attaching and the report written at the end.
+* for the PyPI `py-spy record` CLI (default blocking mode, same py-spy version) the same,
+  with samples = rate x span (py-spy does not report its count).
+* thread samples not read again (the thread had not run since its last read) and read
+  without a stop, from the recording's `end` record.
 
 Only 127.0.0.1 is used; every process started is killed at the end.
 """
@@ -23,7 +28,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -32,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import free_port, q, wait_health
+from benchlib import free_port, poll_cpu_until_exit, q, steady_cpu, wait_health
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.dirname(os.path.dirname(sys.executable))
@@ -53,39 +57,54 @@ MODES = [
 ]
 
 
-def child_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def run_loopprof(pid, secs, extra, out):
-    before = child_cpu()
-    subprocess.run(
+    """Records; returns the stopped time of every tick, the steady sampler CPU per sample
+    (ms), the whole process's CPU per sample (ms), and the end record."""
+    p = subprocess.Popen(
         [LOOPPROF, "record", "--pid", str(pid), "--duration", str(secs), "-o", out] + extra,
-        check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    cpu = child_cpu() - before
-    reads = []
-    with gzip.open(os.path.join(out, "recording.jsonl.gz"), "rt") as f:
+    rec_path = os.path.join(out, "recording.jsonl.gz")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(rec_path):
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("loopprof did not start recording (exit %s)" % p.returncode)
+        time.sleep(0.005)
+    started = time.time()
+    polls = poll_cpu_until_exit(p, secs * 4 + 60)
+    reads, times, end = [], [], {}
+    with gzip.open(rec_path, "rt") as f:
+        t = 0
         for line in f:
             rec = json.loads(line)
             if rec["type"] in ("sample", "tick") and rec["data"]["pid"] == pid:  # tick: format v2+
                 reads.append(rec["data"]["read_us"])
-    return reads, cpu
+            elif rec["type"] == "end":
+                end = rec["data"]
+    total = polls[-1][1] if polls else 0.0
+    cpu, span = steady_cpu(polls, started + 0.5, started + secs - 0.3)
+    rate = len(reads) / secs
+    steady = 1e3 * cpu / (span * rate) if cpu is not None and rate else None
+    return reads, steady, 1e3 * total / max(1, len(reads)), end
 
 
 def run_pyspy(pid, secs, rate=100):
-    before = child_cpu()
-    subprocess.run(
+    """Records with the PyPI CLI; returns its steady CPU per sample (ms, samples = rate x
+    span) and its whole CPU per sample."""
+    p = subprocess.Popen(
         [PYSPY, "record", "--pid", str(pid), "--duration", str(secs), "--rate", str(rate),
          "--format", "raw", "-o", os.devnull, "--idle", "--threads"],
-        check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return child_cpu() - before, rate * secs
+    started = time.time()
+    polls = poll_cpu_until_exit(p, secs * 4 + 60)
+    # py-spy starts sampling once attached (about 0.1 s): the steady window starts later.
+    cpu, span = steady_cpu(polls, started + 0.7, started + secs - 0.3)
+    steady = 1e3 * cpu / (span * rate) if cpu is not None else None
+    total = polls[-1][1] if polls else 0.0
+    return steady, 1e3 * total / (rate * secs)
 
 
 def main():
@@ -117,27 +136,33 @@ def main():
                                         start_new_session=True)
                 procs.append(load)
                 time.sleep(1)
-            results = {m: {"reads": [], "cpu": 0.0, "n": 0} for m, _ in MODES}
-            pyspy = {"cpu": 0.0, "n": 0}
+            results = {m: {"reads": [], "steady": [], "whole": [], "unchanged": 0,
+                           "unstopped": 0, "threads": 0} for m, _ in MODES}
+            pyspy = {"steady": [], "whole": []}
             for r in range(args.repeat):
                 order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
                 for mode, extra in order:
                     out = os.path.join(tmp, "%d-%d-%d" % (len(rows), r, MODES.index((mode, extra))))
-                    reads, cpu = run_loopprof(server.pid, args.secs, extra, out)
-                    results[mode]["reads"] += reads
-                    results[mode]["cpu"] += cpu
-                    results[mode]["n"] += len(reads)
+                    reads, steady, whole, end = run_loopprof(server.pid, args.secs, extra, out)
+                    res = results[mode]
+                    res["reads"] += reads
+                    res["steady"].append(steady)
+                    res["whole"].append(whole)
+                    res["unchanged"] += end.get("unchanged", 0)
+                    res["unstopped"] += end.get("unstopped", 0)
                 if os.path.exists(PYSPY):
-                    cpu, n = run_pyspy(server.pid, args.secs)
-                    pyspy["cpu"] += cpu
-                    pyspy["n"] += n
+                    steady, whole = run_pyspy(server.pid, args.secs)
+                    pyspy["steady"].append(steady)
+                    pyspy["whole"].append(whole)
             for mode, _ in MODES:
                 res = results[mode]
                 rows.append((name, mode, q(res["reads"], 0.5), q(res["reads"], 0.9),
-                             q(res["reads"], 0.99), 1e3 * res["cpu"] / max(1, res["n"]), res["n"]))
-            if pyspy["n"]:
+                             q(res["reads"], 0.99), med(res["steady"]), med(res["whole"]),
+                             len(res["reads"]), res["unchanged"], res["unstopped"]))
+            if pyspy["steady"]:
                 rows.append((name, "py-spy record (PyPI CLI, default)", None, None, None,
-                             1e3 * pyspy["cpu"] / pyspy["n"], pyspy["n"]))
+                             med(pyspy["steady"]), med(pyspy["whole"]), 100 * args.secs * args.repeat,
+                             None, None))
             for p in procs:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
@@ -150,14 +175,22 @@ def main():
                 pass
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("| scenario | sampler | stopped per sample p50 / p90 / p99 (µs) | sampler CPU per sample (ms) | samples |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, mode, p50, p90, p99, cpu, n in rows:
+    print("| scenario | sampler | stopped per sample p50 / p90 / p99 (µs) | sampler CPU per sample, "
+          "steady (whole run) (ms) | samples | thread samples not read again / read unstopped |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, mode, p50, p90, p99, steady, whole, n, unchanged, unstopped in rows:
         stop = "%d / %d / %d" % (p50, p90, p99) if p50 is not None else "(not observable)"
         if "nonblocking" in mode and p50 is not None:
             stop = "0 (read %d / %d / %d)" % (p50, p90, p99)
-        print("| %s | %s | %s | %.2f | %d |" % (name, mode, stop, cpu, n))
+        kept = "%d / %d" % (unchanged, unstopped) if unchanged is not None else "–"
+        print("| %s | %s | %s | %s (%.2f) | %d | %s |" % (
+            name, mode, stop, "%.2f" % steady if steady is not None else "–", whole, n, kept))
 
+
+def med(values):
+    """The median of the values that are not None (None when there is none)."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 if __name__ == "__main__":
     main()
