@@ -238,6 +238,7 @@ fn main() {
             route: (!std::ptr::eq(main_frames, &idle)).then(|| "GET /quotes/{symbol}".into()),
             request: (!std::ptr::eq(main_frames, &idle)).then_some(i / 25),
             frames: main_frames.clone(),
+            stopped: true,
         }];
         for t in 0..3u32 {
             let busy = (next() % 4) == 0;
@@ -254,6 +255,7 @@ fn main() {
                 route: None,
                 request: None,
                 frames: workers[((i / 37) as usize + t as usize * 7) % workers.len()].clone(),
+                stopped: true,
             });
         }
         for (k, t) in threads.iter_mut().enumerate() {

@@ -817,3 +817,67 @@ fn doctor_says_whether_recording_will_work() {
         "{t}"
     );
 }
+
+/// Threads asleep are not stopped, and are still sampled as they are: a thread that has not
+/// run since its last read keeps that read (checked by its run count), one that ran is
+/// stopped and read. The alternating thread must be seen in each sleep in proportion to the
+/// time it spends there (60 ms against 20 ms: 0.75; a read of a thread that woke, redone at a
+/// later moment, would shift that), every sample of it asleep must show a sleep with its
+/// `clock_nanosleep`, and the threads that never wake must cost no stop after the first
+/// ticks.
+#[test]
+fn sleeping_threads_are_sampled_without_a_stop_and_without_bias() {
+    let python = venv("3.11").join("bin/python");
+    let target = spawn_script(&python, "sleepers.py", &[], "ready");
+    let pid = target.pid();
+    let rec = record_pid(pid, 4.0, &out_dir("sleepers"), &[]);
+    let end = rec.end.as_ref().unwrap();
+    let thread = |name: &str| -> Vec<ThreadSample> {
+        rec.samples
+            .iter()
+            .flat_map(|s| s.threads.iter())
+            .filter(|t| t.name.map(|n| rec.str(n)) == Some(name))
+            .cloned()
+            .collect()
+    };
+    let alternating = thread("alternating");
+    let idle = thread("idle");
+    assert!(alternating.len() > 200 && idle.len() > 200, "{end:?}");
+
+    let in_sleep: Vec<String> = alternating
+        .iter()
+        .map(|t| leaf(&rec, t))
+        .filter(|l| l == "long_wait" || l == "short_wait")
+        .collect();
+    let long = share(&in_sleep, |l| l == "long_wait");
+    assert!(
+        (0.6..=0.9).contains(&long),
+        "long_wait share {long:.2} of {} sleep samples (expected about 0.75)",
+        in_sleep.len()
+    );
+    for t in alternating.iter().filter(|t| t.state == 'S') {
+        let l = leaf(&rec, t);
+        assert!(
+            l == "long_wait" || l == "short_wait",
+            "asleep in {l}: {:?}",
+            names(&rec, t.stack)
+        );
+        assert_eq!(t.syscall.as_deref(), Some("clock_nanosleep"), "{t:?}");
+    }
+    for t in &idle {
+        assert_eq!(leaf(&rec, t), "idle", "{:?}", names(&rec, t.stack));
+    }
+    // Main and idle never run after the first ticks: nearly all their samples are carried
+    // over (the alternating thread's too, between its wakes).
+    let sleepers = (idle.len() * 2) as u64;
+    assert!(
+        end.unchanged >= sleepers * 8 / 10,
+        "{} of about {sleepers} samples of never-waking threads carried over: {end:?}",
+        end.unchanged
+    );
+    let unstopped = share(&rec.samples, |s| s.read_us == 0);
+    assert!(
+        unstopped >= 0.5,
+        "only {unstopped:.2} of the ticks stopped nothing"
+    );
+}

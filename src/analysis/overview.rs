@@ -116,7 +116,7 @@ pub fn overview(rec: &Recording) -> Overview {
                 e.gil += t.gil as usize;
                 *e.states.entry(t.state.to_string()).or_default() += 1;
                 *e.syscalls
-                    .entry(t.syscall.clone().unwrap_or_else(|| "?".into()))
+                    .entry(t.syscall.as_deref().unwrap_or("?").to_owned())
                     .or_default() += 1;
                 let leaf = match rec.stack(t.stack).next() {
                     Some(f) => format!(

@@ -281,6 +281,7 @@ mod tests {
             route: None,
             request: None,
             frames: vec![frame("select", "/usr/lib/python3.11/selectors.py", 468)],
+            stopped: true,
         }
     }
 

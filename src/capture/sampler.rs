@@ -132,9 +132,12 @@ pub struct Counters {
     pub truncated: AtomicU64,
     /// Ticks put off by the duty cycle.
     pub throttled: AtomicU64,
-    /// Thread stacks read without stopping the thread (asleep in the kernel, checked not to
-    /// have run during the read).
+    /// Thread stacks read without stopping the thread (in uninterruptible sleep, checked not
+    /// to have run during the read).
     pub unstopped_reads: AtomicU64,
+    /// Thread samples whose stack was not read again: the thread had not run since its
+    /// last verified read ([`ProcessSampler::unchanged`]).
+    pub unchanged_reads: AtomicU64,
 }
 
 /// What every sampler shares.
@@ -484,20 +487,23 @@ struct ThreadOs {
 /// off, seconds.
 const STOP_BURST_S: f64 = 0.05;
 
-/// Whether `LOOPPROF_UNSTOPPED_SLEEPERS` is set: threads asleep in `S` are read without a
-/// stop too (experimental; see [`ProcessSampler::tick`]).
-fn unstopped_sleepers() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("LOOPPROF_UNSTOPPED_SLEEPERS").is_some())
+/// A thread's stack as last read without it having run during the read, and its run time
+/// and run count (`schedstat`) then: while both are unchanged the thread has not been on a
+/// CPU since, so its Python stack is the same (only a thread changes its own frames).
+struct Held {
+    runs: [u64; 2],
+    trace: py_spy::StackTrace,
 }
 
 /// What a tick read: the stacks, their OS thread ids, the threads' OS state before the read,
-/// and the threads that ran while read without a stop (torn).
+/// the threads that ran while read without a stop (torn), and those not stopped (read
+/// without a stop, or not read again).
 struct Read {
     traces: Vec<py_spy::StackTrace>,
     tids: Vec<u32>,
     before: HashMap<u32, ThreadOs>,
     torn: HashSet<u32>,
+    not_stopped: HashSet<u32>,
 }
 
 /// The first read of a tick that needs a second one ([`ProcessSampler::tick`]).
@@ -519,6 +525,12 @@ fn merge(first: Read, second: Read, redo: &HashSet<u32>) -> Read {
         .filter(|t| !redo.contains(t))
         .collect();
     torn.extend(second.torn);
+    let mut not_stopped: HashSet<u32> = first
+        .not_stopped
+        .into_iter()
+        .filter(|t| !redo.contains(t))
+        .collect();
+    not_stopped.extend(second.not_stopped);
     let (mut traces, mut tids): (Vec<_>, Vec<_>) = first
         .traces
         .into_iter()
@@ -532,6 +544,7 @@ fn merge(first: Read, second: Read, redo: &HashSet<u32>) -> Read {
         tids,
         before,
         torn,
+        not_stopped,
     }
 }
 
@@ -585,7 +598,18 @@ pub struct ProcessSampler {
     frozen_next_check: Instant,
     /// When the asyncio tasks are read next.
     tasks_next: Instant,
+    /// Per Python thread (OS id), its last stack read while it could not run
+    /// ([`Held`]); used instead of a read while the thread has not run since.
+    held: HashMap<u32, Held>,
+    /// The garbage collector's state as last read.
+    last_gc: Option<GcSample>,
+    /// Per thread, its run time and run count, syscall and arguments at its last
+    /// [`Self::thread_state`]: while the first are unchanged and it sleeps, so is the rest.
+    last_wait: HashMap<u32, LastWait>,
 }
+
+/// A thread's run time and run count, syscall and its arguments, as last read.
+type LastWait = ([u64; 2], Option<String>, Option<[u64; 6]>);
 
 impl ProcessSampler {
     /// A sampler for an attached process.
@@ -616,6 +640,9 @@ impl ProcessSampler {
             image: procfs::process_stat(pid).map(|s| s.startstack).unwrap_or(0),
             frozen_next_check: Instant::now(),
             tasks_next: Instant::now(),
+            held: HashMap::new(),
+            last_gc: None,
+            last_wait: HashMap::new(),
             clock_tick_us: 1_000_000 / procfs::clock_ticks_per_second().max(1),
         }
     }
@@ -730,10 +757,12 @@ impl ProcessSampler {
             }
             _ => return Tick::Gone,
         };
-        // Up to two reads. The first reads every Python thread; those asleep in the kernel
-        // are read without a stop. The second, only when needed, reads again just the threads
-        // that ran during the first read and those that appeared since the last tick (not
-        // stopped the first time), with them stopped; the others keep their first read.
+        // Up to two reads. The first reads every Python thread that ran since its last read
+        // (a thread that did not keeps that read: `unchanged`); those in uninterruptible sleep
+        // are read without a stop, the others stopped. The second, only when needed, reads
+        // again, stopped, the threads that appeared since the last tick (not stopped the
+        // first time), or every thread after a thread list that could not be followed; the
+        // others keep their first read.
         let mut first: Option<Pass> = None;
         let mut redo: HashSet<u32> = HashSet::new();
         let mut read_total = Duration::ZERO;
@@ -743,6 +772,7 @@ impl ProcessSampler {
                 tids,
                 before,
                 torn,
+                not_stopped,
             },
             t_us,
         ) = loop {
@@ -755,12 +785,15 @@ impl ProcessSampler {
             if !second {
                 self.watch_freezer(&before);
             }
-            // Threads in `S` could be read without a stop too (`LOOPPROF_UNSTOPPED_SLEEPERS=1`,
-            // experimental): reading one that ran again, stopped, samples it at a later and
-            // busier moment, which biased the live suite's waited-for states under load.
-            let skip_sleepers =
-                self.locking == Locking::PythonThreads && !second && unstopped_sleepers();
-            let asleep = self.asleep(&before, skip_sleepers);
+            // Decided from what was read before any stack is: a thread is stopped, read
+            // without a stop, or not read at all by what it was doing at this moment, never by
+            // what happens during the read (which would sample some threads later than others).
+            let unchanged = if second {
+                HashSet::new()
+            } else {
+                self.unchanged(&before)
+            };
+            let asleep = self.asleep(&before, &unchanged);
             let t_us = self.now_us();
             // A second read after a first that could not follow the whole thread list reads
             // (and stops) everything, as `redo` then lists every thread.
@@ -776,8 +809,21 @@ impl ProcessSampler {
                         .collect(),
                 );
             }
-            let read = self.read_stacks(&asleep, stop_only.as_deref());
+            self.spy.skip_threads = unchanged
+                .iter()
+                .filter_map(|tid| self.held.get(tid))
+                .map(|h| h.trace.thread_id)
+                .collect();
+            // Every known Python thread unchanged: unless a thread state was added since the
+            // last read (the list's head moved), there is nothing to read at all.
+            let all_unchanged = !unchanged.is_empty()
+                && before.keys().all(|t| unchanged.contains(t))
+                && self.spy.thread_list_head != 0;
+            self.spy.quick_head = all_unchanged.then_some(self.spy.thread_list_head);
+            let read = self.read_stacks(&asleep, &unchanged, stop_only.as_deref());
             self.spy.only_threads = None;
+            self.spy.skip_threads.clear();
+            self.spy.quick_head = None;
             let (traces, read, unstopped) = match read {
                 Ok(t) => t,
                 Err((kind, message)) => return self.read_failed(t_us, kind, message),
@@ -790,31 +836,54 @@ impl ProcessSampler {
                     .stopped_us
                     .fetch_add(read.as_micros() as u64, Ordering::Relaxed);
             }
-            let (traces, tids) = self.thread_ids_of(traces);
+            let (mut traces, mut tids) = self.thread_ids_of(traces);
             let torn = self.torn(&unstopped, &before);
+            self.hold_unstopped(&traces, &tids, &unstopped, &torn, &before);
+            if !unchanged.is_empty() {
+                self.add_unchanged(&unchanged, &mut traces, &mut tids);
+            }
             let cut = !second && self.list_cut(&tids);
+            let mut not_stopped = unstopped;
+            not_stopped.extend(unchanged);
             let read = Read {
                 traces,
                 tids,
                 before,
                 torn,
+                not_stopped,
             };
             if let Some(f) = first.take() {
                 break (merge(f.read, read, &redo), f.t_us);
             }
             self.learn_threads(&read.tids, cut);
-            redo = self.rereads(&read, skip_sleepers, cut);
+            redo = self.rereads(&read, cut);
             if redo.is_empty() {
                 break (read, t_us);
             }
             first = Some(Pass { read, t_us, cut });
         };
+        // The threads stopped while asleep: read them once more, now, without a stop, so that
+        // the next ticks can leave them alone until they run.
+        let verify: Vec<(u32, u64)> = tids
+            .iter()
+            .zip(&traces)
+            .filter(|(tid, _)| {
+                before.get(tid).is_some_and(|os| os.state == 'S')
+                    && !torn.contains(tid)
+                    && self
+                        .held
+                        .get(tid)
+                        .is_none_or(|h| Some(h.runs) != before.get(tid).and_then(|os| os.runs))
+            })
+            .map(|(tid, t)| (*tid, t.thread_id))
+            .collect();
         self.send_sample(
             Read {
                 traces,
                 tids,
                 before,
                 torn,
+                not_stopped,
             },
             TickMeta {
                 lost: 0,
@@ -826,7 +895,136 @@ impl ProcessSampler {
                 cpu_us,
             },
         );
+        if self.locking == Locking::PythonThreads && !verify.is_empty() {
+            self.hold_verified(&verify);
+        }
         Tick::Done
+    }
+
+    /// The Python threads whose last held stack ([`Held`]) is still theirs: not running or
+    /// runnable now (`S` or `D` as read in `before`) and with the same run time and run count
+    /// as when that stack was read. Only when stopping just the Python threads (the other
+    /// modes keep their meaning: every thread stopped, or nothing).
+    fn unchanged(&self, before: &HashMap<u32, ThreadOs>) -> HashSet<u32> {
+        if self.locking != Locking::PythonThreads {
+            return HashSet::new();
+        }
+        before
+            .iter()
+            .filter(|(tid, os)| {
+                (os.state == 'S' || os.state == 'D')
+                    && os.runs.is_some()
+                    && self.held.get(tid).map(|h| h.runs) == os.runs
+            })
+            .map(|(tid, _)| *tid)
+            .collect()
+    }
+
+    /// Puts the held stacks of the `unchanged` threads into a read (replacing a thread state
+    /// of the same OS id that has no frames: one not started yet, see
+    /// [`Self::thread_ids_of`]), and counts them.
+    fn add_unchanged(
+        &mut self,
+        unchanged: &HashSet<u32>,
+        traces: &mut Vec<py_spy::StackTrace>,
+        tids: &mut Vec<u32>,
+    ) {
+        let mut i = 0;
+        while i < tids.len() {
+            if unchanged.contains(&tids[i]) {
+                tids.remove(i);
+                traces.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let mut n = 0;
+        for tid in unchanged {
+            if let Some(h) = self.held.get(tid) {
+                traces.push(h.trace.clone());
+                tids.push(*tid);
+                n += 1;
+            }
+        }
+        self.ctx
+            .counters
+            .unchanged_reads
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Holds the stacks read without a stop that were checked not to have run during the
+    /// read ([`Self::torn`]): they stay right until the thread runs again.
+    fn hold_unstopped(
+        &mut self,
+        traces: &[py_spy::StackTrace],
+        tids: &[u32],
+        unstopped: &HashSet<u32>,
+        torn: &HashSet<u32>,
+        before: &HashMap<u32, ThreadOs>,
+    ) {
+        if self.locking != Locking::PythonThreads {
+            return;
+        }
+        for (t, tid) in traces.iter().zip(tids) {
+            if unstopped.contains(tid) && !torn.contains(tid) {
+                if let Some(runs) = before.get(tid).and_then(|os| os.runs) {
+                    self.held.insert(
+                        *tid,
+                        Held {
+                            runs,
+                            trace: t.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reads `threads` (OS id, Python thread id) again without stopping them, after the tick
+    /// that stopped them, and holds the stacks of those that did not run during the read:
+    /// run time and run count (`schedstat`) read before their state, both before the stack
+    /// and unchanged after it, the state not runnable. A thread that ran is left to be
+    /// stopped again at its next tick. This read is never a sample; it only lets the next
+    /// ticks leave a thread alone until it runs.
+    fn hold_verified(&mut self, threads: &[(u32, u64)]) {
+        let mut runs: HashMap<u32, [u64; 2]> = HashMap::new();
+        for (tid, _) in threads {
+            let r = self.proc_files.thread_schedstat(*tid).map(|s| [s[0], s[2]]);
+            let state = self.proc_files.thread_stat(*tid).map(|s| s.state);
+            if let (Some(r), Ok('S' | 'D')) = (r, state) {
+                runs.insert(*tid, r);
+            }
+        }
+        if runs.is_empty() {
+            return;
+        }
+        self.spy.only_threads = Some(
+            threads
+                .iter()
+                .filter(|(tid, _)| runs.contains_key(tid))
+                .map(|(_, id)| *id)
+                .collect(),
+        );
+        self.spy.config.blocking = LockingStrategy::NonBlocking;
+        let spy = &mut self.spy;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spy.get_stack_traces_then(&mut || {})
+        }));
+        self.spy.only_threads = None;
+        let Ok(Ok(traces)) = read else {
+            return;
+        };
+        let (traces, tids) = self.thread_ids_of(traces);
+        for (trace, tid) in traces.into_iter().zip(tids) {
+            let Some(r) = runs.get(&tid).copied() else {
+                continue;
+            };
+            let after = self.proc_files.thread_schedstat(tid).map(|s| [s[0], s[2]]);
+            let state = self.proc_files.thread_stat(tid).map(|s| s.state);
+            if after == Some(r) && matches!(state, Ok('S' | 'D')) {
+                self.held.insert(tid, Held { runs: r, trace });
+            }
+        }
     }
 
     /// The threads whose OS state a read takes first: the second read's; before the first
@@ -843,17 +1041,15 @@ impl ProcessSampler {
     }
 
     /// The threads read without a stop: a thread in uninterruptible sleep (`D`) cannot change
-    /// its Python stack until it wakes, and a stop would wait for that (with `skip_sleepers`,
-    /// threads in `S` too). Each is checked after the read not to have run ([`Self::torn`]).
-    fn asleep(&self, before: &HashMap<u32, ThreadOs>, skip_sleepers: bool) -> HashSet<u32> {
+    /// its Python stack until it wakes, and a stop would wait for that (those `unchanged` are
+    /// not read at all). Each is checked after the read not to have run ([`Self::torn`]).
+    fn asleep(&self, before: &HashMap<u32, ThreadOs>, unchanged: &HashSet<u32>) -> HashSet<u32> {
         if self.locking == Locking::None {
             return HashSet::new();
         }
         before
             .iter()
-            .filter(|(_, os)| {
-                os.runs.is_some() && (os.state == 'D' || (os.state == 'S' && skip_sleepers))
-            })
+            .filter(|(tid, os)| os.runs.is_some() && os.state == 'D' && !unchanged.contains(tid))
             .map(|(tid, _)| *tid)
             .collect()
     }
@@ -928,24 +1124,20 @@ impl ProcessSampler {
         }
         let keep: HashSet<u32> = self.python_tids.iter().copied().collect();
         self.proc_files.retain_threads(&keep);
+        self.held.retain(|t, _| keep.contains(t));
+        self.last_wait.retain(|t, _| keep.contains(t));
         // Without every OS thread id we cannot stop just the Python threads.
         if tids.contains(&0) && self.locking == Locking::PythonThreads {
             self.locking = Locking::AllThreads;
         }
     }
 
-    /// What a first read leaves to read again, stopped: threads that ran while read without a
-    /// stop (unless now in uninterruptible sleep: those are dropped), every thread after a cut
-    /// list, and, when only the known Python threads were stopped, threads that appeared.
-    fn rereads(&mut self, read: &Read, skip_sleepers: bool, cut: bool) -> HashSet<u32> {
-        let mut redo: HashSet<u32> = read
-            .torn
-            .iter()
-            .copied()
-            .filter(|t| {
-                skip_sleepers && self.proc_files.thread_stat(*t).map(|s| s.state).ok() != Some('D')
-            })
-            .collect();
+    /// What a first read leaves to read again, stopped: every thread after a cut list, and,
+    /// when only the known Python threads were stopped, threads that appeared. (A thread that
+    /// ran while read without a stop is dropped, counted as lost: reading it again would
+    /// sample it at a later moment than the others.)
+    fn rereads(&mut self, read: &Read, cut: bool) -> HashSet<u32> {
+        let mut redo: HashSet<u32> = HashSet::new();
         if cut && self.locking == Locking::PythonThreads {
             redo.extend(self.python_tids.iter().copied());
         }
@@ -970,6 +1162,7 @@ impl ProcessSampler {
             tids,
             before,
             torn,
+            not_stopped,
         } = read;
         let mut threads = Vec::with_capacity(traces.len());
         let mut lost = self.spy.unreadable_threads.len() as u32;
@@ -989,13 +1182,19 @@ impl ProcessSampler {
                     runs: None,
                 },
             };
-            threads.push(self.raw_thread(t, tid, os));
+            let stopped = self.locking != Locking::None && !not_stopped.contains(&tid);
+            threads.push(self.raw_thread(t, tid, os, stopped));
         }
         meta.lost = lost;
-        meta.gc = self.spy.gc_state().ok().flatten().map(|g| GcSample {
-            collecting: g.collecting,
-            collections: g.collections,
-        });
+        // No thread ran since the last read: the collector (which runs on a thread holding
+        // the GIL) cannot have either.
+        if !self.spy.quick_hit {
+            self.last_gc = self.spy.gc_state().ok().flatten().map(|g| GcSample {
+                collecting: g.collecting,
+                collections: g.collections,
+            });
+        }
+        meta.gc = self.last_gc;
         self.ctx.counters.samples.fetch_add(1, Ordering::Relaxed);
         self.ctx
             .counters
@@ -1011,7 +1210,13 @@ impl ProcessSampler {
 
     /// One thread of a sample: its stack (truncated ones marked), OS state, what it waits on
     /// (cached while unchanged) and the route of the innermost ASGI scope.
-    fn raw_thread(&mut self, t: py_spy::StackTrace, tid: u32, os: ThreadOs) -> RawThread {
+    fn raw_thread(
+        &mut self,
+        t: py_spy::StackTrace,
+        tid: u32,
+        os: ThreadOs,
+        stopped: bool,
+    ) -> RawThread {
         let ThreadOs {
             state,
             syscall,
@@ -1027,6 +1232,7 @@ impl ProcessSampler {
         };
         let route = self.route_of(&t.asgi_scopes, &t.frames);
         RawThread {
+            stopped,
             route,
             request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
             tid,
@@ -1273,11 +1479,29 @@ impl ProcessSampler {
     /// preceded by a read of its syscall, the call being restarted is the last one read, and
     /// that is what gets recorded (or nothing, when no earlier read exists).
     fn thread_state(&mut self, tid: u32) -> ThreadOs {
+        // Run time and count first: a thread asleep with both unchanged since its last read
+        // has not returned from its system call, so that call and its arguments are the
+        // ones read then (not read again).
+        let sched = self.proc_files.thread_schedstat(tid);
+        let runs = sched.map(|s| [s[0], s[2]]);
         let state = self
             .proc_files
             .thread_stat(tid)
             .map(|s| s.state)
             .unwrap_or('?');
+        if let (Some(r), 'S' | 'D') = (runs, state) {
+            if let Some((last_runs, syscall, args)) = self.last_wait.get(&tid) {
+                if *last_runs == r {
+                    return ThreadOs {
+                        state,
+                        syscall: syscall.clone(),
+                        args: *args,
+                        sched: sched.map(|s| [s[0], s[1]]),
+                        runs,
+                    };
+                }
+            }
+        }
         let (raw, mut args) = self.proc_files.thread_syscall_args(tid);
         let mut syscall = syscall_name(raw);
         // A sleeping thread whose syscall file says "running" is one whose wait was
@@ -1306,13 +1530,20 @@ impl ProcessSampler {
             }
             None => {}
         }
-        let sched = self.proc_files.thread_schedstat(tid);
+        match runs {
+            Some(r) if state == 'S' || state == 'D' => {
+                self.last_wait.insert(tid, (r, syscall.clone(), args));
+            }
+            _ => {
+                self.last_wait.remove(&tid);
+            }
+        }
         ThreadOs {
             state,
             syscall,
             args,
             sched: sched.map(|s| [s[0], s[1]]),
-            runs: sched.map(|s| [s[0], s[2]]),
+            runs,
         }
     }
 
@@ -1321,11 +1552,13 @@ impl ProcessSampler {
     /// Returns the stacks, how long the threads were stopped (zero when none was; with
     /// `--nonblocking`, how long the read took), and the Python threads read without a stop:
     /// those in `asleep` (asleep in the kernel at the last look: they are not stopped) and
-    /// those that did not stop in time. The threads are resumed as soon as their frame
+    /// those that did not stop in time. Threads in `unchanged` are neither stopped nor read
+    /// (`spy.skip_threads` names them). The threads are resumed as soon as their frame
     /// chains are read; names, files and lines come from immutable code objects, read after.
     fn read_stacks(
         &mut self,
         asleep: &HashSet<u32>,
+        unchanged: &HashSet<u32>,
         only: Option<&[u32]>,
     ) -> Result<StackRead, (&'static str, String)> {
         let start = Instant::now();
@@ -1342,7 +1575,7 @@ impl ProcessSampler {
                     .unwrap_or(&self.python_tids)
                     .iter()
                     .copied()
-                    .filter(|t| !asleep.contains(t))
+                    .filter(|t| !asleep.contains(t) && !unchanged.contains(t))
                     .collect();
                 let (stopped, late) = lock_threads(self.pid, &tids).map_err(|e| ("lock", e))?;
                 unstopped.extend(late);

@@ -484,6 +484,8 @@ pub(super) fn record_tree(
         lost_threads: c.lost_threads.load(Ordering::Relaxed),
         truncated: c.truncated.load(Ordering::Relaxed),
         throttled: c.throttled.load(Ordering::Relaxed),
+        unstopped: c.unstopped_reads.load(Ordering::Relaxed),
+        unchanged: c.unchanged_reads.load(Ordering::Relaxed),
     };
     sink.writer.finish(&end)?;
     Ok((path, end))
@@ -523,6 +525,9 @@ fn header(
     }
 }
 
+/// How long the writer lets samples gather after being woken by one ([`run_until_end`]).
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Writes what the samplers and probes send, attaches new subprocesses and reports progress,
 /// until the recording ends; returns why it ended.
 fn run_until_end(
@@ -542,7 +547,16 @@ fn run_until_end(
             sink.writer.write(&Record::Probe(p))?;
         }
         match samplers.rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(msg) => sink.handle(msg, Some(samplers))?,
+            Ok(msg) => {
+                sink.handle(msg, Some(samplers))?;
+                // Let the next samples gather: being woken for each one (a futex wake and a
+                // context switch per tick) cost more than writing it. They wait at most
+                // `GATHER` here, and the file is flushed less often than that anyway.
+                std::thread::sleep(GATHER);
+                while let Ok(msg) = samplers.rx.try_recv() {
+                    sink.handle(msg, Some(samplers))?;
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }

@@ -20,9 +20,10 @@ pub const FORMAT_NAME: &str = "loopprof-recording";
 /// Version 3 added the garbage collector's state to `tick` records (`gc`), version 4 the
 /// HTTP route each thread was serving (`route`), version 5 the `frozen`/`thawed` process
 /// events and what a tick could not read (`lost`, and the end record's `lost_threads`,
-/// `truncated`, `throttled`), version 6 the asyncio task snapshots (`tasks`); versions 1 to
-/// 5 are still read.
-pub const FORMAT_VERSION: u32 = 6;
+/// `truncated`, `throttled`), version 6 the asyncio task snapshots (`tasks`), version 7 which
+/// thread samples stopped their thread (`stopped`: before it, every thread sample of the
+/// blocking modes did); versions 1 to 6 are still read.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The unit of `tick` times a recording at `rate_hz` uses: a hundredth of the sampling period
 /// (100 µs at 100 Hz, 10 µs at 1000 Hz), between 1 µs and 1 ms.
@@ -446,6 +447,9 @@ pub struct TickThread {
     /// As [`ThreadSample::req`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
+    /// As [`ThreadSample::stopped`] (version 7; absent when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopped: bool,
 }
 
 /// One Python thread in one sample.
@@ -463,9 +467,10 @@ pub struct ThreadSample {
     /// OS scheduler state from `/proc/<pid>/task/<tid>/stat`: `R`, `S`, `D`, ... (`?` unknown).
     pub state: char,
     /// Current system call from `/proc/<pid>/task/<tid>/syscall`: a name such as
-    /// `clock_nanosleep`, `"running"` when in user space, or absent when unknown.
+    /// `clock_nanosleep`, `"running"` when in user space, or absent when unknown. Shared
+    /// between the samples that name the same call (a recording holds millions of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub syscall: Option<String>,
+    pub syscall: Option<std::sync::Arc<str>>,
     /// Stack id.
     pub stack: u32,
     /// Cumulative scheduler times of the thread in ns, `[on CPU, runnable but waiting for a
@@ -494,6 +499,12 @@ pub struct ThreadSample {
     /// (an address reused by the allocator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
+    /// loopprof stopped this thread (ptrace) to read this sample. False for a thread read
+    /// without a stop (in uninterruptible sleep) or not read again (it had not run since its
+    /// last read), and with `--nonblocking`. Recordings before version 7 do not say: their
+    /// blocking-mode samples load as stopped (as they nearly all were).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopped: bool,
 }
 
 /// One route of a process's ASGI application, read once per router object from
@@ -657,6 +668,14 @@ pub struct End {
     /// the time (the duty cycle; see the header's options). Absent when 0.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub throttled: u64,
+    /// Thread samples whose stack was read without stopping the thread (in uninterruptible
+    /// sleep, checked not to have run during the read). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub unstopped: u64,
+    /// Thread samples whose stack was not read again because the thread had not run since
+    /// its last read (same `schedstat` run time and run count, asleep). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub unchanged: u64,
 }
 
 fn is_zero_u64(v: &u64) -> bool {

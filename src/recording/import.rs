@@ -376,6 +376,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Option<Recording>, Record
                         route: None,
                         request: None,
                         frames: stacks[*samples.get(i)?].clone(),
+                        stopped: false,
                     })
                 })
                 .collect();

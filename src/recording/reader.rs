@@ -279,6 +279,8 @@ struct TickState {
     runs: HashMap<(u32, u32), i64>,
     /// Per process: running sums of the GC collections per generation.
     gc: HashMap<u32, [u64; 3]>,
+    /// System call names, each held once.
+    syscalls: HashMap<String, std::sync::Arc<str>>,
 }
 
 impl TickState {
@@ -289,6 +291,7 @@ impl TickState {
             sched: HashMap::new(),
             runs: HashMap::new(),
             gc: HashMap::new(),
+            syscalls: HashMap::new(),
         }
     }
 
@@ -322,12 +325,20 @@ impl TickState {
                     active: th.active,
                     gil: th.gil,
                     state: th.state,
-                    syscall: th.syscall,
+                    syscall: th.syscall.map(|s| match self.syscalls.get(&s) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            let shared: std::sync::Arc<str> = s.as_str().into();
+                            self.syscalls.insert(s, shared.clone());
+                            shared
+                        }
+                    }),
                     stack: th.stack,
                     sched,
                     wait: th.wait,
                     route: th.route,
                     req: th.req,
+                    stopped: th.stopped,
                 }
             })
             .collect();
@@ -381,11 +392,19 @@ pub fn load_from(mut reader: RecordingReader) -> Result<Recording, RecordingErro
         derived: Default::default(),
     };
     let mut ticks = TickState::new(rec.header.time_unit());
+    // Before version 7 a blocking-mode recording did not say which samples stopped their
+    // thread: nearly all did.
+    let all_stopped = rec.header.version < 7 && !rec.header.options.nonblocking;
     while let Some(record) = reader.next_record()? {
-        let record = match record {
+        let mut record = match record {
             Record::Tick(t) => Record::Sample(ticks.sample(t)),
             other => other,
         };
+        if let (true, Record::Sample(s)) = (all_stopped, &mut record) {
+            for t in &mut s.threads {
+                t.stopped = true;
+            }
+        }
         rec.add(record).map_err(corrupt)?;
     }
     if let Some(why) = reader.truncated() {
@@ -751,6 +770,35 @@ mod tests {
         let s = &rec.samples[0];
         assert_eq!((s.t_us, s.read_us, s.cpu_us), (12345, 17, 99));
         assert_eq!(s.threads[0].sched, Some([123456789, 5]));
+    }
+
+    /// Format 7 says which thread samples stopped their thread; older blocking-mode files
+    /// did not, and nearly all of theirs did: they load as stopped, `--nonblocking` ones not.
+    #[test]
+    fn stopped_is_read_and_older_blocking_recordings_load_as_stopped() {
+        let mut b = builder_with_samples(0);
+        let mut kept = thread(7, "MainThread", 'S', "futex", false, vec![]);
+        kept.stopped = false;
+        b.sample(
+            7,
+            0,
+            0,
+            &[thread(7, "MainThread", 'R', "running", true, vec![])],
+        );
+        b.sample(7, 10_000, 0, &[kept]);
+        let text = String::from_utf8(b.bytes()).unwrap();
+        let rec = load_bytes(text.clone().into_bytes()).unwrap();
+        let stopped: Vec<bool> = rec.samples.iter().map(|s| s.threads[0].stopped).collect();
+        assert_eq!(stopped, [true, false]);
+        let v6 = text
+            .replace(&format!("\"version\":{FORMAT_VERSION}"), "\"version\":6")
+            .replace(",\"stopped\":true", "");
+        let rec = load_bytes(v6.clone().into_bytes()).unwrap();
+        assert!(rec.samples.iter().all(|s| s.threads[0].stopped));
+        let nonblocking = v6.replace("\"nonblocking\":false", "\"nonblocking\":true");
+        assert_ne!(nonblocking, v6, "the header names the mode");
+        let rec = load_bytes(nonblocking.into_bytes()).unwrap();
+        assert!(rec.samples.iter().all(|s| !s.threads[0].stopped));
     }
 
     #[test]

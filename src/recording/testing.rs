@@ -75,6 +75,7 @@ pub fn thread(
         route: None,
         request: None,
         frames,
+        stopped: true,
     }
 }
 

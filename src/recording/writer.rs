@@ -55,6 +55,8 @@ pub struct RawThread {
     pub request: Option<u64>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
+    /// The sampler stopped the thread to read it.
+    pub stopped: bool,
 }
 
 /// One asyncio task of a task snapshot, before interning.
@@ -402,6 +404,7 @@ impl RecordingWriter {
                 wait,
                 route,
                 req,
+                stopped: t.stopped,
             });
         }
         // Times are rounded to the unit once, as running sums, so no error accumulates.

@@ -613,6 +613,25 @@ fn wakeups_beyond_loopprofs_stops_tell_traffic() {
     assert!(!serving.verdict.no_traffic, "{:?}", serving.verdict);
 }
 
+/// Only the samples that stopped the loop thread cost it schedule-ins: a window whose loop
+/// was stopped on one tick in ten (the others kept from its last read) must not have the
+/// stops of the other nine taken off its wake-ups. 40 wake-ups a second of requests: traffic.
+#[test]
+fn wakeups_subtract_only_the_stops_that_happened() {
+    let mut b = RecordingBuilder::new(header(1, 100.0));
+    let mut runs = 0u64;
+    for i in 0..200u64 {
+        let mut th = idle();
+        let stopped = i % 10 == 0;
+        th.stopped = stopped;
+        runs += u64::from(i % 10 == 1) * 2 + u64::from(i % 5 == 0) * 2;
+        th.runs = Some(runs);
+        b.sample(1, i * 10_000, i * 50, &[th]);
+    }
+    let d = diag(&b.finish(end(2_000_000, 200)));
+    assert!(!d.verdict.no_traffic, "{:?}", d.verdict);
+}
+
 /// A socket created since the socket tables were last read is written as
 /// [`UNIDENTIFIED_SOCKET`]: a pool's wait target is the identified one even when most of its
 /// samples were not identified yet.

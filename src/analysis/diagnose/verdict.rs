@@ -92,22 +92,25 @@ pub const NO_TRAFFIC_BUSY_PCT: f64 = 5.0;
 const RUNS_PER_STOP: f64 = 2.0;
 
 /// The loop threads' wake-ups per second beyond loopprof's stops, from their schedstat
-/// counts (recorded since loopprof 0.1's `druns`); `None` when the recording has none.
+/// counts (recorded since loopprof 0.1's `druns`); `None` when the recording has none. A
+/// stop's schedule-ins show in the thread's next sample, so the stops counted are those of
+/// every sample but the last.
 fn loop_wakeups_per_s(rec: &Recording, loops: &[LoopThread]) -> Option<f64> {
     let (mut wakeups, mut secs) = (0.0, 0.0);
     for lt in loops {
-        let seen: Vec<(u64, u64)> = rec
+        let seen: Vec<(u64, u64, bool)> = rec
             .samples
             .iter()
             .filter(|s| s.pid == lt.pid)
             .filter_map(|s| {
                 let t = s.threads.iter().find(|t| t.tid == lt.tid)?;
-                Some((s.t_us, t.runs?))
+                Some((s.t_us, t.runs?, t.stopped))
             })
             .collect();
         if let (Some(first), Some(last)) = (seen.first(), seen.last()) {
             if last.0 > first.0 {
-                let stops = (seen.len() - 1) as f64 * RUNS_PER_STOP;
+                let stopped = seen[..seen.len() - 1].iter().filter(|s| s.2).count();
+                let stops = stopped as f64 * RUNS_PER_STOP;
                 wakeups += (last.1.saturating_sub(first.1) as f64 - stops).max(0.0);
                 secs += (last.0 - first.0) as f64 / 1e6;
             }

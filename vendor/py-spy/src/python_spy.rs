@@ -156,6 +156,21 @@ pub struct PythonSpy {
     /// loopprof patch: when set, [`Self::get_stack_traces_then`] reads only the threads with
     /// these Python thread ids (`StackTrace::thread_id`), skipping the others' frames.
     pub only_threads: Option<std::collections::HashSet<u64>>,
+    /// loopprof patch: Python thread ids (`StackTrace::thread_id`) whose frames
+    /// [`Self::get_stack_traces_then`] does not read (their caller knows their stacks did not
+    /// change); they are neither in the result nor in `unreadable_threads`.
+    pub skip_threads: std::collections::HashSet<u64>,
+    /// loopprof patch: when set to the head of the interpreter's thread list as the last
+    /// read saw it ([`Self::thread_list_head`]), and the head is still there,
+    /// [`Self::get_stack_traces_then`] returns no thread at once and sets `quick_hit`. New
+    /// thread states are always put at the head (CPython `new_threadstate`, 3.8-3.13), so an
+    /// unchanged head means no thread state was added since (one removed and one added at
+    /// the same address goes with a thread that ran, which the caller checks).
+    pub quick_head: Option<usize>,
+    /// loopprof patch: whether the last read ended at `quick_head`.
+    pub quick_hit: bool,
+    /// loopprof patch: the head of the thread list as the last read saw it (0: not read).
+    pub thread_list_head: usize,
     #[cfg(target_os = "linux")]
     pub dockerized: bool,
 }
@@ -213,6 +228,10 @@ impl PythonSpy {
             task_cache: Default::default(),
             unreadable_threads: Vec::new(),
             only_threads: None,
+            skip_threads: std::collections::HashSet::new(),
+            quick_head: None,
+            quick_hit: false,
+            thread_list_head: 0,
             thread_name_lookup_time: Instant::now(),
         })
     }
@@ -427,6 +446,13 @@ impl PythonSpy {
             .process
             .copy_pointer(threadstate_ptr_ptr)
             .context("Failed to copy PyThreadState head pointer")?;
+        self.quick_hit = self.quick_head == Some(threads_head as usize) && !threads_head.is_null();
+        self.thread_list_head = threads_head as usize;
+        if self.quick_hit {
+            self.unreadable_threads.clear();
+            resume();
+            return Ok(Vec::new());
+        }
 
         // get the threadid of the gil if appropriate
         let gil_thread_id =
@@ -473,6 +499,9 @@ impl PythonSpy {
                 if !only.contains(&python_thread_id) {
                     continue;
                 }
+            }
+            if self.skip_threads.contains(&python_thread_id) {
+                continue;
             }
 
             match read_frame_chain(
