@@ -241,19 +241,23 @@ fn uvicorn_workers_are_all_sampled() {
 }
 
 /// gunicorn with uvicorn workers: the master and both workers are sampled; a worker killed
-/// mid-recording ends without error and its replacement is picked up within a second.
+/// mid-recording ends without error and its replacement is picked up within a second and a half
+/// of appearing. How long gunicorn takes to fork and start the replacement is its own business
+/// (seconds on a loaded machine): the recording runs until the replacement has been seen for
+/// 3 s, then ends with Ctrl-C.
 #[test]
 fn gunicorn_workers_and_restarts_are_followed() {
     let app = start_app(Server::Gunicorn, "3.11", None);
     let master = app.proc.pid();
     let _load = start_load(&app, &["/health"], 1, 8.0);
     let dir = out_dir("gunicorn-restart");
+    let spawned = Instant::now();
     let mut rec_proc = spawn_loopprof(&[
         "record",
         "--name",
         &format!("gunicorn.*127.0.0.1:{}", app.port),
         "--duration",
-        "5",
+        "60",
         "-o",
         dir.to_str().unwrap(),
     ]);
@@ -264,6 +268,19 @@ fn gunicorn_workers_and_restarts_are_followed() {
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
+    // Wait for gunicorn to fork the replacement, then let it run (and import) for 3 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let seen = loop {
+        let parents = loopprof::capture::procfs::process_parents();
+        let now = loopprof::capture::procfs::descendants(master, &parents);
+        if now.iter().any(|p| !before.contains(p)) {
+            break spawned.elapsed();
+        }
+        assert!(Instant::now() < deadline, "gunicorn started no replacement");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    rec_proc.signal(libc::SIGINT);
     let status = rec_proc.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     let rec = recording::load(&dir).unwrap();
@@ -285,27 +302,23 @@ fn gunicorn_workers_and_restarts_are_followed() {
     assert!(!started.is_empty(), "the replacement worker was attached");
     let replacement = started[0].process.pid;
     assert!(main_thread(&rec, replacement).len() > 50);
-    // Picked up within a second of appearing (gunicorn needs a moment to fork it).
+    // Sampled within 1.5 s of the test seeing it appear. The recording's clock starts after
+    // loopprof was spawned, so its times are, if anything, earlier than `seen`.
     let first = rec
         .samples
         .iter()
         .find(|s| s.pid == replacement)
         .unwrap()
         .t_us;
-    let exited_at = rec
-        .process_events
-        .iter()
-        .find(|e| e.event == ProcessEventKind::Exited && e.process.pid == victim)
-        .unwrap()
-        .t_us;
     assert!(
-        first.saturating_sub(exited_at) < 3_000_000,
-        "replacement sampled {} ms after the old worker exited",
-        (first.saturating_sub(exited_at)) / 1000
+        first < (seen + Duration::from_millis(1500)).as_micros() as u64,
+        "replacement sampled at {} ms, seen by the test at {} ms",
+        first / 1000,
+        seen.as_millis()
     );
     assert_eq!(
         rec.end.as_ref().unwrap().reason,
-        loopprof::recording::EndReason::Duration
+        loopprof::recording::EndReason::Interrupted
     );
 }
 

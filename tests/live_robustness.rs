@@ -62,7 +62,14 @@ fn threads_starting_and_ending_cost_only_their_own_samples() {
         rec.errors.len(),
         rec.errors.iter().take(3).collect::<Vec<_>>()
     );
-    assert!(ticks >= 100, "only {ticks} ticks in 3 s at 100 Hz");
+    // Ticks put off by the duty cycle are not lost ones: on a loaded machine stopping 20
+    // threads takes long enough to lower the rate (the old reader too: 87 ticks + 60 put off
+    // in 3 s beside two CPU hogs).
+    let throttled = rec.end.as_ref().map_or(0, |e| e.throttled) as usize;
+    assert!(
+        ticks + throttled >= 100,
+        "only {ticks} ticks (+{throttled} put off by the duty cycle) in 3 s at 100 Hz"
+    );
     assert!(
         rec.errors.len() * 20 <= ticks,
         "{} of {ticks} ticks failed: {:?}",
@@ -379,14 +386,23 @@ fn many_threads_are_read_within_the_duty_cycle() {
         stopped_pct <= 13.0,
         "target stopped {stopped_pct}% of the time"
     );
-    assert!(
-        rec.end.as_ref().unwrap().throttled > 0,
-        "ticks were put off"
-    );
-    assert!(
-        q["problems"].to_string().contains("put off"),
-        "the lowered rate is said: {q}"
-    );
+    // Whether the rate is lowered by the duty cycle (ticks put off) or because reading a
+    // thousand threads takes longer than the interval on a slow or loaded machine (CI saw 17 Hz
+    // with no tick put off and 4.5% stopped), a rate below the one asked is said.
+    let end = rec.end.as_ref().unwrap();
+    let achieved = q["achieved_hz"].as_f64().unwrap();
+    if achieved < 90.0 {
+        assert!(
+            q["problems"].to_string().contains("Hz of the 100 Hz asked"),
+            "the lowered rate is said: {q}"
+        );
+    }
+    if end.throttled > 0 {
+        assert!(
+            q["problems"].to_string().contains("put off"),
+            "ticks put off are said: {q}"
+        );
+    }
     assert!(
         rec.samples.iter().all(|s| s.threads.len() > 1000),
         "every thread read in every sample"

@@ -321,7 +321,13 @@ fn dump_shows_the_task_tree_of_a_fan_out() {
         !parents.is_empty(),
         "a request task with its 3 gathered tasks: {d:#}"
     );
-    for c in parents[0]["children"].as_array().unwrap() {
+    // One task at a time runs on a loop: a dump taken while a child is between awaits shows
+    // it running, waiting on nothing (CI caught `AsyncClient.get` so); every other child
+    // waits on the upstream.
+    let children = parents[0]["children"].as_array().unwrap();
+    let running = children.iter().filter(|c| c["state"] == "running").count();
+    assert!(running <= 1, "{d:#}");
+    for c in children.iter().filter(|c| c["state"] != "running") {
         assert_eq!(c["kind"], "upstream", "{c:#}");
     }
 }

@@ -552,8 +552,14 @@ fn run_until_end(
                 // Let the next samples gather: being woken for each one (a futex wake and a
                 // context switch per tick) cost more than writing it. They wait at most
                 // `GATHER` here, and the file is flushed less often than that anyway.
+                // The drain is bounded in time: a writer slower than the samplers (a huge
+                // stack on every tick, a loaded machine) must still see the end come.
                 std::thread::sleep(GATHER);
-                while let Ok(msg) = samplers.rx.try_recv() {
+                let drain_until = Instant::now() + GATHER;
+                while Instant::now() < drain_until {
+                    let Ok(msg) = samplers.rx.try_recv() else {
+                        break;
+                    };
                     sink.handle(msg, Some(samplers))?;
                 }
             }
