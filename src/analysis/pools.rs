@@ -7,7 +7,10 @@
 //! `anyio._backends._asyncio` (anyio 3 and 4); it is idle when the frame it called is in the
 //! `queue` module (waiting for work in `Queue.get`), busy otherwise. A sample of a process is
 //! *saturated* when at least [`DEFAULT_LIMIT`] workers are busy and none is idle: the default
-//! limiter is full and the pool cannot grow. Saturated samples separated by dips of at most 50 ms (a worker back in `Queue.get` for a
+//! limiter is full and the pool cannot grow. Tasks queued on the limiter prove it full
+//! ([`crate::analysis::tasks::limiter_queued`]): a sample between two task snapshots that saw
+//! them is saturated with up to [`MAX_IDLE_WHILE_QUEUED`] of its 40+ workers idle (between
+//! calls, waiting for a loop short of CPU to hand them the next). Saturated samples separated by dips of at most 50 ms (a worker back in `Queue.get` for a
 //! moment between two queued calls) form an *episode*.
 //! Limits: a limiter raised at start-up is not read from the target, so a pool saturated
 //! below 40 threads (a lowered limit) is not reported, and one whose raised limit is not yet
@@ -79,8 +82,35 @@ fn idle(rec: &Recording, stack: &[&FrameDef], anchor: usize) -> bool {
     anchor == 0 || memo::module_of(rec, stack[anchor - 1]) == "queue"
 }
 
-/// Finds saturated worker pools, per process.
-pub fn find(rec: &Recording) -> Vec<Saturation> {
+/// The most workers seen idle in a sample that tasks queued on the thread limiter on both
+/// sides mark saturated: workers back in `Queue.get` for the moment the loop takes to hand them
+/// the next queued call (a loop short of CPU takes milliseconds, and with 40 workers finishing
+/// a call each few hundred ms one is nearly always between calls; beside two CPU hogs on 2
+/// cores, 3 to 8 of 40 were seen idle with 20 requests queued on the limiter).
+pub const MAX_IDLE_WHILE_QUEUED: usize = DEFAULT_LIMIT / 4;
+
+/// How far (µs) a task snapshot may be from a sample to speak for it.
+const QUEUE_SPAN_US: u64 = 2_000_000;
+
+/// Whether the task snapshots of `pid` on both sides of `t_us` (each within
+/// [`QUEUE_SPAN_US`]) saw tasks queued on the thread limiter. `queued` is
+/// [`crate::analysis::tasks::limiter_queued`] (in recording order).
+fn queued_around(queued: &[(u32, u64, usize)], pid: u32, t_us: u64) -> bool {
+    let mine = || queued.iter().filter(|q| q.0 == pid);
+    let before = mine()
+        .filter(|q| q.1 <= t_us && t_us - q.1 <= QUEUE_SPAN_US)
+        .max_by_key(|q| q.1);
+    let after = mine()
+        .filter(|q| q.1 >= t_us && q.1 - t_us <= QUEUE_SPAN_US)
+        .min_by_key(|q| q.1);
+    matches!((before, after), (Some(b), Some(a)) if b.2 > 0 && a.2 > 0)
+}
+
+/// Finds saturated worker pools, per process. `queued` is
+/// [`crate::analysis::tasks::limiter_queued`] (empty without task snapshots): a sample between
+/// two snapshots that saw requests queued on the thread limiter is saturated when the pool has
+/// [`DEFAULT_LIMIT`] workers and at most [`MAX_IDLE_WHILE_QUEUED`] of them idle.
+pub fn find(rec: &Recording, queued: &[(u32, u64, usize)]) -> Vec<Saturation> {
     let mut by_pid: BTreeMap<u32, Vec<&Sample>> = BTreeMap::new();
     for s in &rec.samples {
         by_pid.entry(s.pid).or_default().push(s);
@@ -129,7 +159,10 @@ pub fn find(rec: &Recording) -> Vec<Saturation> {
             }
             sat.max_busy = sat.max_busy.max(busy.len());
             sat.workers = sat.workers.max(busy.len() + idle_n);
-            let saturated = busy.len() >= DEFAULT_LIMIT && idle_n == 0;
+            let saturated = (busy.len() >= DEFAULT_LIMIT && idle_n == 0)
+                || (busy.len() + idle_n >= DEFAULT_LIMIT
+                    && idle_n <= MAX_IDLE_WHILE_QUEUED
+                    && queued_around(queued, pid, s.t_us));
             if saturated {
                 sat.waits
                     .extend(busy.iter().filter_map(|b| b.3).map(|id| (id, *w)));
@@ -271,7 +304,7 @@ mod tests {
                 (12, 28)
             }
         });
-        let found = find(&rec);
+        let found = find(&rec, &[]);
         assert_eq!(found.len(), 1);
         let s = &found[0];
         assert_eq!(s.episodes.len(), 1);
@@ -287,8 +320,42 @@ mod tests {
         assert_eq!(act, Activity::Waiting(loops::WaitReason::Socket));
 
         // Light load: every existing worker busy, but far from the limit.
-        assert!(find(&recording(100, |_| (4, 0))).is_empty());
+        assert!(find(&recording(100, |_| (4, 0)), &[]).is_empty());
         // 40 busy with an idle one beside them: the pool still has room.
-        assert!(find(&recording(100, |_| (40, 1))).is_empty());
+        assert!(find(&recording(100, |_| (40, 1)), &[]).is_empty());
+    }
+
+    /// Task snapshots every 250 ms of pid 7 with `n(t_us)` tasks queued on the limiter.
+    fn snapshots(n: impl Fn(u64) -> usize) -> Vec<(u32, u64, usize)> {
+        (0..=4).map(|k| (7, k * 250_000, n(k * 250_000))).collect()
+    }
+
+    #[test]
+    fn requests_queued_on_the_limiter_mark_a_pool_with_workers_between_calls_saturated() {
+        // A loop short of CPU: of 41 workers, 2 or 3 are always between calls.
+        let rec = recording(100, |i| if i % 2 == 0 { (39, 2) } else { (38, 3) });
+        assert!(find(&rec, &[]).is_empty(), "no queue seen: not saturated");
+        let found = find(&rec, &snapshots(|_| 12));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].saturated_ms() > 900.0,
+            "{}",
+            found[0].saturated_ms()
+        );
+        // Queued only from 500 ms on: the samples before are not saturated.
+        let found = find(&rec, &snapshots(|t| usize::from(t >= 500_000) * 12));
+        let ms = found[0].saturated_ms();
+        assert!((400.0..600.0).contains(&ms), "{ms}");
+        // Controls: a queue on some other limiter while many workers idle, a pool below the
+        // limit, and snapshots of another process say nothing.
+        let roomy = recording(100, |_| (28, 12));
+        assert!(find(&roomy, &snapshots(|_| 12)).is_empty());
+        let small = recording(100, |_| (20, 2));
+        assert!(find(&small, &snapshots(|_| 12)).is_empty());
+        let other: Vec<_> = snapshots(|_| 12)
+            .into_iter()
+            .map(|q| (8, q.1, q.2))
+            .collect();
+        assert!(find(&rec, &other).is_empty());
     }
 }

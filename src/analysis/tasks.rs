@@ -137,6 +137,35 @@ struct PlaceAcc {
 }
 
 /// The place of one task, with its representative chain.
+/// Per task snapshot, in recording order: (pid, µs since start, how many suspended tasks wait
+/// on AnyIO's thread limiter, [`AwaitKind::Limiter`]). Every token of that limiter is taken
+/// while any task waits on it: [`crate::analysis::pools`] reads this as saturation evidence
+/// that does not depend on catching every worker busy at one sample.
+pub fn limiter_queued(rec: &Recording, catalog: &Catalog) -> Vec<(u32, u64, usize)> {
+    rec.task_snapshots
+        .iter()
+        .map(|snap| {
+            let n = snap
+                .tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Suspended)
+                .filter(|t| {
+                    let modules: Vec<(String, &str)> = rec.stacks[t.stack as usize]
+                        .iter()
+                        .map(|f| rec.frame(*f))
+                        .map(|f| (frames::module(rec.str(f.file)), rec.str(f.name)))
+                        .collect();
+                    catalog
+                        .match_await(modules.iter().map(|(m, f)| (m.as_str(), *f)))
+                        .and_then(|(e, _)| e.awaits)
+                        .is_some_and(|a| a.kind == AwaitKind::Limiter)
+                })
+                .count();
+            (snap.pid, snap.t_us, n)
+        })
+        .collect()
+}
+
 fn place_of(rec: &Recording, catalog: &Catalog, task: &TaskRecord) -> (PlaceKey, Vec<String>) {
     let frames: Vec<_> = rec.stacks[task.stack as usize]
         .iter()
@@ -543,6 +572,33 @@ mod tests {
             b.tasks(7, s * 250_000, &tasks);
         }
         b.finish(end(snapshots * 250_000, 0))
+    }
+
+    #[test]
+    fn tasks_queued_on_the_thread_limiter_are_counted_per_snapshot() {
+        let limiter = vec![
+            frame("Event.wait", &format!("{STD}/asyncio/locks.py"), 213),
+            lib(
+                "CapacityLimiter.acquire_on_behalf_of",
+                "anyio/_backends/_asyncio.py",
+                2271,
+            ),
+            lib(
+                "AsyncIOBackend.run_sync_in_worker_thread",
+                "anyio/_backends/_asyncio.py",
+                2743,
+            ),
+            lib("run_in_threadpool", "starlette/concurrency.py", 34),
+        ];
+        let rec = recording(3, 5, limiter, Some("GET /x"));
+        let q = limiter_queued(&rec, &Catalog::builtin());
+        assert_eq!(q, vec![(7, 0, 5), (7, 250_000, 5), (7, 500_000, 5)]);
+        // Waiting on an HTTP pool is not the thread limiter.
+        let rec = recording(2, 5, pool_waiter(), Some("GET /x"));
+        assert_eq!(
+            limiter_queued(&rec, &Catalog::builtin()),
+            vec![(7, 0, 0), (7, 250_000, 0)]
+        );
     }
 
     #[test]

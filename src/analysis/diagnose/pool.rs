@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 /// `min_share_pct` of the processes' time. Its figures are saturation, not loop stalls:
 /// `stalls` counts saturated episodes, `blocked_ms` their time.
 pub(super) fn pool_finding(rec: &Recording, catalog: &Catalog, opts: &Options) -> Option<Finding> {
-    let found = pools::find(rec);
+    let found = pools::find(rec, &crate::analysis::tasks::limiter_queued(rec, catalog));
     let sats: Vec<&pools::Saturation> = found.iter().collect();
     let saturated: f64 = sats.iter().map(|s| s.saturated_ms()).sum();
     let window: f64 = sats.iter().map(|s| s.window_ms).sum();
