@@ -1479,16 +1479,19 @@ impl ProcessSampler {
     /// preceded by a read of its syscall, the call being restarted is the last one read, and
     /// that is what gets recorded (or nothing, when no earlier read exists).
     fn thread_state(&mut self, tid: u32) -> ThreadOs {
-        // Run time and count first: a thread asleep with both unchanged since its last read
-        // has not returned from its system call, so that call and its arguments are the
-        // ones read then (not read again).
-        let sched = self.proc_files.thread_schedstat(tid);
-        let runs = sched.map(|s| [s[0], s[2]]);
+        // State first, then run time and count: a thread asleep then whose run count is
+        // unchanged since its last read has not been on a CPU from that read to this one
+        // (the count grows when the thread is scheduled in), so it has not returned from its
+        // system call, and that call and its arguments are the ones read then (not read
+        // again). In the other order a thread could run and fall asleep elsewhere between
+        // the two reads and be taken for unchanged.
         let state = self
             .proc_files
             .thread_stat(tid)
             .map(|s| s.state)
             .unwrap_or('?');
+        let sched = self.proc_files.thread_schedstat(tid);
+        let runs = sched.map(|s| [s[0], s[2]]);
         if let (Some(r), 'S' | 'D') = (runs, state) {
             if let Some((last_runs, syscall, args)) = self.last_wait.get(&tid) {
                 if *last_runs == r {
