@@ -1,6 +1,6 @@
 """Cost of one sample to the target and to the sampler: loopprof's locking modes vs py-spy.
 
-    target/venvs/py3.11/bin/python benches/stop_cost.py [--secs 5] [--repeat 2]
+    target/venvs/py3.11/bin/python benches/stop_cost.py [--secs 5] [--repeat 2] [--baseline BIN] [--only TEXT]
 
 (run `scripts/venv.sh 3.11` and `cargo build --release` first; docs/benchmarks.md has results)
 
@@ -18,6 +18,10 @@ records with `loopprof record` in each locking mode, in rotating order, and repo
   process's CPU / samples, which adds attaching and the report written at the end.
 * for the PyPI `py-spy record` CLI (default blocking mode, same py-spy version) the same,
   with samples = rate x span (py-spy does not report its count).
+* loop time lost: the stopped time of all samples over the recorded time (the share of the
+  target's time its threads were held stopped).
+* with `--baseline BIN`, an earlier loopprof build in its default mode, in the same rotation
+  (for "no worse than before" in one run).
 * thread samples not read again (the thread had not run since its last read) and read
   without a stop, from the recording's `end` record.
 
@@ -57,11 +61,11 @@ MODES = [
 ]
 
 
-def run_loopprof(pid, secs, extra, out):
-    """Records; returns the stopped time of every tick, the steady sampler CPU per sample
+def run_loopprof(pid, secs, extra, out, binary=LOOPPROF):
+    """Records with `binary`; returns the stopped time of every tick, the steady sampler CPU per sample
     (ms), the whole process's CPU per sample (ms), and the end record."""
     p = subprocess.Popen(
-        [LOOPPROF, "record", "--pid", str(pid), "--duration", str(secs), "-o", out] + extra,
+        [binary, "record", "--pid", str(pid), "--duration", str(secs), "-o", out] + extra,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -111,12 +115,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another loopprof binary (an earlier build) measured beside, in its "
+                         "default mode, in the same rotation")
+    ap.add_argument("--only", metavar="TEXT",
+                    help="only the scenarios whose name contains TEXT")
     args = ap.parse_args()
+    modes = [(m, e, LOOPPROF) for m, e in MODES]
+    if args.baseline:
+        modes.append(("baseline %s (python threads)" % os.path.basename(args.baseline), [],
+                      args.baseline))
     tmp = tempfile.mkdtemp(prefix="loopprof-bench-")
     rows = []
     procs = []
     try:
         for name, loop, paths in SCENARIOS:
+            if args.only and args.only not in name:
+                continue
             port = free_port()
             server = subprocess.Popen(
                 [os.path.join(VENV, "bin/uvicorn"), "app:app", "--host", "127.0.0.1", "--port",
@@ -129,7 +144,7 @@ def main():
             if paths:
                 cmd = [sys.executable, os.path.join(ROOT, "tests/python/load.py"),
                        "--concurrency", "4" if "def-sleep" in paths[0] else "1",
-                       "--duration", str(args.secs * (len(MODES) + 1) * args.repeat + 30)]
+                       "--duration", str(args.secs * (len(modes) + 1) * args.repeat + 30)]
                 for p in paths:
                     cmd += ["--url", "http://127.0.0.1:%d%s" % (port, p)]
                 load = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -137,13 +152,14 @@ def main():
                 procs.append(load)
                 time.sleep(1)
             results = {m: {"reads": [], "steady": [], "whole": [], "unchanged": 0,
-                           "unstopped": 0, "threads": 0} for m, _ in MODES}
+                           "unstopped": 0, "threads": 0} for m, _, _ in modes}
             pyspy = {"steady": [], "whole": []}
             for r in range(args.repeat):
-                order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
-                for mode, extra in order:
-                    out = os.path.join(tmp, "%d-%d-%d" % (len(rows), r, MODES.index((mode, extra))))
-                    reads, steady, whole, end = run_loopprof(server.pid, args.secs, extra, out)
+                order = modes[r % len(modes):] + modes[:r % len(modes)]
+                for k, (mode, extra, binary) in enumerate(order):
+                    out = os.path.join(tmp, "%d-%d-%d" % (len(rows), r, k))
+                    reads, steady, whole, end = run_loopprof(server.pid, args.secs, extra, out,
+                                                             binary)
                     res = results[mode]
                     res["reads"] += reads
                     res["steady"].append(steady)
@@ -154,13 +170,16 @@ def main():
                     steady, whole = run_pyspy(server.pid, args.secs)
                     pyspy["steady"].append(steady)
                     pyspy["whole"].append(whole)
-            for mode, _ in MODES:
+            for mode, _, _ in modes:
                 res = results[mode]
+                # Loop time lost: Σ stopped time / recorded time (nothing with --nonblocking).
+                lost = (0.0 if "nonblocking" in mode
+                        else 100 * sum(res["reads"]) / (1e6 * args.secs * args.repeat))
                 rows.append((name, mode, q(res["reads"], 0.5), q(res["reads"], 0.9),
-                             q(res["reads"], 0.99), med(res["steady"]), med(res["whole"]),
+                             q(res["reads"], 0.99), lost, med(res["steady"]), med(res["whole"]),
                              len(res["reads"]), res["unchanged"], res["unstopped"]))
             if pyspy["steady"]:
-                rows.append((name, "py-spy record (PyPI CLI, default)", None, None, None,
+                rows.append((name, "py-spy record (PyPI CLI, default)", None, None, None, None,
                              med(pyspy["steady"]), med(pyspy["whole"]), 100 * args.secs * args.repeat,
                              None, None))
             for p in procs:
@@ -175,16 +194,18 @@ def main():
                 pass
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("| scenario | sampler | stopped per sample p50 / p90 / p99 (µs) | sampler CPU per sample, "
-          "steady (whole run) (ms) | samples | thread samples not read again / read unstopped |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, mode, p50, p90, p99, steady, whole, n, unchanged, unstopped in rows:
+    print("| scenario | sampler | stopped per sample p50 / p90 / p99 (µs) | loop time lost "
+          "(Σ stopped / time) | sampler CPU per sample, steady (whole run) (ms) | samples | "
+          "thread samples not read again / read unstopped |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, mode, p50, p90, p99, lost, steady, whole, n, unchanged, unstopped in rows:
         stop = "%d / %d / %d" % (p50, p90, p99) if p50 is not None else "(not observable)"
         if "nonblocking" in mode and p50 is not None:
             stop = "0 (read %d / %d / %d)" % (p50, p90, p99)
         kept = "%d / %d" % (unchanged, unstopped) if unchanged is not None else "–"
-        print("| %s | %s | %s | %s (%.2f) | %d | %s |" % (
-            name, mode, stop, "%.2f" % steady if steady is not None else "–", whole, n, kept))
+        print("| %s | %s | %s | %s | %s (%.2f) | %d | %s |" % (
+            name, mode, stop, "%.2f%%" % lost if lost is not None else "(not observable)",
+            "%.2f" % steady if steady is not None else "–", whole, n, kept))
 
 
 def med(values):

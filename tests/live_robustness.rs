@@ -577,3 +577,39 @@ fn two_recorders_at_once_both_keep_their_rate() {
         );
     }
 }
+
+/// A live thread restarted in poll() after a stop: the `syscall` file says only
+/// `restart_syscall` (219 on x86-64), the wait channel still says poll.
+#[test]
+fn a_stopped_and_resumed_poll_is_named_by_its_wait_channel() {
+    use std::time::{Duration, Instant};
+    let Ok(mut child) = std::process::Command::new("python3")
+        .args(["-c", "import select; select.poll().poll(30000)"])
+        .spawn()
+    else {
+        panic!("python3 is needed")
+    };
+    let pid = child.id();
+    let mut files = loopprof::capture::procfs::ProcFiles::new(pid);
+    let until = |what: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !what() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    until(&mut || files.thread_wchan_syscall(pid) == Some("poll"));
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+        libc::kill(pid as i32, libc::SIGCONT);
+    }
+    let mut restarted = false;
+    until(&mut || {
+        restarted = matches!(files.thread_syscall_args(pid).0, loopprof::capture::procfs::Syscall::Nr(n) if n != 7);
+        restarted
+    });
+    let named = files.thread_wchan_syscall(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(restarted, "the syscall file names the restart, not poll");
+    assert_eq!(named, Some("poll"));
+}

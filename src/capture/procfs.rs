@@ -121,6 +121,7 @@ enum ProcFile {
     Stat,
     Syscall,
     Schedstat,
+    Wchan,
 }
 
 impl ProcFile {
@@ -129,7 +130,32 @@ impl ProcFile {
             ProcFile::Stat => "stat",
             ProcFile::Syscall => "syscall",
             ProcFile::Schedstat => "schedstat",
+            ProcFile::Wchan => "wchan",
         }
+    }
+}
+
+/// The system call a kernel wait channel (the function a sleeping thread waits in, as
+/// `/proc/<pid>/task/<tid>/wchan` names it: `poll_schedule_timeout.constprop.0`,
+/// `do_epoll_wait`, `futex_wait_queue`, `hrtimer_nanosleep`, `do_select`) belongs to, for the
+/// waits that Python's blocking calls make; `None` for any other (or `0`, where the kernel
+/// hides it).
+pub fn syscall_of_wchan(wchan: &str) -> Option<&'static str> {
+    let w = wchan.trim();
+    if w.contains("epoll") {
+        Some("epoll_wait")
+    } else if w.contains("poll") {
+        Some("poll")
+    } else if w.contains("select") {
+        Some("select")
+    } else if w.contains("futex") {
+        Some("futex")
+    } else if w.contains("nanosleep") {
+        Some("clock_nanosleep")
+    } else if w.contains("wait_consider_task") || w.contains("do_wait") {
+        Some("wait4")
+    } else {
+        None
     }
 }
 
@@ -221,6 +247,16 @@ impl ProcFiles {
         let mut buf = [0u8; 128];
         let n = self.read(tid, ProcFile::Schedstat, &mut buf).ok()?;
         parse_schedstat(&buf[..n])
+    }
+
+    /// The system call a thread sleeps in as its kernel wait channel names it
+    /// (`/proc/<pid>/task/<tid>/wchan`, [`syscall_of_wchan`]); `None` when the file cannot be
+    /// read or names no call we know. For a wait the kernel restarted after a stop, which
+    /// the `syscall` file shows only as `restart_syscall`.
+    pub fn thread_wchan_syscall(&mut self, tid: u32) -> Option<&'static str> {
+        let mut buf = [0u8; 128];
+        let n = self.read(tid, ProcFile::Wchan, &mut buf).ok()?;
+        syscall_of_wchan(std::str::from_utf8(&buf[..n]).ok()?)
     }
 
     /// Closes the files of threads not in `keep` (the process's own files stay open).
@@ -529,6 +565,25 @@ pub fn looks_like_python(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_channels_name_the_call_a_restarted_wait_is_in() {
+        // Read off Linux 6.18 for a thread in poll() after a SIGSTOP/SIGCONT, and others.
+        assert_eq!(
+            syscall_of_wchan("poll_schedule_timeout.constprop.0"),
+            Some("poll")
+        );
+        assert_eq!(syscall_of_wchan("do_epoll_wait"), Some("epoll_wait"));
+        assert_eq!(syscall_of_wchan("futex_wait_queue\n"), Some("futex"));
+        assert_eq!(
+            syscall_of_wchan("hrtimer_nanosleep"),
+            Some("clock_nanosleep")
+        );
+        assert_eq!(syscall_of_wchan("do_select"), Some("select"));
+        assert_eq!(syscall_of_wchan("do_wait"), Some("wait4"));
+        assert_eq!(syscall_of_wchan("0"), None);
+        assert_eq!(syscall_of_wchan("pipe_read"), None);
+    }
 
     /// Vendored py-spy patch 12 (`image_exec_map`): the image's text mapping is found whatever
     /// other mappings of the binary exist (py-spy issue #865).
