@@ -832,8 +832,8 @@ fn doctor_says_whether_recording_will_work() {
 }
 
 /// Threads asleep are not stopped, and are still sampled as they are: a thread that has not
-/// run since its last read keeps that read (checked by its run count), one that ran is
-/// stopped and read. The alternating thread must be seen in each sleep in proportion to the
+/// run since its last read keeps that read (checked by its run count), one that ran is read
+/// without a stop (and read again, stopped, only if it woke during that read). The alternating thread must be seen in each sleep in proportion to the
 /// time it spends there (60 ms against 20 ms: 0.75; a read of a thread that woke, redone at a
 /// later moment, would shift that), every sample of it asleep must show a sleep with its
 /// `clock_nanosleep`, and the threads that never wake must cost no stop after the first

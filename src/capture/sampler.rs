@@ -1045,7 +1045,8 @@ impl ProcessSampler {
     /// until it wakes (those `unchanged` are not read at all). Each is checked after the read
     /// not to have run ([`Self::torn`]); in the first read of a tick one that ran is read
     /// again at once, stopped ([`Self::rereads`]). A second read (`second`) leaves only `D`
-    /// threads unstopped, so that a thread read again is stopped.
+    /// threads unstopped, so that a thread read again is stopped; so does
+    /// `--stop-all-threads`, which asks for every thread that can be stopped to be.
     fn asleep(
         &self,
         before: &HashMap<u32, ThreadOs>,
@@ -1059,7 +1060,10 @@ impl ProcessSampler {
             .iter()
             .filter(|(tid, os)| {
                 os.runs.is_some()
-                    && (os.state == 'D' || (os.state == 'S' && !second))
+                    && (os.state == 'D'
+                        || (os.state == 'S'
+                            && !second
+                            && self.locking == Locking::PythonThreads))
                     && !unchanged.contains(tid)
             })
             .map(|(tid, _)| *tid)
