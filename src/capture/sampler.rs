@@ -1061,9 +1061,7 @@ impl ProcessSampler {
             .filter(|(tid, os)| {
                 os.runs.is_some()
                     && (os.state == 'D'
-                        || (os.state == 'S'
-                            && !second
-                            && self.locking == Locking::PythonThreads))
+                        || (os.state == 'S' && !second && self.locking == Locking::PythonThreads))
                     && !unchanged.contains(tid)
             })
             .map(|(tid, _)| *tid)
