@@ -10,8 +10,9 @@
 //! limiter is full and the pool cannot grow. Tasks queued on the limiter prove it full
 //! ([`crate::analysis::tasks::limiter_queued`]): a sample between two task snapshots that saw
 //! them is saturated with up to [`MAX_IDLE_WHILE_QUEUED`] of its 40+ workers idle (between
-//! calls, waiting for a loop short of CPU to hand them the next). Saturated samples separated by dips of at most 50 ms (a worker back in `Queue.get` for a
-//! moment between two queued calls) form an *episode*.
+//! calls, waiting for a loop short of CPU to hand them the next). Saturated samples
+//! separated by dips of at most 50 ms (a worker back in `Queue.get` for a moment between two
+//! queued calls) form an *episode*.
 //! Limits: a limiter raised at start-up is not read from the target, so a pool saturated
 //! below 40 threads (a lowered limit) is not reported, and one whose raised limit is not yet
 //! reached but whose 40+ threads are all busy is; pools of `concurrent.futures` executors

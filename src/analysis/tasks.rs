@@ -136,12 +136,13 @@ struct PlaceAcc {
     spans: HashMap<(u32, u64, u32), (u64, u64)>,
 }
 
-/// The place of one task, with its representative chain.
 /// Per task snapshot, in recording order: (pid, µs since start, how many suspended tasks wait
 /// on AnyIO's thread limiter, [`AwaitKind::Limiter`]). Every token of that limiter is taken
 /// while any task waits on it: [`crate::analysis::pools`] reads this as saturation evidence
-/// that does not depend on catching every worker busy at one sample.
+/// that does not depend on catching every worker busy at one sample. Chains are matched
+/// once per stack id (tasks of many snapshots share them).
 pub fn limiter_queued(rec: &Recording, catalog: &Catalog) -> Vec<(u32, u64, usize)> {
+    let mut on_limiter: HashMap<u32, bool> = HashMap::new();
     rec.task_snapshots
         .iter()
         .map(|snap| {
@@ -150,15 +151,12 @@ pub fn limiter_queued(rec: &Recording, catalog: &Catalog) -> Vec<(u32, u64, usiz
                 .iter()
                 .filter(|t| t.state == TaskState::Suspended)
                 .filter(|t| {
-                    let modules: Vec<(String, &str)> = rec.stacks[t.stack as usize]
-                        .iter()
-                        .map(|f| rec.frame(*f))
-                        .map(|f| (frames::module(rec.str(f.file)), rec.str(f.name)))
-                        .collect();
-                    catalog
-                        .match_await(modules.iter().map(|(m, f)| (m.as_str(), *f)))
-                        .and_then(|(e, _)| e.awaits)
-                        .is_some_and(|a| a.kind == AwaitKind::Limiter)
+                    *on_limiter.entry(t.stack).or_insert_with(|| {
+                        let modules = chain_modules(rec, t.stack);
+                        await_entry(catalog, &modules)
+                            .and_then(|(e, _)| e.awaits)
+                            .is_some_and(|a| a.kind == AwaitKind::Limiter)
+                    })
                 })
                 .count();
             (snap.pid, snap.t_us, n)
@@ -166,16 +164,31 @@ pub fn limiter_queued(rec: &Recording, catalog: &Catalog) -> Vec<(u32, u64, usiz
         .collect()
 }
 
+/// (module, function) of each frame of a task's await chain (innermost first).
+fn chain_modules(rec: &Recording, stack: u32) -> Vec<(String, &str)> {
+    rec.stacks[stack as usize]
+        .iter()
+        .map(|f| rec.frame(*f))
+        .map(|f| (frames::module(rec.str(f.file)), rec.str(f.name)))
+        .collect()
+}
+
+/// The catalog's await entry for a chain, with the index of the frame it matched.
+fn await_entry<'c>(
+    catalog: &'c Catalog,
+    modules: &[(String, &str)],
+) -> Option<(&'c crate::analysis::catalog::Entry, usize)> {
+    catalog.match_await(modules.iter().map(|(m, f)| (m.as_str(), *f)))
+}
+
+/// The place of one task, with its representative chain.
 fn place_of(rec: &Recording, catalog: &Catalog, task: &TaskRecord) -> (PlaceKey, Vec<String>) {
     let frames: Vec<_> = rec.stacks[task.stack as usize]
         .iter()
         .map(|f| rec.frame(*f))
         .collect();
-    let modules: Vec<(String, &str)> = frames
-        .iter()
-        .map(|f| (frames::module(rec.str(f.file)), rec.str(f.name)))
-        .collect();
-    let matched = catalog.match_await(modules.iter().map(|(m, f)| (m.as_str(), *f)));
+    let modules = chain_modules(rec, task.stack);
+    let matched = await_entry(catalog, &modules);
     let (kind, category, resource) = match matched {
         Some((e, i)) => (
             e.awaits.map(|a| a.kind).unwrap_or(AwaitKind::Other),

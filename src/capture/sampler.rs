@@ -1480,7 +1480,8 @@ impl ProcessSampler {
     /// A thread's OS state and syscall. Our own ptrace stop interrupts a blocking call, which
     /// the kernel then resumes as `restart_syscall`; since every stop of this thread was
     /// preceded by a read of its syscall, the call being restarted is the last one read, and
-    /// that is what gets recorded (or nothing, when no earlier read exists).
+    /// that is what gets recorded; without an earlier read, the call the thread's kernel wait
+    /// channel names ([`procfs::syscall_of_wchan`]), else `restart_syscall` as read.
     fn thread_state(&mut self, tid: u32) -> ThreadOs {
         // State first, then run time and count: a thread asleep then whose run count is
         // unchanged since its last read has not been on a CPU from that read to this one
