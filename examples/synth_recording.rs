@@ -236,7 +236,7 @@ fn main() {
             wait: None,
             // A busy loop serves a request (format 4 records the route).
             route: (!std::ptr::eq(main_frames, &idle)).then(|| "GET /quotes/{symbol}".into()),
-            request: (!std::ptr::eq(main_frames, &idle)).then_some(i / 25),
+            request: (!std::ptr::eq(main_frames, &idle)).then_some((i / 25, 0)),
             frames: main_frames.clone(),
             stopped: true,
         }];

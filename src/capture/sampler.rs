@@ -1237,7 +1237,11 @@ impl ProcessSampler {
         RawThread {
             stopped,
             route,
-            request: (t.asgi_request != 0).then_some(t.asgi_request as u64),
+            // The scope's address and its dict version tag: an address the allocator hands to the
+            // next request's scope comes with another tag (3.8-3.13; see py-spy's
+            // `asgi_request_version`), so back-to-back requests are not one callback.
+            request: (t.asgi_request != 0)
+                .then_some((t.asgi_request as u64, t.asgi_request_version)),
             tid,
             name: t.thread_name,
             // py-spy's own `active` reads /proc after our stop (always "stopped"); use the

@@ -492,11 +492,12 @@ pub struct ThreadSample {
     /// `WS /feed`, `lifespan` (version 4; see `docs/detection.md`, "Routes").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<u32>,
-    /// Request number on this thread: changes exactly when the request being served (the
-    /// server's ASGI scope object, in the outermost ASGI frame) changes between samples of
-    /// the thread; absent when no ASGI frame was on the stack (version 4). Two samples with
-    /// different numbers are different callbacks; equal numbers may still be two requests
-    /// (an address reused by the allocator).
+    /// Request number on this thread: changes when the request being served (the server's
+    /// ASGI scope object in the outermost ASGI frame: its address and, on CPython 3.8-3.13,
+    /// its dict version tag) changes between samples of the thread; absent when no ASGI
+    /// frame was on the stack (version 4). Two samples with different numbers are different
+    /// callbacks (or the scope was written to in between); equal numbers may still be two
+    /// requests on CPython 3.14+ (an address reused by the allocator, no version tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
     /// loopprof stopped this thread (ptrace) to read this sample. False for a thread read

@@ -583,6 +583,35 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_address_reused_with_another_version_tag_is_another_request() {
+        let mut b = RecordingBuilder::new(header(7, 100.0));
+        // (address, version tag) per sample: the same dict twice, its address handed to the
+        // next request's dict (another tag), then a new address.
+        let ids = [
+            (0x1000, 5),
+            (0x1000, 5),
+            (0x1000, 9),
+            (0x1000, 9),
+            (0x2000, 9),
+        ];
+        for (i, id) in ids.iter().enumerate() {
+            let mut t = thread(
+                7,
+                "MainThread",
+                'R',
+                "running",
+                true,
+                vec![frame("cpu", "/srv/app.py", 3)],
+            );
+            t.request = Some(*id);
+            b.sample(7, i as u64 * 10_000, 0, &[t]);
+        }
+        let rec = b.finish(end(50_000, 5));
+        let reqs: Vec<Option<u32>> = rec.samples.iter().map(|s| s.threads[0].req).collect();
+        assert_eq!(reqs, [Some(0), Some(0), Some(1), Some(1), Some(2)]);
+    }
+
+    #[test]
     fn round_trips_through_the_wire_format() {
         let rec = builder_with_samples(5).finish(end(50_000, 5));
         assert_eq!(rec.samples.len(), 5);

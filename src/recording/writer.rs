@@ -50,9 +50,9 @@ pub struct RawThread {
     pub wait: Option<String>,
     /// The HTTP route its stack was serving (`GET /orders/{order_id}`), when read.
     pub route: Option<String>,
-    /// An opaque identity of the request being served (not written: it becomes
-    /// [`crate::recording::ThreadSample::req`]).
-    pub request: Option<u64>,
+    /// An opaque identity of the request being served, (scope address, the scope dict's
+    /// version tag) (not written: it becomes [`crate::recording::ThreadSample::req`]).
+    pub request: Option<(u64, u64)>,
     /// Frames, innermost first.
     pub frames: Vec<RawFrame>,
     /// The sampler stopped the thread to read it.
@@ -149,7 +149,7 @@ pub struct RecordingWriter {
     last_sched: HashMap<(u32, u32), [u64; 2]>,
     last_runs: HashMap<(u32, u32), u64>,
     /// Per (pid, tid): the last request identity and its number.
-    last_request: HashMap<(u32, u32), (u64, u32)>,
+    last_request: HashMap<(u32, u32), ((u64, u64), u32)>,
     /// Per process: the last collection counts of each GC generation.
     last_gc: HashMap<u32, [u64; 3]>,
 }

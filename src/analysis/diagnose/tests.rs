@@ -241,7 +241,7 @@ fn back_to_back_requests_at_one_site_are_separate_stalls() {
                 idle()
             };
             if reqs && (2..22).contains(&i) {
-                th.request = Some(if i < 12 { 0xa0 } else { 0xb0 });
+                th.request = Some(if i < 12 { (0xa0, 1) } else { (0xb0, 1) });
             }
             b.sample(1, t, t / 2, &[th]);
             t += 10_000;
@@ -450,7 +450,7 @@ fn cheap_requests_filling_the_loop_are_saturation_with_the_short_blocks_listed()
             req += 1;
         }
         let mut th = thread(1, "MainThread", 'R', "running", true, crunch.clone());
-        th.request = Some(req);
+        th.request = Some((req, 1));
         th.sched = Some([i * 10_000_000, 0]);
         b.sample(1, i * 10_000, i * 10_000, &[th]);
     }

@@ -299,6 +299,7 @@ mod tests {
             os_thread_id: None,
             asgi_scopes: Vec::new(),
             asgi_request: 0,
+            asgi_request_version: 0,
             active: true,
             owns_gil: false,
             frames: vec![frame],

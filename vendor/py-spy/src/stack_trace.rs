@@ -42,6 +42,15 @@ pub struct StackTrace {
     /// none: an identity of the request being served, read while the thread was stopped.
     #[serde(skip)]
     pub asgi_request: usize,
+    /// loopprof patch: the word at offset 24 of [`Self::asgi_request`]'s dict, read with it
+    /// (0 when none or unreadable). On CPython 3.8-3.13 that is `ma_version_tag`, which every
+    /// dict creation and mutation sets from one interpreter-wide counter
+    /// (`DICT_NEXT_VERSION`, Objects/dictobject.c), so a scope dict freed and its address
+    /// reused by the next request's scope carries a different tag. From 3.14 the field is
+    /// `_ma_watcher_tag` (watcher bits, no global counter) and on builds with another object
+    /// header the offset holds `ob_type`: constant per object, so the address alone decides.
+    #[serde(skip)]
+    pub asgi_request_version: u64,
     /// loopprof patch: the thread's stack is deeper than [`MAX_FRAMES`]: only the innermost
     /// [`MAX_FRAMES`] frames were read (py-spy failed the whole read instead).
     #[serde(skip)]
@@ -158,6 +167,8 @@ pub struct FrameChain<F> {
     /// [`StackTrace::asgi_scopes`]), and that of the outermost one.
     scopes: Vec<usize>,
     request: usize,
+    /// See [`StackTrace::asgi_request_version`].
+    request_version: u64,
 }
 
 impl<F> FrameChain<F> {
@@ -194,6 +205,7 @@ where
     let mut chain: Vec<T::FrameObject> = Vec::new();
     let mut scopes = Vec::new();
     let mut request = 0;
+    let mut request_version = 0;
     if let (false, Some(cache)) = (copy_locals, cache) {
         if let Some(pid) = cache.pid {
             let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
@@ -246,6 +258,13 @@ where
             if let Some(outer) = outer {
                 request = values[outer.min(values.len() - 1)];
             }
+            if request != 0 {
+                request_version = read_structs::<u64>(pid, &[request + DICT_VERSION_OFFSET])
+                    .first()
+                    .copied()
+                    .flatten()
+                    .unwrap_or(0);
+            }
             scopes = values.into_iter().take(MAX_SCOPE_FRAMES).collect();
             if cache.chains.len() >= 4096 {
                 cache.chains.clear();
@@ -258,8 +277,13 @@ where
         chain,
         scopes,
         request,
+        request_version,
     })
 }
+
+/// loopprof patch: offset of `ma_version_tag` in `PyDictObject` on 64-bit CPython 3.8-3.13
+/// (`PyObject_HEAD`, 16 bytes, then `Py_ssize_t ma_used`; Include/cpython/dictobject.h).
+const DICT_VERSION_OFFSET: usize = 24;
 
 /// loopprof patch: turns a frame chain into a stack trace: code objects (all of them in one
 /// vectored read when a cache is bound to a process id), names, files and line numbers.
@@ -281,6 +305,7 @@ where
         chain,
         scopes,
         request,
+        request_version,
     } = chain;
 
     // We are iterating in reverse, i.e. from last call to first call.
@@ -471,6 +496,7 @@ where
         process_info: None,
         asgi_scopes: scopes,
         asgi_request: request,
+        asgi_request_version: request_version,
         truncated,
     })
 }
