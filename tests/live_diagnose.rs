@@ -463,13 +463,23 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
             *conc,
             0,
         );
-        if !s["findings"].as_array().unwrap().is_empty() {
+        // A full garbage collection is the process's, not the route's: after the cases
+        // above filled the heap, one can fall into any window (a 130 ms generation-2 pause
+        // beside CPU hogs on 3.13), and it is then rightly reported. Its rule has its own
+        // control (`gc.freeze()`, live_diagnose_kinds). Nothing else may be found.
+        let gc_only = s["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["category"] == "gc-pause");
+        if !gc_only {
             failures.push(format!("control {path} has findings: {}", describe(&s)));
         }
         // A cheap endpoint hammered by 8 clients fills the loop: a capacity state
         // (`loop-saturated`), never a finding; every other control leaves it healthy.
         let ok = s["verdict"]["kind"] == "healthy"
-            || (*path == "/health" && s["verdict"]["kind"] == "loop-saturated");
+            || (*path == "/health" && s["verdict"]["kind"] == "loop-saturated")
+            || (s["verdict"]["kind"] == "gc-pause" && gc_only);
         if !ok {
             failures.push(format!("control {path}: verdict {}", s["verdict"]["kind"]));
         }

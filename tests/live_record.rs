@@ -268,18 +268,31 @@ fn gunicorn_workers_and_restarts_are_followed() {
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
-    // Wait for gunicorn to fork the replacement, then let it run (and import) for 3 s.
+    // Wait for gunicorn to fork the replacement, then for it to import the app and reach its
+    // event loop (its main thread waiting in epoll: seconds beside CPU hogs), then let it
+    // run for 2 s.
     let deadline = Instant::now() + Duration::from_secs(40);
-    let seen = loop {
+    let (seen, replacement) = loop {
         let parents = loopprof::capture::procfs::process_parents();
         let now = loopprof::capture::procfs::descendants(master, &parents);
-        if now.iter().any(|p| !before.contains(p)) {
-            break spawned.elapsed();
+        if let Some(p) = now.iter().find(|p| !before.contains(p)) {
+            break (spawned.elapsed(), *p);
         }
         assert!(Instant::now() < deadline, "gunicorn started no replacement");
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_secs(3));
+    let in_epoll = || {
+        std::fs::read_to_string(format!("/proc/{replacement}/wchan"))
+            .is_ok_and(|w| w.contains("ep_poll") || w.contains("epoll"))
+    };
+    while !in_epoll() {
+        assert!(
+            Instant::now() < deadline,
+            "the replacement worker never reached its event loop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     rec_proc.signal(libc::SIGINT);
     let status = rec_proc.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(status.success());

@@ -34,7 +34,8 @@ pub(super) struct Walk {
     pub(super) busy_ms: f64,
     /// Loop time waiting for the GIL, ms.
     pub(super) gil_ms: f64,
-    /// Loop time runnable without a CPU while running code, ms.
+    /// Loop time runnable without a CPU while running code, or waiting for the GIL while its
+    /// holder was runnable without a CPU, ms.
     pub(super) starved_ms: f64,
 }
 
@@ -155,7 +156,7 @@ fn walk_thread(
     let cover = coverage_ms(&times);
     let sched = sched_fractions(&samples, lt.tid);
     let mut open = Open::default();
-    for ((s, &w), sched) in samples.iter().zip(&cover).zip(&sched) {
+    for (i, ((s, &w), sched)) in samples.iter().zip(&cover).zip(&sched).enumerate() {
         let t = s.threads.iter().find(|t| t.tid == lt.tid).unwrap();
         let stack: Vec<&FrameDef> = rec.stack(t.stack).collect();
         let Some(c) = classify(rec, catalog, lt, s, t, &stack) else {
@@ -173,6 +174,17 @@ fn walk_thread(
             Some(Activity::OnCpu) | Some(Activity::Native) => {
                 walk.starved_ms += w * sched.starved;
                 w * sched.running
+            }
+            // Waiting for the GIL: the holder holds the loop only while it can run. A holder
+            // runnable without a CPU (preempted on a saturated machine, GIL in hand) makes the
+            // loop wait for the machine, not for the holder's work.
+            Some(Activity::GilWait) => {
+                let starved = c
+                    .holder
+                    .as_ref()
+                    .map_or(0.0, |h| holder_starved(&samples, i, h.tid));
+                walk.starved_ms += w * starved;
+                w * (1.0 - starved)
             }
             _ => w,
         };
@@ -440,6 +452,35 @@ pub(super) fn sched_fractions(samples: &[&Sample], tid: u32) -> Vec<SchedShare> 
             })
         })
         .collect()
+}
+
+/// The share of the interval around sample `i` (to the next sample, or from the previous
+/// for the last) that thread `tid` spent runnable without a CPU, from its scheduler counters
+/// in both samples; 0 when either lacks them.
+fn holder_starved(samples: &[&Sample], i: usize, tid: u32) -> f64 {
+    let sched_at = |j: usize| {
+        samples
+            .get(j)?
+            .threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .and_then(|t| t.sched)
+    };
+    let (a, b) = if i + 1 < samples.len() {
+        (i, i + 1)
+    } else if i > 0 {
+        (i - 1, i)
+    } else {
+        return 0.0;
+    };
+    let (Some(x), Some(y)) = (sched_at(a), sched_at(b)) else {
+        return 0.0;
+    };
+    let dt_ns = samples[b].t_us.saturating_sub(samples[a].t_us) as f64 * 1000.0;
+    if dt_ns <= 0.0 {
+        return 0.0;
+    }
+    (y[1].saturating_sub(x[1]) as f64 / dt_ns).clamp(0.0, 1.0)
 }
 
 /// Shares of a sample interval a thread spent running on a CPU and runnable without one.

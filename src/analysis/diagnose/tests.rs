@@ -549,6 +549,58 @@ fn time_waiting_for_a_cpu_is_not_blocking_by_the_code() {
 }
 
 #[test]
+fn a_gil_holder_waiting_for_a_cpu_does_not_make_a_gil_stall() {
+    // The loop waits 100 ms for the GIL held by "cruncher"; the cruncher was runnable without
+    // a CPU for `starved` of that time (preempted with the GIL in hand on a loaded machine).
+    let build = |starved: f64| {
+        let mut b = RecordingBuilder::new(header(1, 100.0));
+        let (mut run_ns, mut wait_ns) = (0u64, 0u64);
+        for i in 0..30u64 {
+            let mut threads = vec![if (10..20).contains(&i) {
+                thread(1, "MainThread", 'S', "futex", false, base())
+            } else {
+                idle()
+            }];
+            let mut cruncher = thread(
+                2,
+                "cruncher",
+                'R',
+                "running",
+                (10..20).contains(&i),
+                vec![frame("number_cruncher", "/srv/app/jobs.py", 22)],
+            );
+            cruncher.sched = Some([run_ns, wait_ns]);
+            if (10..20).contains(&i) {
+                wait_ns += (10_000_000.0 * starved) as u64;
+                run_ns += (10_000_000.0 * (1.0 - starved)) as u64;
+            }
+            threads.push(cruncher);
+            b.sample(1, i * 10_000, 0, &threads);
+        }
+        diag(&b.finish(end(300_000, 30)))
+    };
+    let starved = build(0.9);
+    assert!(
+        starved.findings.iter().all(|f| f.stalls == 0),
+        "{:?}",
+        starved.findings
+    );
+    assert!(
+        starved.verdict.cpu_starved_pct > 25.0,
+        "{}",
+        starved.verdict.cpu_starved_pct
+    );
+    let working = build(0.0);
+    let f = working
+        .findings
+        .iter()
+        .find(|f| f.category == "gil-contention")
+        .expect("gil finding");
+    assert_eq!(f.stalls, 1);
+    assert!((f.max_stall_ms - 100.0).abs() < 0.01, "{}", f.max_stall_ms);
+}
+
+#[test]
 fn names_the_call_on_a_source_line() {
     assert_eq!(
         called_on_line("    time.sleep(ms / 1000.0)").as_deref(),

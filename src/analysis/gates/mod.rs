@@ -63,7 +63,7 @@ pub const METRICS: &[Metric] = &[
     Metric { name: "loop_blocked_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time inside stalls (blocks of at least the threshold); repeated short blocks are not in it: gate them with findings or category" },
     Metric { name: "loop_busy_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time not idle in its selector" },
     Metric { name: "gil_wait_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time waiting for the GIL" },
-    Metric { name: "cpu_starved_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time runnable but waiting for a CPU" },
+    Metric { name: "cpu_starved_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "share of the event loop's time waiting for a CPU (runnable itself, or waiting for the GIL held by a thread that is)" },
     Metric { name: "process_cpu_pct", kind: Kind::Number, scope: Scope::Report, unit: "%", doc: "CPU of the recorded processes, percent of one core" },
     Metric { name: "max_stall_ms", kind: Kind::Number, scope: Scope::Report, unit: "ms", doc: "the longest stall of the event loop" },
     Metric { name: "stalls", kind: Kind::Number, scope: Scope::Report, unit: "", doc: "number of stalls (blocks at or above the threshold)" },
