@@ -450,15 +450,26 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
             assert_eq!(f["culprit_thread"]["name"], "cruncher", "{}", describe(&s));
             assert_eq!(f["culprit_thread"]["call_site"]["function"], "find_primes");
         }
+        // GIL waits count only the time the holder could run (detection.md, section 3): on a
+        // machine so short of CPU that the loop and the cruncher wait for a CPU a quarter of
+        // the time or more (two CPU hogs beside this test on 2 cores), the contention can fall
+        // under the threshold; the verdict must then say the machine was saturated, and
+        // nothing else may be found.
+        None if s["verdict"]["cpu_starved_pct"].as_f64().unwrap() >= 25.0
+            && s["findings"].as_array().unwrap().is_empty()
+            && s["verdict"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("waited for a CPU") => {}
         None => failures.push(format!("/gil: no gil-contention finding; {}", describe(&s))),
     }
     std::thread::sleep(Duration::from_secs(4)); // let the cruncher finish
 
-    for (path, conc) in CONTROLS {
+    for (i, (path, conc)) in CONTROLS.iter().enumerate() {
         let s = record_case(
             &app,
             root_pid,
-            &format!("diag-{kind:?}-{python}-control"),
+            &format!("diag-{kind:?}-{python}-control-{i}"),
             &[path],
             *conc,
             0,
@@ -476,9 +487,12 @@ fn run_suite(kind: Server, python: &str, expect_loop: &str) {
             failures.push(format!("control {path} has findings: {}", describe(&s)));
         }
         // A cheap endpoint hammered by 8 clients fills the loop: a capacity state
-        // (`loop-saturated`), never a finding; every other control leaves it healthy.
+        // (`loop-saturated`), never a finding. Every other control leaves it healthy, unless
+        // the machine is short of CPU: beside two CPU hogs, spawning a child per request
+        // (async-subprocess) kept the loop 95% busy in short callbacks, truly saturated.
+        let starved = s["verdict"]["cpu_starved_pct"].as_f64().unwrap() >= 25.0;
         let ok = s["verdict"]["kind"] == "healthy"
-            || (*path == "/health" && s["verdict"]["kind"] == "loop-saturated")
+            || ((*path == "/health" || starved) && s["verdict"]["kind"] == "loop-saturated")
             || (s["verdict"]["kind"] == "gc-pause" && gc_only);
         if !ok {
             failures.push(format!("control {path}: verdict {}", s["verdict"]["kind"]));

@@ -793,7 +793,7 @@ impl ProcessSampler {
             } else {
                 self.unchanged(&before)
             };
-            let asleep = self.asleep(&before, &unchanged);
+            let asleep = self.asleep(&before, &unchanged, second);
             let t_us = self.now_us();
             // A second read after a first that could not follow the whole thread list reads
             // (and stops) everything, as `redo` then lists every thread.
@@ -966,7 +966,11 @@ impl ProcessSampler {
             return;
         }
         for (t, tid) in traces.iter().zip(tids) {
-            if unstopped.contains(tid) && !torn.contains(tid) {
+            // A stack read with a cold code cache may serve a request without saying which
+            // (`asgi_scopes_known`): held, it would stand for the thread until it runs, so a
+            // stall could not be told from the request after it. The next tick reads it
+            // again, with the cache warm.
+            if unstopped.contains(tid) && !torn.contains(tid) && t.asgi_scopes_known {
                 if let Some(runs) = before.get(tid).and_then(|os| os.runs) {
                     self.held.insert(
                         *tid,
@@ -1021,7 +1025,7 @@ impl ProcessSampler {
             };
             let after = self.proc_files.thread_schedstat(tid).map(|s| [s[0], s[2]]);
             let state = self.proc_files.thread_stat(tid).map(|s| s.state);
-            if after == Some(r) && matches!(state, Ok('S' | 'D')) {
+            if after == Some(r) && matches!(state, Ok('S' | 'D')) && trace.asgi_scopes_known {
                 self.held.insert(tid, Held { runs: r, trace });
             }
         }
@@ -1040,19 +1044,30 @@ impl ProcessSampler {
         }
     }
 
-    /// The threads read without a stop: a thread in uninterruptible sleep (`D`) cannot change
-    /// its Python stack until it wakes, and a stop would wait for that (those `unchanged` are
-    /// not read at all). Each is checked after the read not to have run ([`Self::torn`]).
-    /// A thread asleep in `S` that ran since its last read is stopped: read without a stop,
-    /// the stall analysis measured back-to-back 100 ms blocks as stalls of up to 180 ms
-    /// (tests/live_diagnose_kinds.rs, routes); see docs/benchmarks.md.
-    fn asleep(&self, before: &HashMap<u32, ThreadOs>, unchanged: &HashSet<u32>) -> HashSet<u32> {
+    /// The threads read without a stop: a thread asleep in the kernel (`S`, or `D`:
+    /// uninterruptible, where a stop would wait for it to wake) cannot change its Python stack
+    /// until it wakes (those `unchanged` are not read at all). Each is checked after the read
+    /// not to have run ([`Self::torn`]); in the first read of a tick one that ran is read
+    /// again at once, stopped ([`Self::rereads`]). A second read (`second`) leaves only `D`
+    /// threads unstopped, so that a thread read again is stopped; so does
+    /// `--stop-all-threads`, which asks for every thread that can be stopped to be.
+    fn asleep(
+        &self,
+        before: &HashMap<u32, ThreadOs>,
+        unchanged: &HashSet<u32>,
+        second: bool,
+    ) -> HashSet<u32> {
         if self.locking == Locking::None {
             return HashSet::new();
         }
         before
             .iter()
-            .filter(|(tid, os)| os.runs.is_some() && os.state == 'D' && !unchanged.contains(tid))
+            .filter(|(tid, os)| {
+                os.runs.is_some()
+                    && (os.state == 'D'
+                        || (os.state == 'S' && !second && self.locking == Locking::PythonThreads))
+                    && !unchanged.contains(tid)
+            })
             .map(|(tid, _)| *tid)
             .collect()
     }
@@ -1136,9 +1151,11 @@ impl ProcessSampler {
     }
 
     /// What a first read leaves to read again, stopped: every thread after a cut list, and,
-    /// when only the known Python threads were stopped, threads that appeared. (A thread that
-    /// ran while read without a stop is dropped, counted as lost: reading it again would
-    /// sample it at a later moment than the others.)
+    /// when only the known Python threads were stopped, threads that appeared and threads
+    /// read without a stop that ran during the read (torn). Such a thread is sampled a read's
+    /// length later than the others (about 0.1-0.3 ms, a few ms on a loaded machine), with
+    /// its state of that moment; dropping it instead would hide exactly the moments when
+    /// threads wake.
     fn rereads(&mut self, read: &Read, cut: bool) -> HashSet<u32> {
         let mut redo: HashSet<u32> = HashSet::new();
         if cut && self.locking == Locking::PythonThreads {
@@ -1151,6 +1168,9 @@ impl ProcessSampler {
                     .copied()
                     .filter(|t| *t != 0 && !read.before.contains_key(t)),
             );
+            // Read without a stop but ran meanwhile (woke during the read): its stack may
+            // be torn; read it again now, stopped, with its state of that moment.
+            redo.extend(read.torn.iter().copied());
         }
         redo
     }

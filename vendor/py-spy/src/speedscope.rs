@@ -300,6 +300,7 @@ mod tests {
             asgi_scopes: Vec::new(),
             asgi_request: 0,
             asgi_request_version: 0,
+            asgi_scopes_known: false,
             active: true,
             owns_gil: false,
             frames: vec![frame],

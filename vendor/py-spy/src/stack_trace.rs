@@ -51,6 +51,12 @@ pub struct StackTrace {
     /// header the offset holds `ob_type`: constant per object, so the address alone decides.
     #[serde(skip)]
     pub asgi_request_version: u64,
+    /// loopprof patch: every Python frame's code object was already in the code cache when
+    /// the frame chain was read, so every `scope` argument was looked for. False on the first
+    /// read of new code (its argument positions are learnt from that read): a stack read
+    /// then may serve a request without saying which, and should not be kept for reuse.
+    #[serde(skip)]
+    pub asgi_scopes_known: bool,
     /// loopprof patch: the thread's stack is deeper than [`MAX_FRAMES`]: only the innermost
     /// [`MAX_FRAMES`] frames were read (py-spy failed the whole read instead).
     #[serde(skip)]
@@ -169,6 +175,8 @@ pub struct FrameChain<F> {
     request: usize,
     /// See [`StackTrace::asgi_request_version`].
     request_version: u64,
+    /// See [`StackTrace::asgi_scopes_known`].
+    scopes_known: bool,
 }
 
 impl<F> FrameChain<F> {
@@ -206,6 +214,7 @@ where
     let mut scopes = Vec::new();
     let mut request = 0;
     let mut request_version = 0;
+    let mut scopes_known = false;
     if let (false, Some(cache)) = (copy_locals, cache) {
         if let Some(pid) = cache.pid {
             let previous = cache.chains.remove(&thread.thread_id()).unwrap_or_default();
@@ -232,6 +241,10 @@ where
             // this address) takes one: one vectored read of the argument slots while the
             // thread is still stopped. `localsplus` (`f_localsplus` before 3.11) is the last
             // field of the frame struct and starts with the arguments, as `get_locals` reads.
+            scopes_known = chain
+                .iter()
+                .filter(|f| f.is_python_frame())
+                .all(|f| cache.entries.contains_key(&(f.code() as usize)));
             let ptr_size = std::mem::size_of::<usize>();
             let slots: Vec<usize> = chain
                 .iter()
@@ -278,6 +291,7 @@ where
         scopes,
         request,
         request_version,
+        scopes_known,
     })
 }
 
@@ -306,6 +320,7 @@ where
         scopes,
         request,
         request_version,
+        scopes_known,
     } = chain;
 
     // We are iterating in reverse, i.e. from last call to first call.
@@ -497,6 +512,7 @@ where
         asgi_scopes: scopes,
         asgi_request: request,
         asgi_request_version: request_version,
+        asgi_scopes_known: scopes_known,
         truncated,
     })
 }
