@@ -324,10 +324,20 @@ fn dump_shows_the_task_tree_of_a_fan_out() {
     // One task at a time runs on a loop: a dump taken while a child is between awaits shows
     // it running, waiting on nothing (CI caught `AsyncClient.get` so); every other child
     // waits on the upstream.
+    // A child can also have just yielded at a `sleep(0)` checkpoint (anyio's lock fast path
+    // in httpcore's pool, seen beside CPU hogs): ready to run, not waiting on anything.
     let children = parents[0]["children"].as_array().unwrap();
     let running = children.iter().filter(|c| c["state"] == "running").count();
     assert!(running <= 1, "{d:#}");
-    for c in children.iter().filter(|c| c["state"] != "running") {
+    let checkpoint = |c: &Value| {
+        c["stack"][0]
+            .as_str()
+            .is_some_and(|f| f.starts_with("__sleep0 "))
+    };
+    for c in children
+        .iter()
+        .filter(|c| c["state"] != "running" && !checkpoint(c))
+    {
         assert_eq!(c["kind"], "upstream", "{c:#}");
     }
 }

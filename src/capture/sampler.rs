@@ -658,8 +658,22 @@ impl ProcessSampler {
         crate::capture::stop::release_left_seized(true);
     }
 
+    /// One read without a stop, before the first tick, whose stacks are dropped: it fills the
+    /// code cache, so that the first samples already know where each ASGI frame keeps its
+    /// `scope` (a cold read cannot tell the request a stack serves, and the stall analysis
+    /// then merges that sample with the next request's; see `asgi_scopes_known`). Stops
+    /// nothing; a torn read only costs a cache entry.
+    fn warm_code_cache(&mut self) {
+        self.spy.config.blocking = LockingStrategy::NonBlocking;
+        let spy = &mut self.spy;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spy.get_stack_traces_then(&mut || {})
+        }));
+    }
+
     fn sample_until_stopped(mut self) {
         // (`self` is replaced when the process execs.)
+        self.warm_code_cache();
         let period = self.ctx.period;
         let mut next = Instant::now();
         loop {
