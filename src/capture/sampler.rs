@@ -745,6 +745,7 @@ impl ProcessSampler {
                             });
                             crate::capture::stop::release_left_seized(true);
                             self = ProcessSampler::new(pid, spy, ctx);
+                            self.warm_code_cache();
                             next = Instant::now();
                         }
                         Err(_) => {
@@ -876,8 +877,9 @@ impl ProcessSampler {
             }
             first = Some(Pass { read, t_us, cut });
         };
-        // The threads stopped while asleep: read them once more, now, without a stop, so that
-        // the next ticks can leave them alone until they run.
+        // The threads read while asleep (stopped, or without a stop but not held: a cold read,
+        // see `hold_unstopped`): read them once more, now, without a stop, so that the next
+        // ticks can leave them alone until they run.
         let verify: Vec<(u32, u64)> = tids
             .iter()
             .zip(&traces)
@@ -982,8 +984,8 @@ impl ProcessSampler {
         for (t, tid) in traces.iter().zip(tids) {
             // A stack read with a cold code cache may serve a request without saying which
             // (`asgi_scopes_known`): held, it would stand for the thread until it runs, so a
-            // stall could not be told from the request after it. The next tick reads it
-            // again, with the cache warm.
+            // stall could not be told from the request after it. Not held, it is read again
+            // (with the cache warm) by this tick's verifying read or the next tick.
             if unstopped.contains(tid) && !torn.contains(tid) && t.asgi_scopes_known {
                 if let Some(runs) = before.get(tid).and_then(|os| os.runs) {
                     self.held.insert(
@@ -999,11 +1001,12 @@ impl ProcessSampler {
     }
 
     /// Reads `threads` (OS id, Python thread id) again without stopping them, after the tick
-    /// that stopped them, and holds the stacks of those that did not run during the read:
-    /// run time and run count (`schedstat`) read before their state, both before the stack
-    /// and unchanged after it, the state not runnable. A thread that ran is left to be
-    /// stopped again at its next tick. This read is never a sample; it only lets the next
-    /// ticks leave a thread alone until it runs.
+    /// that read them (stopped, or unstopped but not held), and holds the stacks of those
+    /// that did not run during the read: run time and run count (`schedstat`) read before
+    /// their state, both before the stack and unchanged after it, the state not runnable,
+    /// every frame's code known (`asgi_scopes_known`). A thread that ran is read again at
+    /// its next tick. This read is never a sample; it only lets the next ticks leave a thread
+    /// alone until it runs.
     fn hold_verified(&mut self, threads: &[(u32, u64)]) {
         let mut runs: HashMap<u32, [u64; 2]> = HashMap::new();
         for (tid, _) in threads {

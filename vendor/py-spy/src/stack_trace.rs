@@ -34,12 +34,14 @@ pub struct StackTrace {
     /// loopprof patch: the values of the `scope` argument of the innermost (at most
     /// [`MAX_SCOPE_FRAMES`]) frames whose code object takes one (an ASGI application's
     /// `(scope, receive, send)`), innermost first, read while the thread was stopped. Unchecked
-    /// object addresses (0 when the slot was empty): see `PythonSpy::asgi_scope`.
+    /// object addresses (0 when the slot was empty): see `PythonSpy::asgi_scope`. Read with the
+    /// frame chain: while the thread was stopped, when it was (a sleeping thread is read
+    /// without a stop and checked not to have run).
     #[serde(skip)]
     pub asgi_scopes: Vec<usize>,
     /// loopprof patch: the `scope` argument of the outermost such frame (the server's own
     /// scope dict, created once per request and referenced until the request ends), 0 when
-    /// none: an identity of the request being served, read while the thread was stopped.
+    /// none: an identity of the request being served, read with the frame chain.
     #[serde(skip)]
     pub asgi_request: usize,
     /// loopprof patch: the word at offset 24 of [`Self::asgi_request`]'s dict, read with it
@@ -320,7 +322,7 @@ where
         scopes,
         request,
         request_version,
-        scopes_known,
+        mut scopes_known,
     } = chain;
 
     // We are iterating in reverse, i.e. from last call to first call.
@@ -404,6 +406,9 @@ where
                 }
             }
         }
+        // loopprof patch: a code object read in full was not in the cache (new code, or other
+        // code at a reused address): its `scope` slot was not looked for, or by a stale entry.
+        scopes_known = false;
 
         let filename = copy_string(code.filename(), process).context("Failed to copy filename");
 
