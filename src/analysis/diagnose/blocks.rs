@@ -416,71 +416,52 @@ pub(super) fn gil_holder(rec: &Recording, sample: &Sample, loop_tid: u32) -> Opt
         })
 }
 
-/// Per sample of a thread, the share of the time to the next sample (or from the previous,
-/// for the last) that the thread was runnable but waiting for a CPU, from its scheduler
-/// counters; 0 when they were not recorded.
-pub(super) fn sched_fractions(samples: &[&Sample], tid: u32) -> Vec<SchedShare> {
-    let sched: Vec<Option<[u64; 2]>> = samples
+/// The scheduler counters `[on CPU, runnable]` (ns) of thread `tid` in sample `i`, if recorded.
+fn sched_at(samples: &[&Sample], i: usize, tid: u32) -> Option<[u64; 2]> {
+    samples[i]
+        .threads
         .iter()
-        .map(|s| {
-            s.threads
-                .iter()
-                .find(|t| t.tid == tid)
-                .and_then(|t| t.sched)
-        })
-        .collect();
-    let frac = |i: usize, j: usize| -> Option<SchedShare> {
-        let (a, b) = (sched[i]?, sched[j]?);
-        let dt_ns = (samples[j].t_us.checked_sub(samples[i].t_us)? as f64) * 1000.0;
-        (dt_ns > 0.0).then(|| SchedShare {
-            running: (b[0].saturating_sub(a[0]) as f64 / dt_ns).clamp(0.0, 1.0),
-            starved: (b[1].saturating_sub(a[1]) as f64 / dt_ns).clamp(0.0, 1.0),
-        })
-    };
-    (0..samples.len())
-        .map(|i| {
-            if i + 1 < samples.len() {
-                frac(i, i + 1)
-            } else if i > 0 {
-                frac(i - 1, i)
-            } else {
-                None
-            }
-            .unwrap_or(SchedShare {
-                running: 1.0,
-                starved: 0.0,
-            })
-        })
-        .collect()
+        .find(|t| t.tid == tid)
+        .and_then(|t| t.sched)
 }
 
-/// The share of the interval around sample `i` (to the next sample, or from the previous
-/// for the last) that thread `tid` spent runnable without a CPU, from its scheduler counters
-/// in both samples; 0 when either lacks them.
-fn holder_starved(samples: &[&Sample], i: usize, tid: u32) -> f64 {
-    let sched_at = |j: usize| {
-        samples
-            .get(j)?
-            .threads
-            .iter()
-            .find(|t| t.tid == tid)
-            .and_then(|t| t.sched)
-    };
+/// The shares of the interval around sample `i` (to the next sample, or from the previous for
+/// the last) that thread `tid` spent on a CPU and runnable without one, from its counters in
+/// both samples; `None` when either lacks them or the interval is empty.
+fn share_around(samples: &[&Sample], i: usize, tid: u32) -> Option<SchedShare> {
     let (a, b) = if i + 1 < samples.len() {
         (i, i + 1)
     } else if i > 0 {
         (i - 1, i)
     } else {
-        return 0.0;
+        return None;
     };
-    let (Some(x), Some(y)) = (sched_at(a), sched_at(b)) else {
-        return 0.0;
-    };
-    let dt_ns = samples[b].t_us.saturating_sub(samples[a].t_us) as f64 * 1000.0;
-    if dt_ns <= 0.0 {
-        return 0.0;
-    }
-    (y[1].saturating_sub(x[1]) as f64 / dt_ns).clamp(0.0, 1.0)
+    let (x, y) = (sched_at(samples, a, tid)?, sched_at(samples, b, tid)?);
+    let dt_ns = (samples[b].t_us.checked_sub(samples[a].t_us)? as f64) * 1000.0;
+    (dt_ns > 0.0).then(|| SchedShare {
+        running: (y[0].saturating_sub(x[0]) as f64 / dt_ns).clamp(0.0, 1.0),
+        starved: (y[1].saturating_sub(x[1]) as f64 / dt_ns).clamp(0.0, 1.0),
+    })
+}
+
+/// The share of the interval around sample `i` that thread `tid` (a GIL holder) was
+/// runnable without a CPU ([`share_around`]); 0 when not recorded.
+fn holder_starved(samples: &[&Sample], i: usize, tid: u32) -> f64 {
+    share_around(samples, i, tid).map_or(0.0, |s| s.starved)
+}
+
+/// Per sample of a thread, the share of the time to the next sample (or from the previous,
+/// for the last) that the thread ran and was runnable but waiting for a CPU, from its
+/// scheduler counters; all running when they were not recorded.
+pub(super) fn sched_fractions(samples: &[&Sample], tid: u32) -> Vec<SchedShare> {
+    (0..samples.len())
+        .map(|i| {
+            share_around(samples, i, tid).unwrap_or(SchedShare {
+                running: 1.0,
+                starved: 0.0,
+            })
+        })
+        .collect()
 }
 
 /// Shares of a sample interval a thread spent running on a CPU and runnable without one.
